@@ -1,0 +1,43 @@
+# Entry points of the AEVB reproduction suite. The first target run creates .venv and installs the package.
+#   make test                      fast test suite (CPU, a few minutes)
+#   make reproduce-mnist           Figure 2, MNIST, AEVB, Nz in {3,5,10,20,200}, to 1e8 samples
+#   make reproduce-mnist SAMPLES=1e6   the same, shorter; run again to continue or extend
+#   make smoke                     the same pipeline on a tiny budget (well under a minute)
+# Settings: DATA (data folder, default $VAE_DATA_DIR or ./data), RESULTS (default ./results).
+
+PYTHON ?= python3.11
+VENV := .venv
+PY := $(VENV)/bin/python
+DATA ?= $(or $(VAE_DATA_DIR),./data)
+RESULTS ?= results
+SAMPLES ?=
+export VAE_DATA_DIR := $(DATA)
+
+TRAIN := $(PY) -m vae train --results-dir $(RESULTS) --data-dir $(DATA)
+BUDGET := $(if $(SAMPLES),samples=$(SAMPLES))
+
+.PHONY: install test test-full reproduce-mnist smoke data
+
+install: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet torch==2.14.1 torchvision==0.29.1
+	$(PY) -m pip install --quiet -e '.[test]'
+	touch $@
+
+test: install
+	$(PY) -m pytest -q -m "not slow"
+
+test-full: install
+	$(PY) -m pytest -q
+
+data: install
+	$(PY) -m vae data --data-dir $(DATA)
+
+reproduce-mnist: install
+	$(TRAIN) experiments/fig2_mnist_aevb.yaml --set $(BUDGET)
+
+smoke: install
+	$(PY) -m vae train experiments/smoke.yaml --results-dir $(RESULTS)/smoke --data-dir $(DATA)

@@ -1,0 +1,55 @@
+import torch
+
+from vae.nets import BernoulliMLP, GaussianMLP, init_normal_, make_decoder, weight_matrices
+
+
+def test_gaussian_mlp_has_two_separate_linear_heads():
+    net = GaussianMLP(10, 7, 3)
+    assert net.mean is not net.logvar
+    assert net.mean.weight.data_ptr() != net.logvar.weight.data_ptr()
+    assert net.mean.weight.shape == net.logvar.weight.shape == (3, 7)
+    mean, logvar = net(torch.randn(4, 10))
+    mean.sum().backward()
+    assert net.logvar.weight.grad is None or not net.logvar.weight.grad.any()
+    assert net.mean.weight.grad.abs().sum() > 0
+
+
+def test_gaussian_mlp_follows_eq_12():
+    net = GaussianMLP(5, 4, 2)
+    v = torch.randn(3, 5)
+    h = torch.tanh(v @ net.hidden.weight.T + net.hidden.bias)
+    mean, logvar = net(v)
+    torch.testing.assert_close(mean, h @ net.mean.weight.T + net.mean.bias)
+    torch.testing.assert_close(logvar, h @ net.logvar.weight.T + net.logvar.bias)
+
+
+def test_sigmoid_mean_lies_in_unit_interval_and_equals_sigmoid_of_the_linear_head():
+    plain = GaussianMLP(2, 4, 6)
+    squashed = make_decoder("gaussian-sigmoid-mean", 2, 4, 6)
+    squashed.load_state_dict(plain.state_dict())
+    z = torch.randn(50, 2) * 10
+    m, _ = squashed(z)
+    assert ((m > 0) & (m < 1)).all()
+    torch.testing.assert_close(m, torch.sigmoid(plain(z)[0]))
+
+
+def test_bernoulli_mlp_follows_eq_11():
+    net = BernoulliMLP(3, 4, 5)
+    z = torch.randn(2, 3)
+    y = torch.sigmoid(net.logits(torch.tanh(net.hidden(z))))
+    torch.testing.assert_close(torch.sigmoid(net(z)), y)
+
+
+def test_init_draws_every_parameter_from_n0_std():
+    net = GaussianMLP(784, 500, 20)
+    init_normal_(net, 0.01, torch.Generator().manual_seed(0))
+    flat = torch.cat([p.detach().flatten() for p in net.parameters()])
+    assert abs(float(flat.std()) - 0.01) < 2e-4 and abs(float(flat.mean())) < 2e-4
+    for p in net.parameters():
+        assert p.abs().max() < 0.1
+
+
+def test_weight_prior_covers_weight_matrices_only():
+    net = GaussianMLP(4, 3, 2)
+    assert {id(p) for p in weight_matrices(net)} == {id(net.hidden.weight), id(net.mean.weight),
+                                                     id(net.logvar.weight)}

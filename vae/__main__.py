@@ -1,0 +1,48 @@
+"""Command line: ``python -m vae train EXPERIMENT.yaml [--set key=value ...]`` and ``python -m vae data``."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+import warnings
+from pathlib import Path
+
+from vae.algorithms.aevb import RunDiverged
+from vae.config import ConfigError, load_sweep, parse_overrides
+from vae.data import DATA_ENV, DataError, data_dir, load_mnist
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m vae", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    train = sub.add_parser("train", help="run (or continue) every run of a sweep file under experiments/")
+    train.add_argument("experiment", type=Path)
+    train.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="override config keys")
+    train.add_argument("--only", nargs="*", help="run only these run names of the sweep")
+    train.add_argument("--results-dir", type=Path, default=Path("results"))
+    train.add_argument("--data-dir", type=Path, help=f"data folder (default ${DATA_ENV} or ./data)")
+    data = sub.add_parser("data", help="verify (and download if missing) the datasets; print their facts")
+    data.add_argument("--data-dir", type=Path, help=f"data folder (default ${DATA_ENV} or ./data)")
+    args = parser.parse_args(argv)
+
+    logging.getLogger("lightning.pytorch").setLevel(logging.WARNING)
+    warnings.filterwarnings("ignore", message=".*does not have many workers.*")
+    try:
+        if args.command == "train":
+            from vae.train import run_sweep
+
+            sweep = load_sweep(args.experiment, parse_overrides(args.set))
+            run_sweep(sweep, args.results_dir, args.data_dir, args.only)
+        else:
+            splits = load_mnist(data_dir(args.data_dir))
+            print(f"MNIST in {data_dir(args.data_dir)}: checksums ok; train {tuple(splits.train.shape)}, "
+                  f"valid {tuple(splits.valid.shape)}, test {tuple(splits.test.shape)}")
+    except (ConfigError, DataError, RunDiverged) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,36 @@
+"""The SGVB estimators of the variational lower bound (§2.3, eq. 6-7 and eq. 10).
+
+One value per datapoint, in nats; averages over a minibatch are taken by the caller.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from vae.densities import log_normal, log_std_normal, neg_kl_std_normal
+from vae.nets import Decoder, GaussianMLP
+
+
+def reparameterize(mean: torch.Tensor, logvar: torch.Tensor, eps: torch.Tensor) -> torch.Tensor:
+    """z = mu + sigma * eps (eq. 4, §3); eps has a leading sample dimension L."""
+    return mean + torch.exp(0.5 * logvar) * eps
+
+
+def elbo(
+    x: torch.Tensor,
+    encoder: GaussianMLP,
+    decoder: Decoder,
+    estimator: str,
+    L: int,
+    generator: torch.Generator | None = None,
+) -> torch.Tensor:
+    """The SGVB lower bound per datapoint with L samples of z: estimator "A" (eq. 6) or "B" (eq. 7/10)."""
+    mean, logvar = encoder(x)
+    eps = torch.randn((L, *mean.shape), device=mean.device, dtype=mean.dtype, generator=generator)
+    z = reparameterize(mean, logvar, eps)
+    log_px = decoder.log_prob(x, z).mean(0)
+    if estimator == "B":
+        return neg_kl_std_normal(mean, logvar) + log_px
+    if estimator == "A":
+        return (log_std_normal(z) - log_normal(z, mean, logvar)).mean(0) + log_px
+    raise ValueError(f"estimator must be 'A' or 'B', got {estimator!r}")

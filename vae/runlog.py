@@ -1,0 +1,73 @@
+"""Per-run files under ``results/runs/<sweep>/<run>/``: ``config.yaml``, ``metrics.csv``, ``status.json``.
+
+Every file is written atomically (temporary file, then rename), so a killed run never leaves a torn file.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from argparse import Namespace
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+from lightning.pytorch.loggers.logger import Logger
+from lightning.pytorch.utilities import rank_zero_only
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def read_status(run_dir: Path) -> dict[str, Any]:
+    path = run_dir / "status.json"
+    return json.loads(path.read_text()) if path.is_file() else {}
+
+
+def write_status(run_dir: Path, status: dict[str, Any]) -> None:
+    atomic_write_text(run_dir / "status.json", json.dumps(status, indent=2, sort_keys=True) + "\n")
+
+
+class RunCSVLogger(Logger):
+    """Writes every evaluation point (rows with ``samples`` and ``train/elbo``) to ``metrics.csv``.
+
+    A point logged again after a resume replaces the rows at or beyond its ``samples``, so the file never
+    holds duplicated or stale points.
+    """
+
+    def __init__(self, run_dir: Path) -> None:
+        super().__init__()
+        self.path = Path(run_dir) / "metrics.csv"
+        self.rows: list[dict[str, Any]] = (
+            pd.read_csv(self.path).to_dict("records") if self.path.is_file() else [])
+
+    @property
+    def name(self) -> str:
+        return "csv"
+
+    @property
+    def version(self) -> str:
+        return "0"
+
+    @rank_zero_only
+    def log_hyperparams(self, params: dict[str, Any] | Namespace, *args: Any, **kwargs: Any) -> None:
+        """The config is written by the runner as config.yaml."""
+
+    @rank_zero_only
+    def log_metrics(self, metrics: dict[str, float], step: int | None = None) -> None:
+        if "samples" not in metrics or "train/elbo" not in metrics:
+            return
+        self.rows = [r for r in self.rows if r["samples"] < metrics["samples"]] + [dict(metrics)]
+        atomic_write_text(self.path, pd.DataFrame(self.rows).to_csv(index=False))

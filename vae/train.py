@@ -1,0 +1,111 @@
+"""Runs a sweep: one Lightning ``Trainer.fit`` per config, resumable, logged to CSV and W&B.
+
+A run lives in ``<results>/runs/<sweep>/<run>/``. Running the same command again continues every run
+from its last checkpoint (or extends a finished one to a larger ``samples`` budget); a run whose stored
+config differs from the requested one in anything but execution settings is refused.
+"""
+
+from __future__ import annotations
+
+import secrets
+import time
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import yaml
+
+from vae.algorithms.aevb import AEVB
+from vae.checkpoint import AtomicCheckpointIO, PeriodicCheckpoint
+from vae.config import ConfigError, RunSpec, Sweep
+from vae.runlog import RunCSVLogger, atomic_write_text, read_status, write_status
+from vae.schedule import round_up
+
+STEP_METRICS = ("train/elbo", "test/elbo", "lr", "time/*", "lr_select/*")
+
+
+def check_same_config(run_dir: Path, spec: RunSpec) -> None:
+    path = run_dir / "config.yaml"
+    if not path.is_file():
+        return
+    old = yaml.safe_load(path.read_text())
+    diff = {k: (old.get(k), v) for k, v in spec.config.identity().items() if old.get(k) != v}
+    if diff:
+        shown = ", ".join(f"{k}: {a!r} -> {b!r}" for k, (a, b) in diff.items())
+        raise ConfigError(
+            f"{run_dir} was started with a different config ({shown}). Resume it with its own config, "
+            "give the new config another results folder (--results-dir / RESULTS=), or delete the run folder.")
+
+
+def wandb_logger(run_dir: Path, sweep: str, spec: RunSpec) -> Any:
+    """Offline by default: ``wandb sync <run_dir>/wandb/offline-run-*`` uploads later."""
+    from lightning.pytorch.loggers import WandbLogger
+
+    id_file = run_dir / "wandb_id"
+    if not id_file.is_file():
+        atomic_write_text(id_file, secrets.token_hex(4))
+    cfg = spec.config
+    logger = WandbLogger(
+        project=cfg.wandb_project, name=f"{sweep}/{spec.name}", group=sweep, id=id_file.read_text().strip(),
+        save_dir=str(run_dir), offline=cfg.wandb == "offline", resume="allow", tags=list(cfg.tags),
+        job_type=cfg.algorithm, config=cfg.to_dict(),
+    )
+    logger.experiment.define_metric("samples")
+    for key in STEP_METRICS:
+        logger.experiment.define_metric(key, step_metric="samples")
+    return logger
+
+
+def run_one(sweep: str, spec: RunSpec, results_dir: Path, data_dir: Path | None = None) -> dict[str, Any]:
+    """Train one run to its budget (or continue it); returns its status."""
+    cfg = spec.config
+    run_dir = Path(results_dir) / "runs" / sweep / spec.name
+    check_same_config(run_dir, spec)
+    status = read_status(run_dir)
+    if status.get("samples", 0) >= round_up(cfg.samples, cfg.M):
+        print(f"[{spec.name}] already at {status['samples']:,d} samples (budget {cfg.samples:,d}): nothing to do")
+        return status
+    atomic_write_text(run_dir / "config.yaml", yaml.safe_dump(cfg.to_dict(), sort_keys=False))
+    ckpt = run_dir / "checkpoints" / "last.ckpt"
+    loggers: list[Any] = [RunCSVLogger(run_dir)]
+    if cfg.wandb != "disabled":
+        loggers.append(wandb_logger(run_dir, sweep, spec))
+    trainer = L.Trainer(
+        accelerator=cfg.accelerator, devices=1, max_epochs=-1, logger=loggers,
+        callbacks=[PeriodicCheckpoint(ckpt, cfg.checkpoint_minutes)], plugins=[AtomicCheckpointIO()],
+        enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
+        default_root_dir=run_dir,
+    )
+    model = AEVB(cfg, data_dir)
+    model.run_label = spec.name
+    began = time.time()
+    try:
+        trainer.fit(model, ckpt_path=ckpt if ckpt.is_file() else None)
+    finally:
+        for logger in loggers[1:]:
+            logger.experiment.finish()
+    status = {
+        "samples": model.samples, "budget": cfg.samples, "lr": model.lr, "lr_selection": model.lr_selection,
+        "last": model.history[-1] if model.history else None, "train_seconds": model.train_seconds,
+        "wall_seconds": status.get("wall_seconds", 0.0) + time.time() - began,
+        "device": str(model.device),
+    }
+    write_status(run_dir, status)
+    return status
+
+
+def run_sweep(sweep: Sweep, results_dir: Path, data_dir: Path | None = None,
+              only: list[str] | None = None) -> dict[str, dict[str, Any]]:
+    specs = [s for s in sweep.runs if not only or s.name in only]
+    if only and len(specs) != len(only):
+        names = [s.name for s in sweep.runs]
+        raise ConfigError(f"--only {only}: unknown run name(s); this sweep has {names}")
+    results = {s.name: run_one(sweep.name, s, results_dir, data_dir) for s in specs}
+    print(f"\nsweep {sweep.name}: {len(results)} run(s) in {Path(results_dir) / 'runs' / sweep.name}")
+    nan = float("nan")
+    print(f"{'run':<16}{'samples':>13}{'lr':>7}{'train/elbo':>12}{'test/elbo':>11}{'samples/s':>11}")
+    for name, st in results.items():
+        last = st.get("last") or {}
+        print(f"{name:<16}{st['samples']:>13,d}{st['lr'] or nan:>7}{last.get('train/elbo', nan):>12.2f}"
+              f"{last.get('test/elbo', nan):>11.2f}{last.get('time/samples_per_s', nan):>11.0f}")
+    return results
