@@ -89,11 +89,11 @@ def ensure_files(spec: DatasetFiles, root: Path, mirrors: tuple[str, ...] | None
     folder = root / spec.folder
     missing = [f for f in spec.files if not (folder / f.name).is_file()]
     if missing:
-        errors = []
+        errors: dict[str, str] = {}
         try:
             folder.mkdir(parents=True, exist_ok=True)
         except OSError as e:
-            errors.append(f"cannot create {folder}: {e.strerror}")
+            errors["folder"] = f"cannot create {folder}: {e.strerror}"
         else:
             for f in missing:
                 for mirror in mirrors or spec.mirrors:
@@ -101,12 +101,12 @@ def ensure_files(spec: DatasetFiles, root: Path, mirrors: tuple[str, ...] | None
                         _download(mirror + f.name, folder / f.name, f.md5)
                         break
                     except (OSError, DataError) as e:
-                        errors.append(f"{mirror}{f.name}: {e}")
+                        errors[f.name] = f"{mirror}{f.name}: {e}"
         still = [f.name for f in spec.files if not (folder / f.name).is_file()]
         if still:
             raise DataError(
                 f"data files missing in {folder.resolve()}: {still}, and download failed "
-                f"({'; '.join(errors[-len(still):])}). Put the files there (checksums in vae/data.py), "
+                f"({'; '.join(errors.values())}). Put the files there (checksums in vae/data.py), "
                 f"or point the data folder elsewhere with {DATA_ENV}=..., make DATA=... or --data-dir."
             )
     for f in spec.files:

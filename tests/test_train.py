@@ -1,0 +1,91 @@
+"""End to end on tiny budgets: the real Trainer, real MNIST, CSV and offline W&B, resume and extension."""
+
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import torch
+import yaml
+
+from vae.__main__ import main
+from vae.config import ConfigError, RunSpec, make_config
+from vae.train import run_one
+
+TINY = dict(hidden=20, nz=2, n_train=2000, samples=20000, eval_start=5000, lr_select_samples=5000,
+            adagrad_warmup=10, wandb="disabled")
+
+
+def train(results: Path, data_root: Path, name: str = "run", **overrides) -> dict:
+    spec = RunSpec(name=name, config=make_config({**TINY, **overrides}))
+    return run_one("test", spec, results, data_root)
+
+
+def metrics(results: Path, name: str = "run") -> pd.DataFrame:
+    return pd.read_csv(results / "runs" / "test" / name / "metrics.csv")
+
+
+def final_weights(results: Path, name: str = "run") -> dict[str, torch.Tensor]:
+    return torch.load(results / "runs" / "test" / name / "checkpoints" / "last.ckpt", weights_only=False)["state_dict"]
+
+
+def test_tiny_run_logs_the_paper_axis_and_improves_the_bound(tmp_path, data_root):
+    status = train(tmp_path, data_root, wandb="offline")
+    run = tmp_path / "runs" / "test" / "run"
+    df = metrics(tmp_path)
+    assert {"samples", "train/elbo", "test/elbo", "lr", "time/samples_per_s"} <= set(df.columns)
+    assert df["samples"].tolist() == [5000, 6300, 7900, 10000, 12600, 15800, 19900, 20000]
+    assert df["train/elbo"].iloc[-1] > df["train/elbo"].iloc[0] + 8
+    assert df["test/elbo"].iloc[-1] > df["test/elbo"].iloc[0] + 8
+    assert status["samples"] == 20000 and status["lr"] in (0.01, 0.02, 0.1)
+    assert set(status["lr_selection"]) == {"0.01", "0.02", "0.1"}
+    assert yaml.safe_load((run / "config.yaml").read_text())["nz"] == 2
+    offline = list((run / "wandb").glob("offline-run-*"))
+    assert len(offline) == 1 and list(offline[0].glob("*.wandb"))
+
+
+def test_extending_a_finished_run_equals_one_long_run(tmp_path, data_root):
+    train(tmp_path / "a", data_root)
+    train(tmp_path / "a", data_root, samples=40000)
+    train(tmp_path / "b", data_root, samples=40000)
+    a, b = metrics(tmp_path / "a"), metrics(tmp_path / "b")
+    assert set(a["samples"]) - set(b["samples"]) == {20000}  # the first budget's end point, kept
+    cols = ["samples", "train/elbo", "test/elbo", "lr"]
+    pd.testing.assert_frame_equal(a[a["samples"] != 20000][cols].reset_index(drop=True), b[cols])
+    for key, value in final_weights(tmp_path / "a").items():
+        assert torch.equal(value, final_weights(tmp_path / "b")[key]), key
+
+
+def test_step_size_selection_continues_the_winner_exactly(tmp_path, data_root):
+    auto = train(tmp_path / "auto", data_root)
+    train(tmp_path / "forced", data_root, lr=auto["lr"])
+    cols = ["samples", "train/elbo", "test/elbo"]
+    pd.testing.assert_frame_equal(metrics(tmp_path / "auto")[cols], metrics(tmp_path / "forced")[cols])
+
+
+def test_steps_per_call_does_not_change_the_numbers(tmp_path, data_root):
+    train(tmp_path / "x", data_root, lr=0.02, steps_per_call=7)
+    train(tmp_path / "y", data_root, lr=0.02, steps_per_call=50)
+    pd.testing.assert_frame_equal(metrics(tmp_path / "x")[["train/elbo", "test/elbo"]],
+                                  metrics(tmp_path / "y")[["train/elbo", "test/elbo"]])
+
+
+def test_finished_run_is_not_trained_again_and_changed_config_is_refused(tmp_path, data_root, capsys):
+    train(tmp_path, data_root, lr=0.02)
+    before = (tmp_path / "runs" / "test" / "run" / "metrics.csv").read_text()
+    train(tmp_path, data_root, lr=0.02)
+    assert "nothing to do" in capsys.readouterr().out
+    assert (tmp_path / "runs" / "test" / "run" / "metrics.csv").read_text() == before
+    with pytest.raises(ConfigError, match=r"lr: 0.02 -> 0.1"):
+        train(tmp_path, data_root, lr=0.1)
+
+
+def test_command_line_runs_a_sweep_file(tmp_path, data_root, capsys):
+    sweep = tmp_path / "sweep.yaml"
+    sweep.write_text(yaml.safe_dump({"name": "cli", "base": {**TINY, "samples": 10000}, "grid": {"nz": [2, 3]}}))
+    assert main(["train", str(sweep), "--results-dir", str(tmp_path), "--data-dir", str(data_root),
+                 "--set", "lr=0.02"]) == 0
+    out = capsys.readouterr().out
+    assert "nz2-seed0" in out and "nz3-seed0" in out
+    assert (tmp_path / "runs" / "cli" / "nz3-seed0" / "metrics.csv").is_file()
+    assert main(["train", str(sweep), "--set", "nz=0", "--results-dir", str(tmp_path)]) == 2
+    assert "nz=0 must be a positive number" in capsys.readouterr().err
