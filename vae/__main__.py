@@ -11,6 +11,7 @@ from pathlib import Path
 from vae.algorithms.aevb import RunDiverged
 from vae.config import ConfigError, load_sweep, parse_overrides
 from vae.data import DATA_ENV, DataError, data_dir, load_mnist
+from vae.runlog import ResultsError
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -38,7 +39,7 @@ def main(argv: list[str] | None = None) -> int:
             splits = load_mnist(data_dir(args.data_dir))
             print(f"MNIST in {data_dir(args.data_dir)}: checksums ok; train {tuple(splits.train.shape)}, "
                   f"valid {tuple(splits.valid.shape)}, test {tuple(splits.test.shape)}")
-    except (ConfigError, DataError, RunDiverged) as e:
+    except (ConfigError, DataError, ResultsError, RunDiverged) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     return 0

@@ -13,8 +13,24 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
+from lightning.pytorch.loggers import WandbLogger
 from lightning.pytorch.loggers.logger import Logger
 from lightning.pytorch.utilities import rank_zero_only
+
+
+class ResultsError(RuntimeError):
+    """The results folder cannot be written."""
+
+
+def check_writable(folder: Path) -> None:
+    """Fail before training, not after it, when the run folder cannot be written."""
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=folder):
+            pass
+    except OSError as e:
+        raise ResultsError(f"cannot write to the results folder {folder} ({e.strerror}); choose a writable "
+                           "one with --results-dir or make RESULTS=...") from None
 
 
 def atomic_write_text(path: Path, text: str) -> None:
@@ -71,3 +87,27 @@ class RunCSVLogger(Logger):
             return
         self.rows = [r for r in self.rows if r["samples"] < metrics["samples"]] + [dict(metrics)]
         atomic_write_text(self.path, pd.DataFrame(self.rows).to_csv(index=False))
+
+
+class ResumeSafeWandbLogger(WandbLogger):
+    """A WandbLogger that uses ``samples`` as the W&B step and never logs an evaluation point twice.
+
+    Resume is exact, so the points a killed run logged after its last checkpoint come out identical when
+    the resumed run reaches them again; ``wandb_logged`` in the run folder records the last point sent,
+    and points at or before it are not sent again. The W&B step is the sample count, so the history of a
+    resumed run keeps increasing across sessions (and across ``wandb sync`` of their offline folders).
+    """
+
+    def __init__(self, run_dir: Path, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.mark = Path(run_dir) / "wandb_logged"
+        self.logged_upto = int(self.mark.read_text()) if self.mark.is_file() else -1
+
+    @rank_zero_only
+    def log_metrics(self, metrics: dict[str, float], step: int | None = None) -> None:
+        if "samples" not in metrics or metrics["samples"] <= self.logged_upto:
+            return
+        self.experiment.log(dict(metrics), step=int(metrics["samples"]))
+        if "train/elbo" in metrics:
+            self.logged_upto = int(metrics["samples"])
+            atomic_write_text(self.mark, str(self.logged_upto))

@@ -18,7 +18,8 @@ import yaml
 from vae.algorithms.aevb import AEVB
 from vae.checkpoint import AtomicCheckpointIO, PeriodicCheckpoint
 from vae.config import ConfigError, RunSpec, Sweep
-from vae.runlog import RunCSVLogger, atomic_write_text, read_status, write_status
+from vae.runlog import (ResumeSafeWandbLogger, RunCSVLogger, atomic_write_text, check_writable, read_status,
+                        write_status)
 from vae.schedule import round_up
 
 STEP_METRICS = ("train/elbo", "test/elbo", "lr", "time/*", "lr_select/*")
@@ -39,14 +40,12 @@ def check_same_config(run_dir: Path, spec: RunSpec) -> None:
 
 def wandb_logger(run_dir: Path, sweep: str, spec: RunSpec) -> Any:
     """Offline by default: ``wandb sync <run_dir>/wandb/offline-run-*`` uploads later."""
-    from lightning.pytorch.loggers import WandbLogger
-
     id_file = run_dir / "wandb_id"
     if not id_file.is_file():
         atomic_write_text(id_file, secrets.token_hex(4))
     cfg = spec.config
-    logger = WandbLogger(
-        project=cfg.wandb_project, name=f"{sweep}/{spec.name}", group=sweep, id=id_file.read_text().strip(),
+    logger = ResumeSafeWandbLogger(
+        run_dir, project=cfg.wandb_project, name=f"{sweep}/{spec.name}", group=sweep, id=id_file.read_text().strip(),
         save_dir=str(run_dir), offline=cfg.wandb == "offline", resume="allow", tags=list(cfg.tags),
         job_type=cfg.algorithm, config=cfg.to_dict(),
     )
@@ -61,6 +60,7 @@ def run_one(sweep: str, spec: RunSpec, results_dir: Path, data_dir: Path | None 
     cfg = spec.config
     run_dir = Path(results_dir) / "runs" / sweep / spec.name
     check_same_config(run_dir, spec)
+    check_writable(run_dir)
     status = read_status(run_dir)
     if status.get("samples", 0) >= round_up(cfg.samples, cfg.M):
         print(f"[{spec.name}] already at {status['samples']:,d} samples (budget {cfg.samples:,d}): nothing to do")

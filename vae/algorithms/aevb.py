@@ -188,7 +188,8 @@ class AEVB(L.LightningModule):
             finals[lr] = (self._snapshot(), self.train_seconds - began)
         best = max(results, key=results.__getitem__)
         if results[best] == -math.inf:
-            raise RunDiverged(f"every Adagrad step size in {list(results)} diverged during selection")
+            raise RunDiverged(f"every Adagrad step size in {list(results)} diverged during selection; "
+                              "try smaller lr_candidates")
         snapshot, seconds = finals[best]
         self._restore(snapshot)
         self.lr = best
@@ -222,9 +223,11 @@ class AEVB(L.LightningModule):
         if not all(math.isfinite(v) for v in row.values()) or not all(
                 bool(torch.isfinite(p).all()) for p in self.parameters()):
             raise RunDiverged(
-                f"[{self.run_label}] the bound or the parameters are not finite at {self.samples} samples "
-                f"(train {row['train/elbo']}, test {row['test/elbo']}); the step size {self.lr} is likely too "
-                "large. The last checkpoint is kept; nothing was written for this point.")
+                f"[{self.run_label}] the bound or the parameters are not finite at step "
+                f"{self.samples // self.cfg.M} ({self.samples} samples; train {row['train/elbo']}, test "
+                f"{row['test/elbo']}); the Adagrad step size {self.lr} is likely too large for this model. "
+                "The last good checkpoint is kept and nothing was written for this point: restart with a "
+                "smaller lr (in a new results folder) or rerun to retry from the checkpoint.")
         done, secs = self._since_eval
         rate = (self.samples - done) / max(self.train_seconds - secs, 1e-9)
         row |= {"lr": self.lr, "time/train_s": self.train_seconds, "time/samples_per_s": rate}
