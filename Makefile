@@ -2,6 +2,7 @@
 #   make test                      fast test suite (CPU, a few minutes)
 #   make reproduce-mnist           Figure 2, MNIST, AEVB, Nz in {3,5,10,20,200}, to 1e8 samples
 #   make reproduce-mnist SAMPLES=1e6   the same, shorter; run again to continue or extend
+#   make tables                    results/tables/ from the logged runs, beside the paper's values
 #   make smoke                     the same pipeline on a tiny budget (well under a minute)
 # Settings: DATA (data folder, default $VAE_DATA_DIR or ./data), RESULTS (default ./results).
 
@@ -16,7 +17,7 @@ export VAE_DATA_DIR := $(DATA)
 TRAIN := $(PY) -m vae train --results-dir $(RESULTS) --data-dir $(DATA)
 BUDGET := $(if $(SAMPLES),samples=$(SAMPLES))
 
-.PHONY: install test test-full reproduce-mnist smoke data
+.PHONY: install test test-full reproduce-mnist smoke data tables
 
 install: $(VENV)/.installed
 
@@ -41,3 +42,6 @@ reproduce-mnist: install
 
 smoke: install
 	$(PY) -m vae train experiments/smoke.yaml --results-dir $(RESULTS)/smoke --data-dir $(DATA)
+
+tables: install
+	$(PY) -m vae tables --results-dir $(RESULTS)

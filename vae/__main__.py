@@ -1,4 +1,4 @@
-"""Command line: ``python -m vae train EXPERIMENT.yaml [--set key=value ...]`` and ``python -m vae data``."""
+"""Command line: ``python -m vae train EXPERIMENT.yaml [--set key=value ...]``, ``tables`` and ``data``."""
 
 from __future__ import annotations
 
@@ -8,9 +8,12 @@ import sys
 import warnings
 from pathlib import Path
 
+import yaml
+
 from vae.algorithms.aevb import RunDiverged
 from vae.config import ConfigError, load_sweep, parse_overrides
 from vae.data import DATA_ENV, DataError, data_dir, load_mnist
+from vae.report import ReportError
 from vae.runlog import ResultsError
 
 
@@ -25,6 +28,10 @@ def main(argv: list[str] | None = None) -> int:
     train.add_argument("--data-dir", type=Path, help=f"data folder (default ${DATA_ENV} or ./data)")
     data = sub.add_parser("data", help="verify (and download if missing) the datasets; print their facts")
     data.add_argument("--data-dir", type=Path, help=f"data folder (default ${DATA_ENV} or ./data)")
+    tables = sub.add_parser("tables", help="tables and scorecard from the logged runs, beside the paper")
+    tables.add_argument("--results-dir", type=Path, default=Path("results"))
+    tables.add_argument("--settings", type=Path, default=Path("experiments/tables.yaml"))
+    tables.add_argument("--include-incomplete", action="store_true", help="also use runs below their budget")
     args = parser.parse_args(argv)
 
     logging.getLogger("lightning.pytorch").setLevel(logging.WARNING)
@@ -35,11 +42,16 @@ def main(argv: list[str] | None = None) -> int:
 
             sweep = load_sweep(args.experiment, parse_overrides(args.set))
             run_sweep(sweep, args.results_dir, args.data_dir, args.only)
+        elif args.command == "tables":
+            from vae.report import write_fig2_tables
+
+            settings = yaml.safe_load(args.settings.read_text())
+            write_fig2_tables(args.results_dir, settings, args.include_incomplete)
         else:
             splits = load_mnist(data_dir(args.data_dir))
             print(f"MNIST in {data_dir(args.data_dir)}: checksums ok; train {tuple(splits.train.shape)}, "
                   f"valid {tuple(splits.valid.shape)}, test {tuple(splits.test.shape)}")
-    except (ConfigError, DataError, ResultsError, RunDiverged) as e:
+    except (ConfigError, DataError, ReportError, ResultsError, RunDiverged) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     return 0

@@ -1,0 +1,91 @@
+"""Tables from synthetic run logs with known answers."""
+
+import json
+import math
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import yaml
+
+from vae.config import make_config
+from vae.report import ReportError, load_paper, paper_value, write_fig2_tables
+
+SETTINGS = {"table_points": [100000, 1000000], "tolerance": {"mnist": {"nats": 6}}}
+
+
+def fake_run(results: Path, sweep: str, name: str, rows: list[tuple[int, float, float]], complete: bool = True,
+             **config) -> Path:
+    folder = results / "runs" / sweep / name
+    folder.mkdir(parents=True)
+    cfg = make_config({"samples": rows[-1][0] if complete else 10**8, **config}).to_dict()
+    (folder / "config.yaml").write_text(yaml.safe_dump(cfg))
+    pd.DataFrame(rows, columns=["samples", "train/elbo", "test/elbo"]).to_csv(folder / "metrics.csv", index=False)
+    (folder / "status.json").write_text(json.dumps({"samples": rows[-1][0]}))
+    return folder
+
+
+@pytest.fixture
+def paper():
+    return pd.DataFrame({
+        "panel": ["MNIST Nz=5"] * 4, "series": ["AEVB test"] * 4, "log10_x": [6.0, 6.1, 6.2, 6.5],
+        "value": [-140.0, -138.0, -137.0, -130.0], "within_published_x_range": [1] * 4,
+    })
+
+
+def test_paper_value_interpolates_in_log_samples_and_never_across_gaps(paper):
+    assert paper_value(paper, "MNIST Nz=5", "AEVB test", 1e6) == -140.0
+    assert paper_value(paper, "MNIST Nz=5", "AEVB test", 10**6.05) == pytest.approx(-139.0)
+    assert math.isnan(paper_value(paper, "MNIST Nz=5", "AEVB test", 10**6.3))  # gap 6.2 -> 6.5
+    assert math.isnan(paper_value(paper, "MNIST Nz=5", "AEVB test", 10**5.9))
+    assert math.isnan(paper_value(paper, "MNIST Nz=3", "AEVB test", 1e6))
+
+
+def test_the_shipped_paper_curves_give_the_digest_values():
+    paper = load_paper()
+    assert paper_value(paper, "MNIST Nz=20", "AEVB test", 1e6) == -123.9
+    assert paper_value(paper, "MNIST Nz=200", "AEVB test", 1e8) == -100.2
+    assert math.isnan(paper_value(paper, "MNIST Nz=3", "AEVB test", 1e6))  # below the published axis
+
+
+def test_seeds_are_averaged_and_compared_with_the_paper(tmp_path):
+    fake_run(tmp_path, "s", "nz5-seed0", [(100000, -170, -169), (1000000, -136, -135)], nz=5, seed=0)
+    fake_run(tmp_path, "s", "nz5-seed1", [(100000, -172, -171), (1000000, -138, -141)], nz=5, seed=1)
+    write_fig2_tables(tmp_path, SETTINGS)
+    fig2 = pd.read_csv(tmp_path / "tables" / "fig2.csv")
+    row = fig2[(fig2["split"] == "test") & (fig2["samples"] == 1000000)].iloc[0]
+    assert row["elbo"] == -138.0 and row["seeds"] == 2 and row["elbo_std"] == pytest.approx(math.sqrt(18), abs=1e-3)
+    assert row["paper_elbo"] == -138.7 and row["delta"] == pytest.approx(0.7)
+    score = pd.read_csv(tmp_path / "tables" / "scorecard.csv")
+    assert set(score["split"]) == {"train", "test"} and score["within_tolerance"].all()
+    assert len(pd.read_csv(tmp_path / "tables" / "runs_used.csv")) == 2
+
+
+def test_a_point_beyond_tolerance_fails_the_scorecard(tmp_path):
+    fake_run(tmp_path, "s", "nz5-seed0", [(1000000, -150, -142)], nz=5)
+    write_fig2_tables(tmp_path, SETTINGS)
+    score = pd.read_csv(tmp_path / "tables" / "scorecard.csv").set_index("split")
+    assert not score.loc["train", "within_tolerance"] and score.loc["test", "within_tolerance"]
+    assert score.loc["train", "worst_delta"] == pytest.approx(-9.2)
+
+
+def test_different_configs_under_one_curve_are_refused(tmp_path):
+    fake_run(tmp_path, "s", "a", [(100000, -170, -169)], nz=5, lr=0.01)
+    fake_run(tmp_path, "s", "b", [(100000, -170, -169)], nz=5, lr=0.1, seed=1)
+    with pytest.raises(ReportError, match=r"differ in \['lr'\]"):
+        write_fig2_tables(tmp_path, SETTINGS)
+
+
+def test_incomplete_runs_are_left_out_unless_asked(tmp_path):
+    fake_run(tmp_path, "s", "done", [(100000, -170, -169)], nz=5)
+    fake_run(tmp_path, "s", "half", [(100000, -180, -179)], complete=False, nz=10)
+    write_fig2_tables(tmp_path, SETTINGS)
+    assert set(pd.read_csv(tmp_path / "tables" / "fig2.csv")["nz"]) == {5}
+    write_fig2_tables(tmp_path, SETTINGS, include_incomplete=True)
+    used = pd.read_csv(tmp_path / "tables" / "runs_used.csv")
+    assert set(used["nz"]) == {5, 10} and used.set_index("nz").loc[10, "complete"] == False  # noqa: E712
+
+
+def test_no_runs_is_an_error_that_says_what_to_do(tmp_path):
+    with pytest.raises(ReportError, match="--include-incomplete"):
+        write_fig2_tables(tmp_path, SETTINGS)
