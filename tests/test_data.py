@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from vae.config import make_config
-from vae.data import MNIST, DataError, ensure_files, load_dataset, load_mnist
+from vae.data import MNIST, DataError, ensure_files, load_dataset, load_frey, load_mnist
 
 TRAIN_COUNTS_60K = [5923, 6742, 5958, 6131, 5842, 5421, 5918, 6265, 5851, 5949]
 TEST_COUNTS = [980, 1135, 1032, 1010, 982, 892, 958, 1028, 974, 1009]
@@ -110,3 +110,33 @@ def test_download_with_wrong_content_leaves_no_file(data_root, tmp_path):
     with pytest.raises(DataError, match="wrong checksum"):
         ensure_files(MNIST, tmp_path / "data", mirrors=(fake.as_uri() + "/",))
     assert not (tmp_path / "data" / MNIST.folder / "t10k-labels-idx1-ubyte.gz").exists()
+
+
+def test_frey_face_facts_split_and_determinism(data_root):
+    train, test = load_frey(data_root)
+    assert train.shape == (1600, 560) and test.shape == (365, 560)
+    everything = torch.cat([train, test])
+    assert float(everything.min()) == 8 / 256 and float(everything.max()) == 238 / 256
+    assert abs(float(everything.mean(dtype=torch.float64)) * 256 / 255 - 0.6057) < 1e-4
+    again, _ = load_frey(data_root)
+    assert torch.equal(train, again)
+    other, _ = load_frey(data_root, split_seed=1)
+    assert not torch.equal(train, other)
+    assert len({tuple(r.tolist()) for r in everything[:200]}) == 200  # no image duplicated by the split
+
+
+def test_frey_images_are_upright_28_by_20(data_root):
+    """Row-major 28x20 faces: neighbouring pixels in a row are far more alike than pixels 20 apart."""
+    train, _ = load_frey(data_root)
+    img = train.view(-1, 28, 20)
+    along_row = (img[:, :, 1:] - img[:, :, :-1]).abs().mean()
+    across_reshape = (train[:, 1:] - train[:, :-1]).abs().view(-1)[::20].mean()
+    assert along_row < 0.1 and img.shape[1:] == (28, 20)
+    assert across_reshape > along_row
+
+
+def test_frey_wrong_checksum_is_refused(data_root, tmp_path):
+    (tmp_path / "frey").mkdir()
+    (tmp_path / "frey" / "frey_rawface.mat").write_bytes((data_root / "frey" / "frey_rawface.mat").read_bytes()[:-10])
+    with pytest.raises(DataError, match="frey_rawface.mat has md5"):
+        load_frey(tmp_path)

@@ -53,3 +53,31 @@ def test_weight_prior_covers_weight_matrices_only():
     net = GaussianMLP(4, 3, 2)
     assert {id(p) for p in weight_matrices(net)} == {id(net.hidden.weight), id(net.mean.weight),
                                                      id(net.logvar.weight)}
+
+
+def test_gaussian_decoder_log_density_matches_torch_distributions_with_sigmoid_mean():
+    from torch.distributions import Independent, Normal
+
+    dec = make_decoder("gaussian-sigmoid-mean", 3, 8, 5)
+    init_normal_(dec, 0.5, torch.Generator().manual_seed(0))
+    z, x = torch.randn(4, 3), torch.rand(4, 5)
+    h = torch.tanh(dec.hidden(z))
+    mean, logvar = torch.sigmoid(dec.mean(h)), dec.logvar(h)
+    expected = Independent(Normal(mean, torch.exp(0.5 * logvar)), 1).log_prob(x)
+    torch.testing.assert_close(dec.log_prob(x, z), expected)
+
+
+def test_logvar_floor_bounds_the_variance_smoothly():
+    net = GaussianMLP(2, 3, 4, logvar_floor=-5.0)
+    with torch.no_grad():
+        net.logvar.bias.fill_(-100.0)
+    _, logvar = net(torch.randn(6, 2))
+    assert (logvar >= -5.0).all() and (logvar < -4.99).all()
+    with torch.no_grad():
+        net.logvar.bias.fill_(3.0)
+        net.logvar.weight.zero_()
+    _, high = net(torch.randn(6, 2))
+    torch.testing.assert_close(high, torch.full_like(high, 3.0), atol=1e-3, rtol=0)
+    net.logvar.bias.grad = None
+    net(torch.randn(6, 2))[1].sum().backward()
+    assert net.logvar.bias.grad.abs().min() > 0

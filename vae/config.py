@@ -24,17 +24,23 @@ class ConfigError(ValueError):
 @dataclass(frozen=True)
 class Config:
     # --- data ---
-    dataset: str = "mnist"  # mnist
-    n_train: int = 50000  # first n_train images of the 50k training split (Fig. 3 uses 1000)
+    dataset: str = "mnist"  # mnist | frey
+    # training-set size; null = the dataset's default (DATASET_DEFAULTS). MNIST: the first n_train of the 50k
+    # training split (Fig. 3 uses 1000). Frey: the first n_train of a shuffle (split_seed), the rest is test.
+    n_train: Union[int, None] = None
+    split_seed: int = 0  # the Frey Face shuffle (the paper states no split)
     binarize: str = "none"  # none: grey levels with the Bernoulli likelihood (authors' choice) | dynamic | static
     binarize_seed: int = 0  # the fixed draw used by binarize=static
-    pixel_scale: float = 255.0  # grey level = byte / pixel_scale; 255 gives [0, 1]
+    pixel_scale: Union[float, None] = None  # grey level = byte / pixel_scale; null = the dataset's default
     # --- model (App. C) ---
     algorithm: str = "aevb"
     nz: int = 20
     hidden: int = 500
     decoder: str = "bernoulli"  # bernoulli | gaussian | gaussian-sigmoid-mean
     init_std: float = 0.01  # "N(0, 0.01)" read as a standard deviation (digest §3.6)
+    # Gaussian decoder only: smooth floor on log sigma^2 (log of 1/(12*256^2), the variance of one grey
+    # level's quantization noise), so a collapsing variance cannot make the density infinite; null = none
+    decoder_logvar_floor: Union[float, None] = -13.3
     # --- objective (§2.3, eq. 6-8) ---
     estimator: str = "B"  # A: generic Monte Carlo (eq. 6) | B: analytic KL (eq. 7)
     L: int = 1  # samples of z per datapoint
@@ -62,6 +68,10 @@ class Config:
     tags: tuple[str, ...] = field(default_factory=tuple)
 
     def __post_init__(self) -> None:
+        if self.dataset in DATASET_DEFAULTS:
+            for key, value in DATASET_DEFAULTS[self.dataset].items():
+                if getattr(self, key) is None:
+                    object.__setattr__(self, key, value)
         validate(self)
 
     def to_dict(self) -> dict[str, Any]:
@@ -77,8 +87,14 @@ EXECUTION_KEYS = frozenset(
     {"samples", "steps_per_call", "checkpoint_minutes", "accelerator", "wandb", "wandb_project", "tags"}
 )
 
+DATASET_DEFAULTS: dict[str, dict[str, Any]] = {
+    "mnist": {"n_train": 50000, "pixel_scale": 255.0},  # authors' 50k/10k/10k split, grey levels in [0, 1]
+    "frey": {"n_train": 1600, "pixel_scale": 256.0},  # authors' loader divides by 256; 1600/365 as in nips14-ssl
+}
+MAX_TRAIN = {"mnist": 50000, "frey": 1964}
+
 CHOICES: dict[str, tuple[Any, ...]] = {
-    "dataset": ("mnist",),
+    "dataset": tuple(DATASET_DEFAULTS),
     "binarize": ("none", "dynamic", "static"),
     "algorithm": ("aevb",),
     "decoder": ("bernoulli", "gaussian", "gaussian-sigmoid-mean"),
@@ -106,15 +122,16 @@ def validate(cfg: Config) -> None:
         raise ConfigError(f"lr={cfg.lr!r} must be positive, or null to pick it from lr_candidates")
     if not cfg.lr_candidates or any(not c > 0 for c in cfg.lr_candidates):
         raise ConfigError(f"lr_candidates={list(cfg.lr_candidates)} must be a non-empty list of positive step sizes")
-    if cfg.dataset == "mnist" and cfg.n_train > 50000:
-        raise ConfigError(f"n_train={cfg.n_train} exceeds the 50000 MNIST training images")
+    if cfg.n_train > MAX_TRAIN[cfg.dataset]:
+        raise ConfigError(f"n_train={cfg.n_train} exceeds the {MAX_TRAIN[cfg.dataset]} {cfg.dataset} images "
+                          "available for training")
     if cfg.samples < cfg.eval_start:
         raise ConfigError(f"samples={cfg.samples} is below the first evaluation point eval_start={cfg.eval_start}; "
                           "raise samples or lower eval_start")
     if cfg.lr is None and cfg.lr_select_samples > cfg.samples:
         raise ConfigError(f"lr_select_samples={cfg.lr_select_samples} exceeds the budget samples={cfg.samples}; "
                           "lower lr_select_samples or set lr")
-    if cfg.dataset == "mnist" and cfg.decoder != "bernoulli" and cfg.binarize != "none":
+    if cfg.decoder != "bernoulli" and cfg.binarize != "none":
         raise ConfigError("binarize applies to the Bernoulli decoder only")
 
 

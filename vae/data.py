@@ -2,7 +2,8 @@
 
 The data folder is a setting: the ``VAE_DATA_DIR`` environment variable (``DATA=`` for make,
 ``--data-dir`` on the command line), ``./data`` by default. MNIST lives in torchvision's raw layout,
-``<data>/mnist/MNIST/raw/*.gz``, and is read straight from the gzip files, so a read-only folder works.
+``<data>/mnist/MNIST/raw/*.gz``, and is read straight from the gzip files, so a read-only folder works;
+Frey Face is ``<data>/frey/frey_rawface.mat``.
 """
 
 from __future__ import annotations
@@ -50,6 +51,13 @@ MNIST = DatasetFiles(
         RemoteFile("t10k-images-idx3-ubyte.gz", "9fb629c4189551a2d022fa330f9573f3"),
         RemoteFile("t10k-labels-idx1-ubyte.gz", "ec29112dd5afa0611ce80d1b7f02629c"),
     ),
+)
+
+
+FREY = DatasetFiles(
+    folder="frey",
+    mirrors=("https://cs.nyu.edu/~roweis/data/",),
+    files=(RemoteFile("frey_rawface.mat", "5aeb024d42b8a6091f30e5eb18c8a48d"),),
 )
 
 
@@ -173,13 +181,33 @@ def binarize_static(x: torch.Tensor, seed: int) -> torch.Tensor:
     return torch.bernoulli(x, generator=g)
 
 
-X_DIM = {"mnist": 784}
+def load_frey(root: Path | None = None, pixel_scale: float = 256.0, n_train: int = 1600,
+              split_seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    """Frey Face: 1965 images of 28x20 (rows of 560 pixels), ``byte / pixel_scale`` (the authors divide by
+    256). The paper states no split; the images are shuffled with ``split_seed`` and the first ``n_train``
+    train, the rest test (1600 / 365 by default, as in the authors' later code)."""
+    from scipy.io import loadmat
+
+    folder = ensure_files(FREY, data_dir(root))
+    try:
+        faces = loadmat(folder / "frey_rawface.mat")["ff"].T
+    except (OSError, ValueError, KeyError) as e:
+        raise DataError(f"{folder / 'frey_rawface.mat'} is not the Frey Face MAT file ({e})") from None
+    x = torch.from_numpy(faces.astype(np.float32) / np.float32(pixel_scale))
+    order = torch.randperm(len(x), generator=torch.Generator().manual_seed(split_seed))
+    return x[order[:n_train]], x[order[n_train:]]
+
+
+X_DIM = {"mnist": 784, "frey": 560}
 
 
 def load_dataset(cfg: Config, root: Path | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """The training and test tensors a run uses, after scaling and static binarization if configured."""
-    splits = load_mnist(root, cfg.pixel_scale, cfg.n_train)
-    train, test = splits.train, splits.test
+    if cfg.dataset == "frey":
+        train, test = load_frey(root, cfg.pixel_scale, cfg.n_train, cfg.split_seed)
+    else:
+        splits = load_mnist(root, cfg.pixel_scale, cfg.n_train)
+        train, test = splits.train, splits.test
     if cfg.binarize == "static":
         train, test = binarize_static(train, cfg.binarize_seed), binarize_static(test, cfg.binarize_seed + 1)
     return train, test

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from vae.densities import log_bernoulli, log_normal
@@ -13,20 +14,25 @@ class GaussianMLP(nn.Module):
 
     The mean and log-variance are two separate linear heads. With ``sigmoid_mean`` the mean is squashed
     into (0, 1), the paper's Frey Face decoder (§5). Used as the encoder q(z|x) (v = x) or as a decoder
-    p(x|z) (v = z).
+    p(x|z) (v = z). ``logvar_floor`` (decoder guard, not in the paper) maps the head's output a to
+    ``floor + softplus(a - floor)``: equal to a well above the floor, smooth, never below it.
     """
 
-    def __init__(self, in_dim: int, hidden: int, out_dim: int, sigmoid_mean: bool = False) -> None:
+    def __init__(self, in_dim: int, hidden: int, out_dim: int, sigmoid_mean: bool = False,
+                 logvar_floor: float | None = None) -> None:
         super().__init__()
         self.hidden = nn.Linear(in_dim, hidden)
         self.mean = nn.Linear(hidden, out_dim)
         self.logvar = nn.Linear(hidden, out_dim)
         self.sigmoid_mean = sigmoid_mean
+        self.logvar_floor = logvar_floor
 
     def forward(self, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         h = torch.tanh(self.hidden(v))
-        mean = self.mean(h)
-        return (torch.sigmoid(mean) if self.sigmoid_mean else mean), self.logvar(h)
+        mean, logvar = self.mean(h), self.logvar(h)
+        if self.logvar_floor is not None:
+            logvar = self.logvar_floor + F.softplus(logvar - self.logvar_floor)
+        return (torch.sigmoid(mean) if self.sigmoid_mean else mean), logvar
 
     def log_prob(self, x: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
         """log p(x|z) as a decoder; z may carry leading sample dimensions."""
@@ -53,12 +59,12 @@ class BernoulliMLP(nn.Module):
 Decoder = GaussianMLP | BernoulliMLP
 
 
-def make_decoder(kind: str, nz: int, hidden: int, x_dim: int) -> Decoder:
+def make_decoder(kind: str, nz: int, hidden: int, x_dim: int, logvar_floor: float | None = None) -> Decoder:
     """The decoder named by the config: "bernoulli", "gaussian" or "gaussian-sigmoid-mean"."""
     if kind == "bernoulli":
         return BernoulliMLP(nz, hidden, x_dim)
     if kind in ("gaussian", "gaussian-sigmoid-mean"):
-        return GaussianMLP(nz, hidden, x_dim, sigmoid_mean=kind == "gaussian-sigmoid-mean")
+        return GaussianMLP(nz, hidden, x_dim, kind == "gaussian-sigmoid-mean", logvar_floor)
     raise ValueError(f"unknown decoder {kind!r}")
 
 

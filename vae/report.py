@@ -26,7 +26,7 @@ from vae.config import EXECUTION_KEYS
 from vae.runlog import atomic_write_text, read_status
 
 PAPER_CSV = Path(__file__).parent / "reference" / "paper-figures.csv"
-PANEL = {"mnist": "MNIST"}
+PANEL = {"mnist": "MNIST", "frey": "Frey"}
 SERIES = {"aevb": "AEVB"}
 CURVE = ("sweep", "dataset", "algorithm", "nz")
 

@@ -50,7 +50,7 @@ class AEVB(L.LightningModule):
         self.automatic_optimization = False
         x_dim = X_DIM[cfg.dataset]
         self.encoder = GaussianMLP(x_dim, cfg.hidden, cfg.nz)
-        self.decoder = make_decoder(cfg.decoder, cfg.nz, cfg.hidden, x_dim)
+        self.decoder = make_decoder(cfg.decoder, cfg.nz, cfg.hidden, x_dim, cfg.decoder_logvar_floor)
         init_normal_(self, cfg.init_std, torch.Generator().manual_seed(cfg.seed))
         self.samples = 0
         self.lr: float | None = cfg.lr
