@@ -2,7 +2,8 @@
 #   make test                      fast test suite (CPU, a few minutes)
 #   make reproduce-mnist           Figure 2, MNIST, AEVB, Nz in {3,5,10,20,200}, to 1e8 samples
 #   make reproduce-mnist SAMPLES=1e6   the same, shorter; run again to continue or extend
-#   make reproduce-frey            Figure 2, Frey Face, AEVB, Nz in {2,5,10,20}, to 1e8 samples
+#   make reproduce-frey            Figure 2, Frey Face, AEVB and wake-sleep, Nz in {2,5,10,20}, to 1e8 samples
+#   make reproduce-fig2            all nine panels of Figure 2, AEVB and wake-sleep
 #   make tables                    results/tables/ from the logged runs, beside the paper's values
 #   make smoke                     the same pipeline on a tiny budget (well under a minute)
 # Settings: DATA (data folder, default $VAE_DATA_DIR or ./data), RESULTS (default ./results).
@@ -18,7 +19,7 @@ export VAE_DATA_DIR := $(DATA)
 TRAIN := $(PY) -m vae train --results-dir $(RESULTS) --data-dir $(DATA)
 BUDGET := $(if $(SAMPLES),samples=$(SAMPLES))
 
-.PHONY: install test test-full reproduce-mnist reproduce-frey smoke data tables
+.PHONY: install test test-full reproduce-mnist reproduce-frey reproduce-fig2 smoke data tables
 
 install: $(VENV)/.installed
 
@@ -43,6 +44,10 @@ reproduce-mnist: install
 
 reproduce-frey: install
 	$(TRAIN) experiments/fig2_frey_aevb.yaml --set $(BUDGET)
+	$(TRAIN) experiments/fig2_frey_wakesleep.yaml --set $(BUDGET)
+
+reproduce-fig2: reproduce-mnist reproduce-frey
+	$(TRAIN) experiments/fig2_mnist_wakesleep.yaml --set $(BUDGET)
 
 smoke: install
 	$(PY) -m vae train experiments/smoke.yaml --results-dir $(RESULTS)/smoke --data-dir $(DATA)

@@ -14,7 +14,7 @@ import torch
 import yaml
 
 from vae.__main__ import main
-from vae.algorithms.aevb import AEVB, RunDiverged
+from vae.algorithms import AEVB, RunDiverged
 from vae.config import RunSpec, make_config
 from vae.runlog import ResumeSafeWandbLogger
 from vae.schedule import eval_points
@@ -58,7 +58,7 @@ def test_sigkill_at_a_random_moment_then_rerun_equals_an_uninterrupted_run(tmp_p
                    weights_only=False)
     for key in a["state_dict"]:
         assert torch.equal(a["state_dict"][key], b["state_dict"][key]), key
-    assert a["aevb"]["samples"] == b["aevb"]["samples"] == KILL["samples"]
+    assert a["sample_axis"]["samples"] == b["sample_axis"]["samples"] == KILL["samples"]
 
 
 def test_divergence_stops_with_a_message_and_keeps_the_last_good_state(tmp_path, data_root, monkeypatch):

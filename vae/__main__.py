@@ -10,7 +10,7 @@ from pathlib import Path
 
 import yaml
 
-from vae.algorithms.aevb import RunDiverged
+from vae.algorithms import RunDiverged
 from vae.config import ConfigError, load_sweep, parse_overrides
 from vae.data import DATA_ENV, DataError, data_dir, load_mnist
 from vae.report import ReportError

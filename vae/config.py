@@ -33,7 +33,7 @@ class Config:
     binarize_seed: int = 0  # the fixed draw used by binarize=static
     pixel_scale: Union[float, None] = None  # grey level = byte / pixel_scale; null = the dataset's default
     # --- model (App. C) ---
-    algorithm: str = "aevb"
+    algorithm: str = "aevb"  # aevb | wakesleep
     nz: int = 20
     hidden: int = 500
     decoder: str = "bernoulli"  # bernoulli | gaussian | gaussian-sigmoid-mean
@@ -96,7 +96,7 @@ MAX_TRAIN = {"mnist": 50000, "frey": 1964}
 CHOICES: dict[str, tuple[Any, ...]] = {
     "dataset": tuple(DATASET_DEFAULTS),
     "binarize": ("none", "dynamic", "static"),
-    "algorithm": ("aevb",),
+    "algorithm": ("aevb", "wakesleep"),
     "decoder": ("bernoulli", "gaussian", "gaussian-sigmoid-mean"),
     "estimator": ("A", "B"),
     "accelerator": ("auto", "cpu", "gpu", "cuda", "mps"),

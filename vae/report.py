@@ -27,7 +27,7 @@ from vae.runlog import atomic_write_text, read_status
 
 PAPER_CSV = Path(__file__).parent / "reference" / "paper-figures.csv"
 PANEL = {"mnist": "MNIST", "frey": "Frey"}
-SERIES = {"aevb": "AEVB"}
+SERIES = {"aevb": "AEVB", "wakesleep": "WS"}
 CURVE = ("sweep", "dataset", "algorithm", "nz")
 
 

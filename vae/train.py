@@ -15,7 +15,7 @@ from typing import Any
 import lightning as L
 import yaml
 
-from vae.algorithms.aevb import AEVB
+from vae.algorithms import ALGORITHMS
 from vae.checkpoint import AtomicCheckpointIO, PeriodicCheckpoint
 from vae.config import ConfigError, RunSpec, Sweep
 from vae.runlog import (ResumeSafeWandbLogger, RunCSVLogger, atomic_write_text, check_writable, read_status,
@@ -76,7 +76,7 @@ def run_one(sweep: str, spec: RunSpec, results_dir: Path, data_dir: Path | None 
         enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
         default_root_dir=run_dir,
     )
-    model = AEVB(cfg, data_dir)
+    model = ALGORITHMS[cfg.algorithm](cfg, data_dir)
     model.run_label = spec.name
     began = time.time()
     try:

@@ -1,0 +1,241 @@
+"""What every algorithm of the suite shares: the networks of App. C, Adagrad with the MAP weight prior
+(§5) and its step-size selection, and the Figure 2 protocol on the "training samples evaluated" axis.
+Subclasses (AEVB, wake-sleep) implement ``train_steps`` and ``configure_optimizers``.
+
+Speed: one optimizer step of these networks costs less than Lightning's per-step overhead, so one Lightning
+``training_step`` runs up to ``steps_per_call`` optimizer steps (manual optimization). Data stays on the
+device; minibatch indices and noise come from a device generator; nothing syncs with the host between
+evaluation points. The trajectory does not depend on ``steps_per_call``: steps are cut at evaluation points.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import torch
+from torch.utils.data import DataLoader, IterableDataset
+
+from vae.bounds import elbo
+from vae.config import Config, make_config
+from vae.data import X_DIM, load_dataset
+from vae.nets import GaussianMLP, init_normal_, make_decoder, weight_matrices
+from vae.optim import Adagrad
+from vae.schedule import eval_points, round_up
+
+
+class RunDiverged(RuntimeError):
+    """The bound or the parameters stopped being finite."""
+
+
+class _Ticks(IterableDataset):
+    """An endless stream of placeholders: the real minibatches are drawn on the device."""
+
+    def __iter__(self) -> Iterator[int]:
+        while True:
+            yield 0
+
+
+class SampleAxisModule(L.LightningModule):
+    def __init__(self, config: Config | dict[str, Any], data_dir: str | Path | None = None) -> None:
+        super().__init__()
+        cfg = config if isinstance(config, Config) else make_config(config)
+        self.save_hyperparameters({"config": cfg.to_dict()})
+        self.cfg = cfg
+        self.data_dir = data_dir
+        self.automatic_optimization = False
+        x_dim = X_DIM[cfg.dataset]
+        self.encoder = GaussianMLP(x_dim, cfg.hidden, cfg.nz)
+        self.decoder = make_decoder(cfg.decoder, cfg.nz, cfg.hidden, x_dim, cfg.decoder_logvar_floor)
+        init_normal_(self, cfg.init_std, torch.Generator().manual_seed(cfg.seed))
+        self.samples = 0
+        self.lr: float | None = cfg.lr
+        self.lr_selection: dict[str, float] = {}
+        self.history: list[dict[str, float]] = []
+        self.train_seconds = 0.0
+        self._pending_rng: torch.Tensor | None = None
+        self._perm: torch.Tensor | None = None
+        self._pos = 0
+        self._since_eval = (0, 0.0)  # (samples, train seconds) at the last evaluation
+        self.run_label = f"nz{cfg.nz}"
+
+    # ---------------------------------------------------------------- the bound
+    def elbo(self, x: torch.Tensor, estimator: str | None = None, L: int | None = None,
+             generator: torch.Generator | None = None) -> torch.Tensor:
+        """Lower bound per datapoint (eq. 6 or eq. 7) with this model's encoder and decoder."""
+        return elbo(x, self.encoder, self.decoder, estimator or self.cfg.estimator, L or self.cfg.L, generator)
+
+    @torch.no_grad()
+    def evaluate(self, x: torch.Tensor, generator: torch.Generator) -> float:
+        """Average lower bound per datapoint over all of ``x`` (estimator B, L = 1), in batches."""
+        total = torch.zeros((), device=x.device, dtype=torch.float64)
+        for chunk in x.split(self.cfg.eval_batch):
+            if self.cfg.binarize == "dynamic":
+                chunk = torch.bernoulli(chunk, generator=generator)
+            total += self.elbo(chunk, "B", 1, generator).sum(dtype=torch.float64)
+        return float(total) / len(x)
+
+    # ---------------------------------------------------------------- Lightning plumbing
+    def train_dataloader(self) -> DataLoader:
+        return DataLoader(_Ticks(), batch_size=None)
+
+    def adagrad(self, module: torch.nn.Module) -> Adagrad:
+        """Adagrad over ``module``; the prior N(0, prior_sd^2 I) on weight matrices enters as weight decay
+        1/(N prior_sd^2), i.e. the gradient of (1/N) log p(theta) added to the per-datapoint bound: eq. (8)
+        plus the prior, divided by N."""
+        weights = weight_matrices(module)
+        ids = {id(p) for p in weights}
+        others = [p for p in module.parameters() if id(p) not in ids]
+        decay = 1.0 / (self.cfg.n_train * self.cfg.prior_sd**2)
+        return Adagrad(
+            [dict(params=weights, weight_decay=decay), dict(params=others, weight_decay=0.0)],
+            lr=self.lr or self.cfg.lr_candidates[0], eps=self.cfg.adagrad_eps, warmup=self.cfg.adagrad_warmup,
+        )
+
+    def on_fit_start(self) -> None:
+        self.train_x, self.test_x = (t.to(self.device) for t in load_dataset(self.cfg, self.data_dir))
+        self.points = eval_points(self.cfg.eval_start, self.cfg.samples, self.cfg.eval_per_decade, self.cfg.M)
+        self.budget = round_up(self.cfg.samples, self.cfg.M)
+
+    def on_train_start(self) -> None:
+        self.generator = torch.Generator(self.device).manual_seed(self.cfg.seed + 1)
+        if self._pending_rng is not None:
+            self.generator.set_state(self._pending_rng)
+            self._pending_rng = None
+        self._since_eval = (self.samples, self.train_seconds)
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        checkpoint["sample_axis"] = dict(
+            samples=self.samples, lr=self.lr, lr_selection=self.lr_selection, history=self.history,
+            train_seconds=self.train_seconds, rng=self.generator.get_state(), perm=self._perm, pos=self._pos,
+        )
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        state = checkpoint["sample_axis"]
+        self.samples, self.lr, self.lr_selection = state["samples"], state["lr"], state["lr_selection"]
+        self.history, self.train_seconds = state["history"], state["train_seconds"]
+        self._pending_rng, self._perm, self._pos = state["rng"], state["perm"], state["pos"]
+
+    # ---------------------------------------------------------------- training
+    def training_step(self, batch: Any, batch_idx: int) -> None:
+        if self.lr is None:
+            self.select_lr()
+        self._evaluate_if_due()
+        if self.samples >= self.budget:
+            self.trainer.should_stop = True
+            return
+        target = next(p for p in self.points if p > self.samples)
+        steps = min(self.cfg.steps_per_call, (target - self.samples) // self.cfg.M)
+        self._timed_steps(steps)
+        self._evaluate_if_due()
+        if self.samples >= self.budget:
+            self.trainer.should_stop = True
+
+    def _timed_steps(self, steps: int) -> None:
+        start = time.perf_counter()
+        self.train_steps(steps)
+        self.train_seconds += time.perf_counter() - start
+
+    def train_steps(self, steps: int) -> None:
+        """Run ``steps`` optimizer iterations and add the training samples they evaluated to ``samples``."""
+        raise NotImplementedError
+
+    def adagrads(self) -> list[Adagrad]:
+        opts = self.optimizers()
+        return [o.optimizer for o in (opts if isinstance(opts, list) else [opts])]
+
+    def minibatch(self) -> torch.Tensor:
+        """M training datapoints drawn by index on the device (dynamically binarized if configured)."""
+        x = self.train_x[self._minibatch()]
+        if self.cfg.binarize == "dynamic":
+            x = torch.bernoulli(x, generator=self.generator)
+        return x
+
+    def _minibatch(self) -> torch.Tensor:
+        n, M = len(self.train_x), self.cfg.M
+        if self.cfg.replacement:
+            return torch.randint(n, (M,), device=self.device, generator=self.generator)
+        if self._perm is None or self._pos + M > n:
+            self._perm = torch.randperm(n, device=self.device, generator=self.generator)
+            self._pos = 0
+        self._pos += M
+        return self._perm[self._pos - M:self._pos]
+
+    def _eval_generator(self, samples: int) -> torch.Generator:
+        """Evaluation noise depends only on (seed, samples): it never disturbs the training stream."""
+        return torch.Generator(self.device).manual_seed(self.cfg.seed * 1_000_003 + samples)
+
+    def select_lr(self) -> None:
+        """§5: pick the Adagrad global step size from ``lr_candidates`` by the training-set bound after the
+        first ``lr_select_samples`` samples. Every candidate starts from the same initial state and noise;
+        training continues from the winner, so the run equals one started with that step size forced."""
+        start = self._snapshot()
+        steps = round_up(self.cfg.lr_select_samples, self.cfg.M) // self.cfg.M
+        results: dict[float, float] = {}
+        finals: dict[float, tuple[dict[str, Any], float]] = {}
+        for lr in self.cfg.lr_candidates:
+            self._restore(start)
+            for opt in self.adagrads():
+                opt.set_lr(lr)
+            began = self.train_seconds
+            self._timed_steps(steps)
+            value = self.evaluate(self.train_x, self._eval_generator(self.samples))
+            results[lr] = value if math.isfinite(value) else -math.inf
+            finals[lr] = (self._snapshot(), self.train_seconds - began)
+        best = max(results, key=results.__getitem__)
+        if results[best] == -math.inf:
+            raise RunDiverged(f"every Adagrad step size in {list(results)} diverged during selection; "
+                              "try smaller lr_candidates")
+        snapshot, seconds = finals[best]
+        self._restore(snapshot)
+        self.lr = best
+        self.lr_selection = {str(k): v for k, v in results.items()}
+        self._since_eval = (0, self.train_seconds - seconds)
+        self.print(f"[{self.run_label}] Adagrad step size {best} picked; training-set bound after "
+                   f"{self.samples} samples: " + ", ".join(f"{k}: {v:.2f}" for k, v in results.items()))
+        for logger in self.loggers:
+            logger.log_metrics({f"lr_select/{k}": v for k, v in results.items()}
+                               | {"samples": self.samples, "lr": best})
+
+    def _snapshot(self) -> dict[str, Any]:
+        return dict(model=copy.deepcopy(self.state_dict()),
+                    opts=[copy.deepcopy(o.state_dict()) for o in self.adagrads()],
+                    rng=self.generator.get_state(), samples=self.samples, perm=self._perm, pos=self._pos)
+
+    def _restore(self, snap: dict[str, Any]) -> None:
+        self.load_state_dict(snap["model"])
+        for opt, state in zip(self.adagrads(), snap["opts"]):
+            opt.load_state_dict(copy.deepcopy(state))
+        self.generator.set_state(snap["rng"])
+        self.samples, self._perm, self._pos = snap["samples"], snap["perm"], snap["pos"]
+
+    # ---------------------------------------------------------------- evaluation and logging
+    def _evaluate_if_due(self) -> None:
+        due = self.samples in self.points and (not self.history or self.history[-1]["samples"] < self.samples)
+        if not due:
+            return
+        gen = self._eval_generator(self.samples)
+        row = {"samples": self.samples, "train/elbo": self.evaluate(self.train_x, gen),
+               "test/elbo": self.evaluate(self.test_x, gen)}
+        if not all(math.isfinite(v) for v in row.values()) or not all(
+                bool(torch.isfinite(p).all()) for p in self.parameters()):
+            raise RunDiverged(
+                f"[{self.run_label}] the bound or the parameters are not finite at step "
+                f"{self.samples // self.cfg.M} ({self.samples} samples; train {row['train/elbo']}, test "
+                f"{row['test/elbo']}); the Adagrad step size {self.lr} is likely too large for this model. "
+                "The last good checkpoint is kept and nothing was written for this point: restart with a "
+                "smaller lr (in a new results folder) or rerun to retry from the checkpoint.")
+        done, secs = self._since_eval
+        rate = (self.samples - done) / max(self.train_seconds - secs, 1e-9)
+        row |= {"lr": self.lr, "time/train_s": self.train_seconds, "time/samples_per_s": rate}
+        self._since_eval = (self.samples, self.train_seconds)
+        self.history.append(row)
+        for logger in self.loggers:
+            logger.log_metrics(row)
+        self.print(f"[{self.run_label}] samples {self.samples:>11,d}  train {row['train/elbo']:9.3f}  "
+                   f"test {row['test/elbo']:9.3f}  {rate:8.0f} samples/s")

@@ -1,0 +1,53 @@
+"""The wake-sleep baseline of Figure 2 (Hinton, Dayan, Frey & Neal 1995) with the same networks as AEVB.
+
+Following the authors' ``wzoptim.step_wakesleep``: each iteration has a wake phase, an Adagrad step on the
+generative parameters theta along the gradient of log p(x, z) for z ~ q(z|x) on a minibatch of M training
+datapoints, and a sleep phase, an Adagrad step on the recognition parameters phi along the gradient of
+log q(z|x) for M fantasies (z, x) ~ p(z) p(x|z). Both phases carry the MAP prior scaled by 1/N and have
+their own Adagrad accumulators. Only the wake phase evaluates training samples. The lower bound is
+evaluated exactly as for AEVB, with the recognition model as q.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from vae.algorithms.base import SampleAxisModule
+from vae.densities import log_normal, log_std_normal
+from vae.nets import GaussianMLP
+from vae.optim import Adagrad
+
+
+class WakeSleep(SampleAxisModule):
+    def configure_optimizers(self) -> list[Adagrad]:
+        return [self.adagrad(self.decoder), self.adagrad(self.encoder)]
+
+    def fantasies(self, n: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """(z, x) ~ p(z) p(x|z): Bernoulli draws, or Gaussian draws around the decoder mean."""
+        z = torch.randn((n, self.cfg.nz), device=self.device, generator=self.generator)
+        if isinstance(self.decoder, GaussianMLP):
+            mean, logvar = self.decoder(z)
+            noise = torch.randn(mean.shape, device=self.device, generator=self.generator)
+            return z, mean + torch.exp(0.5 * logvar) * noise
+        return z, torch.bernoulli(torch.sigmoid(self.decoder(z)), generator=self.generator)
+
+    def train_steps(self, steps: int) -> None:
+        wake_opt, sleep_opt = self.adagrads()
+        for _ in range(steps):
+            x = self.minibatch()
+            with torch.no_grad():
+                mean, logvar = self.encoder(x)
+                z = mean + torch.exp(0.5 * logvar) * torch.randn(mean.shape, device=self.device,
+                                                                 generator=self.generator)
+            wake = -(self.decoder.log_prob(x, z) + log_std_normal(z)).mean()
+            self.decoder.zero_grad(set_to_none=True)
+            wake.backward()
+            wake_opt.step()
+
+            with torch.no_grad():
+                z, x = self.fantasies(self.cfg.M)
+            sleep = -log_normal(z, *self.encoder(x)).mean()
+            self.encoder.zero_grad(set_to_none=True)
+            sleep.backward()
+            sleep_opt.step()
+        self.samples += steps * self.cfg.M
