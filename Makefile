@@ -5,6 +5,7 @@
 #   make reproduce-frey            Figure 2, Frey Face, AEVB and wake-sleep, Nz in {2,5,10,20}, to 1e8 samples
 #   make reproduce-fig2            all nine panels of Figure 2, AEVB and wake-sleep
 #   make tables                    results/tables/ from the logged runs, beside the paper's values
+#   make figures                   results/figures/ (Figure 2) from the logged runs
 #   make smoke                     the same pipeline on a tiny budget (well under a minute)
 # Settings: DATA (data folder, default $VAE_DATA_DIR or ./data), RESULTS (default ./results).
 
@@ -19,7 +20,7 @@ export VAE_DATA_DIR := $(DATA)
 TRAIN := $(PY) -m vae train --results-dir $(RESULTS) --data-dir $(DATA)
 BUDGET := $(if $(SAMPLES),samples=$(SAMPLES))
 
-.PHONY: install test test-full reproduce-mnist reproduce-frey reproduce-fig2 smoke data tables
+.PHONY: install test test-full reproduce-mnist reproduce-frey reproduce-fig2 smoke data tables figures
 
 install: $(VENV)/.installed
 
@@ -54,3 +55,6 @@ smoke: install
 
 tables: install
 	$(PY) -m vae tables --results-dir $(RESULTS)
+
+figures: install
+	$(PY) -m vae figures --results-dir $(RESULTS)

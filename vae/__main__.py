@@ -32,6 +32,9 @@ def main(argv: list[str] | None = None) -> int:
     tables.add_argument("--results-dir", type=Path, default=Path("results"))
     tables.add_argument("--settings", type=Path, default=Path("experiments/tables.yaml"))
     tables.add_argument("--include-incomplete", action="store_true", help="also use runs below their budget")
+    figures = sub.add_parser("figures", help="Figure 2 from the logged runs, with the paper's curves behind")
+    figures.add_argument("--results-dir", type=Path, default=Path("results"))
+    figures.add_argument("--include-incomplete", action="store_true", help="also use runs below their budget")
     args = parser.parse_args(argv)
 
     logging.getLogger("lightning.pytorch").setLevel(logging.WARNING)
@@ -47,6 +50,10 @@ def main(argv: list[str] | None = None) -> int:
 
             settings = yaml.safe_load(args.settings.read_text())
             write_fig2_tables(args.results_dir, settings, args.include_incomplete)
+        elif args.command == "figures":
+            from vae.figures import figure2
+
+            print(f"wrote {figure2(args.results_dir, args.results_dir / 'figures', args.include_incomplete)}")
         else:
             splits = load_mnist(data_dir(args.data_dir))
             print(f"MNIST in {data_dir(args.data_dir)}: checksums ok; train {tuple(splits.train.shape)}, "

@@ -143,13 +143,19 @@ def scorecard(every: pd.DataFrame, tolerance: dict[str, dict[str, float]]) -> pd
     return pd.DataFrame(rows)
 
 
-def write_fig2_tables(results_dir: Path, settings: dict[str, Any], include_incomplete: bool = False) -> pd.DataFrame:
-    """``results/tables/fig2.csv``, ``fig2.md``, ``scorecard.csv``, ``scorecard.md`` and ``runs_used.csv``."""
+def fig2_runs(results_dir: Path, include_incomplete: bool = False) -> list[LoggedRun]:
+    """The Figure 2 runs (MNIST and Frey Face) in curve order; an error if there are none."""
     runs = sorted((r for r in load_runs(results_dir, include_incomplete) if r.config["dataset"] in PANEL),
                   key=lambda r: (r.curve, r.config["seed"]))
     if not runs:
         raise ReportError(f"no {'logged' if include_incomplete else 'complete'} runs under {results_dir}/runs "
                           "(pass --include-incomplete to use unfinished runs)")
+    return runs
+
+
+def write_fig2_tables(results_dir: Path, settings: dict[str, Any], include_incomplete: bool = False) -> pd.DataFrame:
+    """``results/tables/fig2.csv``, ``fig2.md``, ``scorecard.csv``, ``scorecard.md`` and ``runs_used.csv``."""
+    runs = fig2_runs(results_dir, include_incomplete)
     paper = load_paper()
     table, every = [], []
     for curve, members in group_curves(runs).items():

@@ -17,7 +17,7 @@ import yaml
 
 from vae.algorithms import ALGORITHMS
 from vae.checkpoint import AtomicCheckpointIO, PeriodicCheckpoint
-from vae.config import ConfigError, RunSpec, Sweep
+from vae.config import Config, ConfigError, RunSpec, Sweep
 from vae.runlog import (ResumeSafeWandbLogger, RunCSVLogger, atomic_write_text, check_writable, read_status,
                         write_status)
 from vae.schedule import round_up
@@ -30,7 +30,9 @@ def check_same_config(run_dir: Path, spec: RunSpec) -> None:
     if not path.is_file():
         return
     old = yaml.safe_load(path.read_text())
-    diff = {k: (old.get(k), v) for k, v in spec.config.identity().items() if old.get(k) != v}
+    defaults = Config().to_dict()  # a key an earlier version did not write is taken at its default
+    diff = {k: (old.get(k, defaults[k]), v) for k, v in spec.config.identity().items()
+            if old.get(k, defaults[k]) != v}
     if diff:
         shown = ", ".join(f"{k}: {a!r} -> {b!r}" for k, (a, b) in diff.items())
         raise ConfigError(
