@@ -42,6 +42,9 @@ class _Ticks(IterableDataset):
 
 
 class SampleAxisModule(L.LightningModule):
+    """Encoder q(z|x) and decoder p(x|z) of App. C, initialised from N(0, init_std^2), trained by the
+    subclass's ``train_steps`` and evaluated on the full training and test sets at log-spaced points."""
+
     def __init__(self, config: Config | dict[str, Any], data_dir: str | Path | None = None) -> None:
         super().__init__()
         cfg = config if isinstance(config, Config) else make_config(config)
@@ -151,12 +154,12 @@ class SampleAxisModule(L.LightningModule):
 
     def minibatch(self) -> torch.Tensor:
         """M training datapoints drawn by index on the device (dynamically binarized if configured)."""
-        x = self.train_x[self._minibatch()]
+        x = self.train_x[self._indices()]
         if self.cfg.binarize == "dynamic":
             x = torch.bernoulli(x, generator=self.generator)
         return x
 
-    def _minibatch(self) -> torch.Tensor:
+    def _indices(self) -> torch.Tensor:
         n, M = len(self.train_x), self.cfg.M
         if self.cfg.replacement:
             return torch.randint(n, (M,), device=self.device, generator=self.generator)
