@@ -4,8 +4,9 @@
 #   make reproduce-mnist SAMPLES=1e6   the same, shorter; run again to continue or extend
 #   make reproduce-frey            Figure 2, Frey Face, AEVB and wake-sleep, Nz in {2,5,10,20}, to 1e8 samples
 #   make reproduce-fig2            all nine panels of Figure 2, AEVB and wake-sleep
+#   make reproduce-fig45           the MNIST Nz=2 model of Figures 4 and 5 (with fig2's runs for the rest)
 #   make tables                    results/tables/ from the logged runs, beside the paper's values
-#   make figures                   results/figures/ (Figure 2) from the logged runs
+#   make figures                   results/figures/: Figure 2 from the logged runs, Figures 4-5 from checkpoints
 #   make smoke                     the same pipeline on a tiny budget (well under a minute)
 # Settings: DATA (data folder, default $VAE_DATA_DIR or ./data), RESULTS (default ./results).
 
@@ -20,7 +21,7 @@ export VAE_DATA_DIR := $(DATA)
 TRAIN := $(PY) -m vae train --results-dir $(RESULTS) --data-dir $(DATA)
 BUDGET := $(if $(SAMPLES),samples=$(SAMPLES))
 
-.PHONY: install test test-full reproduce-mnist reproduce-frey reproduce-fig2 smoke data tables figures
+.PHONY: install test test-full reproduce-mnist reproduce-frey reproduce-fig2 reproduce-fig45 smoke data tables figures
 
 install: $(VENV)/.installed
 
@@ -46,6 +47,9 @@ reproduce-mnist: install
 reproduce-frey: install
 	$(TRAIN) experiments/fig2_frey_aevb.yaml --set $(BUDGET)
 	$(TRAIN) experiments/fig2_frey_wakesleep.yaml --set $(BUDGET)
+
+reproduce-fig45: install
+	$(TRAIN) experiments/fig45_mnist_aevb.yaml --set $(BUDGET)
 
 reproduce-fig2: reproduce-mnist reproduce-frey
 	$(TRAIN) experiments/fig2_mnist_wakesleep.yaml --set $(BUDGET)

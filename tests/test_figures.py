@@ -1,3 +1,4 @@
+import numpy as np
 from helpers import fake_run
 
 from vae.__main__ import main
@@ -19,3 +20,39 @@ def test_figures_command_draws_figure_2_from_logged_runs(tmp_path, capsys):
 def test_figures_without_runs_fail_with_a_message(tmp_path, capsys):
     assert main(["figures", "--results-dir", str(tmp_path)]) == 2
     assert "no complete runs" in capsys.readouterr().err
+
+
+def test_manifold_grid_is_the_gaussian_inverse_cdf_of_cell_centres():
+    from scipy.stats import norm
+
+    from vae.figures import manifold_grid
+
+    z = manifold_grid(4).numpy()
+    assert z.shape == (16, 2)
+    centres = norm.ppf([0.125, 0.375, 0.625, 0.875])
+    assert np.allclose(z[:4, 0], centres) and np.allclose(z[:4, 1], centres[-1])  # top row: highest z_2
+    assert np.allclose(z[::4, 1], centres[::-1])
+
+
+def test_tile_places_image_k_at_row_k_div_cols_and_column_k_mod_cols():
+    from vae.figures import tile
+
+    images = np.arange(6)[:, None, None] * np.ones((6, 2, 3))
+    grid = tile(images, 2, 3)
+    assert grid.shape == (4, 9)
+    assert grid[0, 0] == 0 and grid[0, 3] == 1 and grid[2, 0] == 3 and grid[3, 8] == 5
+
+
+def test_figures_4_and_5_come_from_a_trained_checkpoint(tmp_path, data_root):
+    from vae.config import RunSpec, make_config
+    from vae.figures import image_figures
+    from vae.train import run_one
+
+    cfg = make_config({"nz": 2, "hidden": 20, "n_train": 2000, "samples": 10000, "eval_start": 5000,
+                       "lr": 0.02, "wandb": "disabled"})
+    run_one("f", RunSpec("nz2", cfg), tmp_path, data_root)
+    settings = {"seed": 0, "figure4": {"mnist": {"run": "runs/f/nz2", "grid": 5}},
+                "figure5": ["runs/f/nz2", "runs/f/missing"]}
+    written = image_figures(tmp_path, tmp_path / "figures", settings)
+    assert [p.name for p in written] == ["fig4_mnist.png", "fig5_mnist_nz2.png"]
+    assert all(p.read_bytes()[:4] == b"\x89PNG" for p in written)

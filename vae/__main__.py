@@ -35,6 +35,7 @@ def main(argv: list[str] | None = None) -> int:
     figures = sub.add_parser("figures", help="Figure 2 from the logged runs, with the paper's curves behind")
     figures.add_argument("--results-dir", type=Path, default=Path("results"))
     figures.add_argument("--include-incomplete", action="store_true", help="also use runs below their budget")
+    figures.add_argument("--settings", type=Path, default=Path("experiments/figures.yaml"))
     args = parser.parse_args(argv)
 
     logging.getLogger("lightning.pytorch").setLevel(logging.WARNING)
@@ -51,9 +52,12 @@ def main(argv: list[str] | None = None) -> int:
             settings = yaml.safe_load(args.settings.read_text())
             write_fig2_tables(args.results_dir, settings, args.include_incomplete)
         elif args.command == "figures":
-            from vae.figures import figure2
+            from vae.figures import figure2, image_figures
 
-            print(f"wrote {figure2(args.results_dir, args.results_dir / 'figures', args.include_incomplete)}")
+            out = args.results_dir / "figures"
+            written = [figure2(args.results_dir, out, args.include_incomplete)]
+            written += image_figures(args.results_dir, out, yaml.safe_load(args.settings.read_text()))
+            print("wrote " + ", ".join(str(p) for p in written))
         else:
             splits = load_mnist(data_dir(args.data_dir))
             print(f"MNIST in {data_dir(args.data_dir)}: checksums ok; train {tuple(splits.train.shape)}, "

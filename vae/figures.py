@@ -1,6 +1,6 @@
-"""Figure 2 redrawn from logged runs, laid out as in the paper, with the paper's curves faintly behind.
+"""The paper's figures from logged runs: Figure 2 from the CSVs, Figures 4 and 5 from checkpoints.
 
-Top row: MNIST, Nz = 3, 5, 10, 20, 200; bottom row: the legend, then Frey Face, Nz = 2, 5, 10, 20. Red AEVB,
+Figure 2 is laid out as in the paper, with the paper's curves faintly behind. Top row: MNIST, Nz = 3, 5, 10, 20, 200; bottom row: the legend, then Frey Face, Nz = 2, 5, 10, 20. Red AEVB,
 green wake-sleep; solid train, dashed test; log x-axis "# Training samples evaluated". Several seeds of a
 curve are drawn as their mean.
 """
@@ -9,13 +9,20 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Any
 
 import matplotlib
+import numpy as np
+import torch
+import yaml
+from scipy.stats import norm
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 from matplotlib.lines import Line2D  # noqa: E402
 
+from vae.algorithms import ALGORITHMS, SampleAxisModule  # noqa: E402
+from vae.config import make_config  # noqa: E402
 from vae.report import PANEL, SERIES, curve_mean, fig2_runs, group_curves, load_paper  # noqa: E402
 
 COLOURS = {"aevb": (1.0, 0.0, 0.0), "wakesleep": (0.0, 0.5, 0.0)}
@@ -74,3 +81,71 @@ def save(fig: plt.Figure, path: Path) -> None:
     tmp = path.with_name(path.name + ".tmp")
     fig.savefig(tmp, format=path.suffix[1:], dpi=110)
     os.replace(tmp, path)
+
+
+IMAGE_SHAPE = {"mnist": (28, 28), "frey": (28, 20)}
+
+
+def load_model(run_dir: Path) -> SampleAxisModule:
+    """The trained module of a run folder, from its config and last checkpoint."""
+    cfg = make_config(yaml.safe_load((run_dir / "config.yaml").read_text()))
+    model = ALGORITHMS[cfg.algorithm](cfg)
+    ckpt = torch.load(run_dir / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)
+    model.load_state_dict(ckpt["state_dict"])
+    return model.eval()
+
+
+@torch.no_grad()
+def decoded(model: SampleAxisModule, z: torch.Tensor) -> np.ndarray:
+    """What p(x|z) shows for each z: Bernoulli probabilities, or the Gaussian mean, as images."""
+    out = model.decoder(z)
+    means = out[0] if isinstance(out, tuple) else torch.sigmoid(out)
+    return means.reshape(len(z), *IMAGE_SHAPE[model.cfg.dataset]).numpy()
+
+
+def tile(images: np.ndarray, rows: int, cols: int) -> np.ndarray:
+    n, h, w = images.shape
+    return images.reshape(rows, cols, h, w).transpose(0, 2, 1, 3).reshape(rows * h, cols * w)
+
+
+def manifold_grid(n: int) -> torch.Tensor:
+    """App. A, Figure 4: cell centres of an n x n grid on the unit square through the Gaussian inverse CDF;
+    rows run from high to low z_2, columns from low to high z_1."""
+    u = norm.ppf((np.arange(n) + 0.5) / n)
+    z1, z2 = np.meshgrid(u, u[::-1])
+    return torch.tensor(np.stack([z1.ravel(), z2.ravel()], axis=1), dtype=torch.float32)
+
+
+def image_figures(results_dir: Path, out: Path, settings: dict[str, Any]) -> list[Path]:
+    """Figure 4 (learned 2-D manifolds) and Figure 5 (random samples, 10 x 10) from the runs named in
+    ``settings``; a run without a checkpoint is skipped with a message."""
+    written = []
+    for name, spec in settings["figure4"].items():
+        model = trained(Path(results_dir) / spec["run"])
+        if model is not None:
+            written.append(draw(model, manifold_grid(spec["grid"]), spec["grid"], out / f"fig4_{name}.png"))
+    for run in settings["figure5"]:
+        model = trained(Path(results_dir) / run)
+        if model is not None:
+            z = torch.randn((100, model.cfg.nz), generator=torch.Generator().manual_seed(settings["seed"]))
+            written.append(draw(model, z, 10, out / f"fig5_{model.cfg.dataset}_nz{model.cfg.nz}.png"))
+    return written
+
+
+def trained(run_dir: Path) -> SampleAxisModule | None:
+    if (run_dir / "checkpoints" / "last.ckpt").is_file():
+        return load_model(run_dir)
+    print(f"skipped {run_dir}: no checkpoint (train that run first)")
+    return None
+
+
+def draw(model: SampleAxisModule, z: torch.Tensor, n: int, path: Path) -> Path:
+    h, w = IMAGE_SHAPE[model.cfg.dataset]
+    fig, ax = plt.subplots(figsize=(6 * w / h, 6))
+    ax.imshow(tile(decoded(model, z), n, n), cmap="gray", vmin=0, vmax=1)
+    ax.axis("off")
+    fig.tight_layout(pad=0)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    save(fig, path)
+    plt.close(fig)
+    return path
