@@ -90,7 +90,7 @@ def run_one(sweep: str, spec: RunSpec, results_dir: Path, data_dir: Path | None 
         "samples": model.samples, "budget": cfg.samples, "lr": model.lr, "lr_selection": model.lr_selection,
         "last": model.history[-1] if model.history else None, "train_seconds": model.train_seconds,
         "wall_seconds": status.get("wall_seconds", 0.0) + time.time() - began,
-        "device": str(model.device),
+        "device": str(trainer.strategy.root_device),
     }
     write_status(run_dir, status)
     return status
