@@ -1,3 +1,4 @@
+import matplotlib.pyplot as plt
 import numpy as np
 from helpers import fake_run
 
@@ -56,3 +57,20 @@ def test_figures_4_and_5_come_from_a_trained_checkpoint(tmp_path, data_root):
     written = image_figures(tmp_path, tmp_path / "figures", settings)
     assert [p.name for p in written] == ["fig4_mnist.png", "fig5_mnist_nz2.png"]
     assert all(p.read_bytes()[:4] == b"\x89PNG" for p in written)
+
+
+def test_figures_are_added_to_the_runs_wandb_pages(tmp_path, data_root):
+    from vae.config import RunSpec, make_config
+    from vae.figures import log_to_wandb
+    from vae.train import run_one
+
+    cfg = make_config({"nz": 2, "hidden": 20, "n_train": 2000, "samples": 10000, "eval_start": 5000,
+                       "lr": 0.02, "wandb": "offline"})
+    run_one("f", RunSpec("w", cfg), tmp_path, data_root)
+    run = tmp_path / "runs" / "f" / "w"
+    fake_run(tmp_path, "f", "off", [(100000, -170, -169)], wandb="disabled")
+    image = tmp_path / "img.png"
+    plt.imsave(image, np.zeros((4, 4)))
+    assert log_to_wandb([run, tmp_path / "runs" / "f" / "off"], {"fig2": image}) == 1
+    sessions = sorted((run / "wandb").glob("offline-run-*"))
+    assert len(sessions) == 2 and list(sessions[-1].glob("files/media/images/figures/fig2_*.png"))

@@ -36,6 +36,8 @@ def main(argv: list[str] | None = None) -> int:
     figures.add_argument("--results-dir", type=Path, default=Path("results"))
     figures.add_argument("--include-incomplete", action="store_true", help="also use runs below their budget")
     figures.add_argument("--settings", type=Path, default=Path("experiments/figures.yaml"))
+    figures.add_argument("--no-wandb", dest="wandb", action="store_false",
+                         help="do not add the figures to the runs' W&B pages")
     args = parser.parse_args(argv)
 
     logging.getLogger("lightning.pytorch").setLevel(logging.WARNING)
@@ -52,12 +54,15 @@ def main(argv: list[str] | None = None) -> int:
             settings = yaml.safe_load(args.settings.read_text())
             write_fig2_tables(args.results_dir, settings, args.include_incomplete)
         elif args.command == "figures":
-            from vae.figures import figure2, image_figures
+            from vae.figures import figure2, image_figures, log_to_wandb
 
             out = args.results_dir / "figures"
-            written = [figure2(args.results_dir, out, args.include_incomplete)]
-            written += image_figures(args.results_dir, out, yaml.safe_load(args.settings.read_text()))
+            fig2, runs = figure2(args.results_dir, out, args.include_incomplete)
+            written = [fig2] + image_figures(args.results_dir, out, yaml.safe_load(args.settings.read_text()))
             print("wrote " + ", ".join(str(p) for p in written))
+            if args.wandb:
+                updated = log_to_wandb(runs, {p.stem: p for p in written})
+                print(f"added the figures to the W&B pages of {updated} run(s)")
         else:
             splits = load_mnist(data_dir(args.data_dir))
             print(f"MNIST in {data_dir(args.data_dir)}: checksums ok; train {tuple(splits.train.shape)}, "

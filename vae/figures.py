@@ -13,6 +13,7 @@ from typing import Any
 
 import matplotlib
 import numpy as np
+import pandas as pd
 import torch
 import yaml
 from scipy.stats import norm
@@ -30,9 +31,10 @@ STYLES = {"train": "-", "test": "--"}
 LAYOUT = {"mnist": (0, [3, 5, 10, 20, 200], (-150, -95)), "frey": (1, [2, 5, 10, 20], (0, 1600))}
 
 
-def figure2(results_dir: Path, out: Path, include_incomplete: bool = False) -> Path:
-    """Write ``out/fig2.png`` and ``out/fig2.pdf``; returns the PNG path."""
-    curves = group_curves(fig2_runs(results_dir, include_incomplete))
+def figure2(results_dir: Path, out: Path, include_incomplete: bool = False) -> tuple[Path, list[Path]]:
+    """Write ``out/fig2.png`` and ``out/fig2.pdf``; returns the PNG path and the run folders drawn."""
+    runs = fig2_runs(results_dir, include_incomplete)
+    curves = group_curves(runs)
     paper = load_paper()
     fig, axes = plt.subplots(2, 5, figsize=(17, 6.6))
     panels = {}
@@ -73,7 +75,7 @@ def figure2(results_dir: Path, out: Path, include_incomplete: bool = False) -> P
     for suffix in ("png", "pdf"):
         save(fig, out / f"fig2.{suffix}")
     plt.close(fig)
-    return out / "fig2.png"
+    return out / "fig2.png", [r.path for r in runs]
 
 
 def save(fig: plt.Figure, path: Path) -> None:
@@ -149,3 +151,22 @@ def draw(model: SampleAxisModule, z: torch.Tensor, n: int, path: Path) -> Path:
     save(fig, path)
     plt.close(fig)
     return path
+
+
+def log_to_wandb(run_dirs: list[Path], images: dict[str, Path]) -> int:
+    """Add the figures to the W&B pages of the runs they were drawn from (offline, like the runs), at
+    each run's last logged point; returns how many runs were updated."""
+    import wandb
+
+    updated = 0
+    for run_dir in run_dirs:
+        cfg = yaml.safe_load((run_dir / "config.yaml").read_text())
+        if cfg["wandb"] == "disabled" or not (run_dir / "wandb_id").is_file():
+            continue
+        last = int(pd.read_csv(run_dir / "metrics.csv")["samples"].max())
+        run = wandb.init(project=cfg["wandb_project"], id=(run_dir / "wandb_id").read_text().strip(),
+                         dir=str(run_dir), mode=cfg["wandb"], resume="allow")
+        run.log({f"figures/{name}": wandb.Image(str(path)) for name, path in images.items()}, step=last)
+        run.finish()
+        updated += 1
+    return updated
