@@ -79,9 +79,11 @@ def figure2(results_dir: Path, out: Path, include_incomplete: bool = False) -> t
 
 
 def save(fig: plt.Figure, path: Path) -> None:
-    """Through a temporary file, so an interrupted write never replaces a good figure with a torn one."""
+    """Through a temporary file, so an interrupted write never replaces a good figure with a torn one; PDFs
+    carry no creation date, so redrawing from the same logs gives the same bytes."""
     tmp = path.with_name(path.name + ".tmp")
-    fig.savefig(tmp, format=path.suffix[1:], dpi=110)
+    fmt = path.suffix[1:]
+    fig.savefig(tmp, format=fmt, dpi=110, metadata={"CreationDate": None} if fmt == "pdf" else None)
     os.replace(tmp, path)
 
 
