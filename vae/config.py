@@ -41,8 +41,6 @@ class Config:
     # Gaussian decoder only: smooth floor on log sigma^2 (log of 1/(12*256^2), the variance of one grey
     # level's quantization noise), so a collapsing variance cannot make the density infinite; null = none
     decoder_logvar_floor: Union[float, None] = -13.3
-    # wake-sleep only: sleep-phase fantasies x ~ p(x|z) ("sample", the authors' code) or x = E[x|z] ("mean")
-    sleep_fantasies: str = "sample"
     # --- objective (§2.3, eq. 6-8) ---
     estimator: str = "B"  # A: generic Monte Carlo (eq. 6) | B: analytic KL (eq. 7)
     L: int = 1  # samples of z per datapoint
@@ -101,7 +99,6 @@ CHOICES: dict[str, tuple[Any, ...]] = {
     "algorithm": ("aevb", "wakesleep"),
     "decoder": ("bernoulli", "gaussian", "gaussian-sigmoid-mean"),
     "estimator": ("A", "B"),
-    "sleep_fantasies": ("sample", "mean"),
     "accelerator": ("auto", "cpu", "gpu", "cuda", "mps"),
     "wandb": ("offline", "online", "disabled"),
 }

@@ -23,16 +23,13 @@ class WakeSleep(SampleAxisModule):
         return [self.adagrad(self.decoder), self.adagrad(self.encoder)]
 
     def fantasies(self, n: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """z ~ p(z) and x ~ p(x|z) (Bernoulli or Gaussian draws), or x = E[x|z] with sleep_fantasies=mean."""
+        """(z, x) ~ p(z) p(x|z): Bernoulli draws, or Gaussian draws around the decoder mean."""
         z = torch.randn((n, self.cfg.nz), device=self.device, generator=self.generator)
         if isinstance(self.decoder, GaussianMLP):
             mean, logvar = self.decoder(z)
-            if self.cfg.sleep_fantasies == "mean":
-                return z, mean
             noise = torch.randn(mean.shape, device=self.device, generator=self.generator)
             return z, mean + torch.exp(0.5 * logvar) * noise
-        probs = torch.sigmoid(self.decoder(z))
-        return z, probs if self.cfg.sleep_fantasies == "mean" else torch.bernoulli(probs, generator=self.generator)
+        return z, torch.bernoulli(torch.sigmoid(self.decoder(z)), generator=self.generator)
 
     def train_steps(self, steps: int) -> None:
         wake_opt, sleep_opt = self.adagrads()
