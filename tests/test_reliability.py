@@ -1,6 +1,5 @@
 """Exact resume after SIGKILL, divergence that keeps the last good state, and unwritable results."""
 
-import os
 import random
 import signal
 import subprocess

@@ -114,6 +114,7 @@ def curve_rows(curve: tuple[Any, ...], members: list[LoggedRun], paper: pd.DataF
     sweep, dataset, algorithm, nz = curve
     panel = f"{PANEL[dataset]} Nz={nz}"
     table, every = [], []
+    wanted = {int(p) for p in points}
     for split in ("train", "test"):
         mean = curve_mean(members, f"{split}/elbo")
         series = f"{SERIES[algorithm]} {split}"
@@ -123,7 +124,7 @@ def curve_rows(curve: tuple[Any, ...], members: list[LoggedRun], paper: pd.DataF
                        samples=int(r["samples"]), elbo=r["elbo"], elbo_std=r["elbo_std"], seeds=int(r["seeds"]),
                        paper_elbo=ref, delta=r["elbo"] - ref)
             every.append(row)
-            if int(r["samples"]) in {int(p) for p in points} or r["samples"] == mean["samples"].max():
+            if int(r["samples"]) in wanted or r["samples"] == mean["samples"].max():
                 table.append(row)
     return table, every
 
