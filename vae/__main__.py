@@ -12,7 +12,7 @@ import yaml
 
 from vae.algorithms import RunDiverged
 from vae.config import ConfigError, load_sweep, parse_overrides
-from vae.data import DATA_ENV, DataError, data_dir, load_mnist
+from vae.data import DATA_ENV, DataError, data_dir, load_frey, load_mnist
 from vae.report import ReportError
 from vae.runlog import ResultsError
 
@@ -67,6 +67,8 @@ def main(argv: list[str] | None = None) -> int:
             splits = load_mnist(data_dir(args.data_dir))
             print(f"MNIST in {data_dir(args.data_dir)}: checksums ok; train {tuple(splits.train.shape)}, "
                   f"valid {tuple(splits.valid.shape)}, test {tuple(splits.test.shape)}")
+            frey_train, frey_test = load_frey(data_dir(args.data_dir))
+            print(f"Frey Face: checksum ok; train {tuple(frey_train.shape)}, test {tuple(frey_test.shape)}")
     except (ConfigError, DataError, ReportError, ResultsError, RunDiverged) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
