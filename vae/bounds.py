@@ -23,10 +23,14 @@ def elbo(
     estimator: str,
     L: int,
     generator: torch.Generator | None = None,
+    eps: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """The SGVB lower bound per datapoint with L samples of z: estimator "A" (eq. 6) or "B" (eq. 7/10)."""
+    """The SGVB lower bound per datapoint with L samples of z: estimator "A" (eq. 6) or "B" (eq. 7/10).
+
+    The noise eps ~ N(0, I) of shape (L, len(x), Nz) is drawn from ``generator`` unless given."""
     mean, logvar = encoder(x)
-    eps = torch.randn((L, *mean.shape), device=mean.device, dtype=mean.dtype, generator=generator)
+    if eps is None:
+        eps = torch.randn((L, *mean.shape), device=mean.device, dtype=mean.dtype, generator=generator)
     z = reparameterize(mean, logvar, eps)
     log_px = decoder.log_prob(x, z).mean(0)
     if estimator == "B":

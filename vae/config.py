@@ -59,10 +59,14 @@ class Config:
     eval_per_decade: int = 10  # log-spaced evaluation points per decade
     eval_batch: int = 10000  # datapoints per no-grad evaluation batch
     seed: int = 0
-    # --- execution (never changes the numbers) ---
+    # --- execution (never changes the mathematics; devices > 1 changes only floating-point summation order) ---
     steps_per_call: int = 50  # optimizer steps per Lightning training_step
     checkpoint_minutes: float = 10.0
     accelerator: str = "auto"
+    # data parallelism (Lightning DDP): processes per node and nodes. The global minibatch stays M, split
+    # across the devices * num_nodes ranks (the first M mod ranks take one datapoint more)
+    devices: int = 1
+    num_nodes: int = 1
     wandb: str = "offline"  # offline | online | disabled
     wandb_project: str = "aevb-reproduction"
     tags: tuple[str, ...] = field(default_factory=tuple)
@@ -84,7 +88,8 @@ class Config:
 
 
 EXECUTION_KEYS = frozenset(
-    {"samples", "steps_per_call", "checkpoint_minutes", "accelerator", "wandb", "wandb_project", "tags"}
+    {"samples", "steps_per_call", "checkpoint_minutes", "accelerator", "devices", "num_nodes", "wandb",
+     "wandb_project", "tags"}
 )
 
 DATASET_DEFAULTS: dict[str, dict[str, Any]] = {
@@ -105,7 +110,7 @@ CHOICES: dict[str, tuple[Any, ...]] = {
 
 POSITIVE = ("n_train", "nz", "hidden", "L", "M", "init_std", "prior_sd", "samples", "eval_start",
             "eval_per_decade", "eval_batch", "steps_per_call", "pixel_scale", "adagrad_eps",
-            "checkpoint_minutes", "lr_select_samples")
+            "checkpoint_minutes", "lr_select_samples", "devices", "num_nodes")
 
 
 def validate(cfg: Config) -> None:
@@ -131,6 +136,9 @@ def validate(cfg: Config) -> None:
     if cfg.lr is None and cfg.lr_select_samples > cfg.samples:
         raise ConfigError(f"lr_select_samples={cfg.lr_select_samples} exceeds the budget samples={cfg.samples}; "
                           "lower lr_select_samples or set lr")
+    if cfg.devices * cfg.num_nodes > cfg.M:
+        raise ConfigError(f"devices * num_nodes = {cfg.devices * cfg.num_nodes} ranks exceed the minibatch M={cfg.M}: "
+                          "every rank needs at least one datapoint of each minibatch")
     if cfg.decoder != "bernoulli" and cfg.binarize != "none":
         raise ConfigError("binarize applies to the Bernoulli decoder only")
 

@@ -3,7 +3,7 @@ encoder and decoder parameters with Adagrad."""
 
 from __future__ import annotations
 
-from vae.algorithms.base import SampleAxisModule
+from vae.algorithms.base import SampleAxisModule, share
 from vae.optim import Adagrad
 
 
@@ -17,10 +17,14 @@ class AEVB(SampleAxisModule):
         """``steps`` iterations of Algorithm 1: minibatch, noise, gradient of eq. (8) plus prior, Adagrad."""
         (opt,) = self.adagrads()
         params = list(self.parameters())
+        cfg, mine = self.cfg, share(self.cfg.M)
         for _ in range(steps):
-            loss = -self.elbo(self.minibatch(), generator=self.generator).mean()
+            x = self.minibatch()
+            eps = self.noise(cfg.L, cfg.M, cfg.nz)[:, mine]
+            loss = -self.elbo(x, eps=eps).sum() / cfg.M
             for p in params:
                 p.grad = None
             loss.backward()
+            self.reduce_gradients(params)
             opt.step()
         self.samples += steps * self.cfg.M

@@ -6,6 +6,12 @@ Speed: one optimizer step of these networks costs less than Lightning's per-step
 ``training_step`` runs up to ``steps_per_call`` optimizer steps (manual optimization). Data stays on the
 device; minibatch indices and noise come from a device generator; nothing syncs with the host between
 evaluation points. The trajectory does not depend on ``steps_per_call``: steps are cut at evaluation points.
+
+Data parallelism (DDP over ``devices * num_nodes`` ranks): every rank holds the data and an identically
+seeded generator, draws the whole global minibatch (indices, binarization, noise) and keeps its share of the
+M datapoints; each rank's loss is its share of the bound's sum divided by M, and one all-reduce sums the
+gradients, so the step is the single-process step up to floating-point summation order. The full-set
+evaluation is split across ranks by chunk and reduced with one all-reduce.
 """
 
 from __future__ import annotations
@@ -19,6 +25,7 @@ from typing import Any
 
 import lightning as L
 import torch
+import torch.distributed as dist
 from torch.utils.data import DataLoader, IterableDataset
 
 from vae.bounds import elbo
@@ -31,6 +38,21 @@ from vae.schedule import eval_points, round_up
 
 class RunDiverged(RuntimeError):
     """The bound or the parameters stopped being finite."""
+
+
+def rank_and_world() -> tuple[int, int]:
+    """This process's rank and the number of ranks (0, 1 without torch.distributed)."""
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
+
+
+def share(n: int) -> slice:
+    """This rank's part of n items split over the ranks, the first ``n mod ranks`` taking one more."""
+    rank, world = rank_and_world()
+    base, extra = divmod(n, world)
+    start = rank * base + min(rank, extra)
+    return slice(start, start + base + (rank < extra))
 
 
 class _Ticks(IterableDataset):
@@ -69,19 +91,39 @@ class SampleAxisModule(L.LightningModule):
 
     # ---------------------------------------------------------------- the bound
     def elbo(self, x: torch.Tensor, estimator: str | None = None, L: int | None = None,
-             generator: torch.Generator | None = None) -> torch.Tensor:
+             generator: torch.Generator | None = None, eps: torch.Tensor | None = None) -> torch.Tensor:
         """Lower bound per datapoint (eq. 6 or eq. 7) with this model's encoder and decoder."""
-        return elbo(x, self.encoder, self.decoder, estimator or self.cfg.estimator, L or self.cfg.L, generator)
+        return elbo(x, self.encoder, self.decoder, estimator or self.cfg.estimator, L or self.cfg.L, generator, eps)
+
+    def noise(self, *shape: int, generator: torch.Generator | None = None) -> torch.Tensor:
+        """Standard normal draws on the device from ``generator`` (the training generator by default)."""
+        return torch.randn(shape, device=self.device, generator=generator or self.generator)
 
     @torch.no_grad()
     def evaluate(self, x: torch.Tensor, generator: torch.Generator) -> float:
-        """Average lower bound per datapoint over all of ``x`` (estimator B, L = 1), in batches."""
+        """Average lower bound per datapoint over all of ``x`` (estimator B, L = 1), in batches. Under DDP
+        every rank draws the noise of every batch and bounds every ``ranks``-th batch; the sum is reduced."""
+        rank, world = rank_and_world()
         total = torch.zeros((), device=x.device, dtype=torch.float64)
-        for chunk in x.split(self.cfg.eval_batch):
+        for i, chunk in enumerate(x.split(self.cfg.eval_batch)):
             if self.cfg.binarize == "dynamic":
                 chunk = torch.bernoulli(chunk, generator=generator)
-            total += self.elbo(chunk, "B", 1, generator).sum(dtype=torch.float64)
+            eps = self.noise(1, len(chunk), self.cfg.nz, generator=generator)
+            if i % world == rank:
+                total += self.elbo(chunk, "B", 1, eps=eps).sum(dtype=torch.float64)
+        if world > 1:
+            dist.all_reduce(total)
         return float(total) / len(x)
+
+    def reduce_gradients(self, params: list[torch.nn.Parameter]) -> None:
+        """Sum the ranks' gradients (each already divided by the global M) in one all-reduce."""
+        if rank_and_world()[1] == 1:
+            return
+        grads = [p.grad for p in params]
+        flat = torch.cat([g.reshape(-1) for g in grads])
+        dist.all_reduce(flat)
+        for g, part in zip(grads, flat.split([g.numel() for g in grads])):
+            g.copy_(part.view_as(g))
 
     # ---------------------------------------------------------------- Lightning plumbing
     def train_dataloader(self) -> DataLoader:
@@ -153,11 +195,12 @@ class SampleAxisModule(L.LightningModule):
         return [o.optimizer for o in (opts if isinstance(opts, list) else [opts])]
 
     def minibatch(self) -> torch.Tensor:
-        """M training datapoints drawn by index on the device (dynamically binarized if configured)."""
+        """This rank's share of M training datapoints drawn by index on the device (dynamically binarized if
+        configured); all M are drawn on every rank so that the random stream is the same everywhere."""
         x = self.train_x[self._indices()]
         if self.cfg.binarize == "dynamic":
             x = torch.bernoulli(x, generator=self.generator)
-        return x
+        return x[share(self.cfg.M)]
 
     def _indices(self) -> torch.Tensor:
         n, M = len(self.train_x), self.cfg.M

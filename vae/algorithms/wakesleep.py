@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import torch
 
-from vae.algorithms.base import SampleAxisModule
+from vae.algorithms.base import SampleAxisModule, share
 from vae.densities import log_normal, log_std_normal
 from vae.nets import GaussianMLP
 from vae.optim import Adagrad
@@ -32,22 +32,27 @@ class WakeSleep(SampleAxisModule):
         return z, torch.bernoulli(torch.sigmoid(self.decoder(z)), generator=self.generator)
 
     def train_steps(self, steps: int) -> None:
+        """Under DDP each rank takes its share of the M datapoints and of the M fantasies (drawn in full on
+        every rank, see ``SampleAxisModule``); both losses are sums divided by M, reduced over ranks."""
         wake_opt, sleep_opt = self.adagrads()
+        M, mine = self.cfg.M, share(self.cfg.M)
+        theta, phi = list(self.decoder.parameters()), list(self.encoder.parameters())
         for _ in range(steps):
             x = self.minibatch()
             with torch.no_grad():
                 mean, logvar = self.encoder(x)
-                z = mean + torch.exp(0.5 * logvar) * torch.randn(mean.shape, device=self.device,
-                                                                 generator=self.generator)
-            wake = -(self.decoder.log_prob(x, z) + log_std_normal(z)).mean()
+                z = mean + torch.exp(0.5 * logvar) * self.noise(M, self.cfg.nz)[mine]
+            wake = -(self.decoder.log_prob(x, z) + log_std_normal(z)).sum() / M
             self.decoder.zero_grad(set_to_none=True)
             wake.backward()
+            self.reduce_gradients(theta)
             wake_opt.step()
 
             with torch.no_grad():
-                z, x = self.fantasies(self.cfg.M)
-            sleep = -log_normal(z, *self.encoder(x)).mean()
+                z, x = self.fantasies(M)
+            sleep = -log_normal(z[mine], *self.encoder(x[mine])).sum() / M
             self.encoder.zero_grad(set_to_none=True)
             sleep.backward()
+            self.reduce_gradients(phi)
             sleep_opt.step()
         self.samples += steps * self.cfg.M
