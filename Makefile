@@ -8,7 +8,10 @@
 #   make tables                    results/tables/ from the logged runs, beside the paper's values
 #   make figures                   results/figures/: Figure 2 from the logged runs, Figures 4-5 from checkpoints
 #   make smoke                     the same pipeline on a tiny budget (well under a minute)
-# Settings: DATA (data folder, default $VAE_DATA_DIR or ./data), RESULTS (default ./results).
+# Settings: DATA (data folder, default $VAE_DATA_DIR or ./data), RESULTS (default ./results),
+#   SAMPLES (budget per curve), DEVICES / NODES (one run over several GPUs with DDP),
+#   GPUS (fan the runs of a sweep out over this many local GPUs with Ray, one run per GPU),
+#   ADDRESS (fan them out over an existing Ray cluster, e.g. ADDRESS=auto on its head node).
 
 PYTHON ?= python3.11
 VENV := .venv
@@ -16,10 +19,15 @@ PY := $(VENV)/bin/python
 DATA ?= $(or $(VAE_DATA_DIR),./data)
 RESULTS ?= results
 SAMPLES ?=
+DEVICES ?=
+NODES ?=
+GPUS ?=
+ADDRESS ?=
 export VAE_DATA_DIR := $(DATA)
 
-TRAIN := $(PY) -m vae train --results-dir $(RESULTS) --data-dir $(DATA)
-BUDGET := $(if $(SAMPLES),samples=$(SAMPLES))
+ENGINE := $(if $(or $(GPUS),$(ADDRESS)),--engine ray $(if $(GPUS),--gpus $(GPUS)) $(if $(ADDRESS),--address $(ADDRESS)))
+TRAIN := $(PY) -m vae train --results-dir $(RESULTS) --data-dir $(DATA) $(ENGINE)
+BUDGET := $(if $(SAMPLES),samples=$(SAMPLES)) $(if $(DEVICES),devices=$(DEVICES)) $(if $(NODES),num_nodes=$(NODES))
 
 .PHONY: install test test-full reproduce-mnist reproduce-frey reproduce-fig2 reproduce-fig45 smoke data tables figures
 

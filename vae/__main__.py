@@ -13,6 +13,7 @@ import yaml
 from vae.algorithms import RunDiverged
 from vae.config import ConfigError, load_sweep, parse_overrides
 from vae.data import DATA_ENV, DataError, data_dir, load_frey, load_mnist
+from vae.engine import SweepFailed
 from vae.report import ReportError
 from vae.runlog import ResultsError
 
@@ -26,6 +27,13 @@ def main(argv: list[str] | None = None) -> int:
     train.add_argument("--only", nargs="*", help="run only these run names of the sweep")
     train.add_argument("--results-dir", type=Path, default=Path("results"))
     train.add_argument("--data-dir", type=Path, help=f"data folder (default ${DATA_ENV} or ./data)")
+    train.add_argument("--engine", choices=["local", "ray"], default="local",
+                       help="local: runs one after another here; ray: one run per task on a Ray cluster")
+    train.add_argument("--address", help="Ray cluster address (e.g. auto, ray://head:10001); default: start "
+                                         "Ray on this machine")
+    train.add_argument("--gpus", type=int, help="GPUs of the Ray cluster started here (default: detected)")
+    train.add_argument("--cpus-per-run", type=float, default=1.0, help="CPU cores each Ray task reserves")
+    train.add_argument("--gpus-per-run", type=float, default=1.0, help="GPUs each Ray task reserves")
     data = sub.add_parser("data", help="verify (and download if missing) the datasets; print their facts")
     data.add_argument("--data-dir", type=Path, help=f"data folder (default ${DATA_ENV} or ./data)")
     tables = sub.add_parser("tables", help="tables and scorecard from the logged runs, beside the paper")
@@ -44,10 +52,11 @@ def main(argv: list[str] | None = None) -> int:
     warnings.filterwarnings("ignore", message=".*does not have many workers.*")
     try:
         if args.command == "train":
-            from vae.train import run_sweep
+            from vae.engine import Engine, run_sweep
 
             sweep = load_sweep(args.experiment, parse_overrides(args.set))
-            run_sweep(sweep, args.results_dir, args.data_dir, args.only)
+            engine = Engine(args.engine, args.address, args.gpus, args.gpus_per_run, args.cpus_per_run)
+            run_sweep(sweep, args.results_dir, args.data_dir, args.only, engine)
         elif args.command == "tables":
             from vae.report import write_fig2_tables
 
@@ -69,7 +78,7 @@ def main(argv: list[str] | None = None) -> int:
                   f"valid {tuple(splits.valid.shape)}, test {tuple(splits.test.shape)}")
             frey_train, frey_test = load_frey(data_dir(args.data_dir))
             print(f"Frey Face: checksum ok; train {tuple(frey_train.shape)}, test {tuple(frey_test.shape)}")
-    except (ConfigError, DataError, ReportError, ResultsError, RunDiverged) as e:
+    except (ConfigError, DataError, ReportError, ResultsError, RunDiverged, SweepFailed) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     return 0

@@ -28,7 +28,8 @@ class AtomicCheckpointIO(TorchCheckpointIO):
 
 
 class PeriodicCheckpoint(L.Callback):
-    """Saves ``path`` every ``minutes`` of wall time and when training ends."""
+    """Saves ``path`` every ``minutes`` of wall time and when training ends. Under DDP rank 0's clock
+    decides for every rank (saving is collective), and only rank 0 writes."""
 
     def __init__(self, path: Path, minutes: float) -> None:
         self.path = Path(path)
@@ -36,7 +37,10 @@ class PeriodicCheckpoint(L.Callback):
         self.last = time.monotonic()
 
     def on_train_batch_end(self, trainer: L.Trainer, *args: Any) -> None:
-        if time.monotonic() - self.last >= self.seconds:
+        due = time.monotonic() - self.last >= self.seconds
+        if trainer.world_size > 1:
+            due = trainer.strategy.broadcast(due)
+        if due:
             self.save(trainer)
 
     def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:

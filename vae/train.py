@@ -3,6 +3,10 @@
 A run lives in ``<results>/runs/<sweep>/<run>/``. Running the same command again continues every run
 from its last checkpoint (or extends a finished one to a larger ``samples`` budget); a run whose stored
 config differs from the requested one in anything but execution settings is refused.
+
+With ``devices``/``num_nodes`` above 1 a run is one Lightning DDP job: Lightning starts the other local
+ranks by re-running this command (or torchrun / SLURM start them all); every rank runs the same sweep
+loop, and only global rank 0 writes the run folder (config, CSV, W&B, checkpoints, status).
 """
 
 from __future__ import annotations
@@ -14,14 +18,16 @@ from typing import Any
 
 import lightning as L
 import yaml
+from lightning.pytorch.utilities import rank_zero_only
 
 from vae.algorithms import ALGORITHMS
 from vae.checkpoint import AtomicCheckpointIO, PeriodicCheckpoint
-from vae.config import Config, ConfigError, RunSpec, Sweep
+from vae.config import Config, ConfigError, RunSpec
 from vae.runlog import (ResumeSafeWandbLogger, RunCSVLogger, atomic_write_text, check_writable, read_status,
                         write_status)
 from vae.schedule import round_up
 
+say = rank_zero_only(print)  # under DDP only global rank 0 reports
 STEP_METRICS = ("train/elbo", "test/elbo", "lr", "time/*", "lr_select/*")
 
 
@@ -65,15 +71,19 @@ def run_one(sweep: str, spec: RunSpec, results_dir: Path, data_dir: Path | None 
     check_writable(run_dir)
     status = read_status(run_dir)
     if status.get("samples", 0) >= round_up(cfg.samples, cfg.M):
-        print(f"[{spec.name}] already at {status['samples']:,d} samples (budget {cfg.samples:,d}): nothing to do")
+        say(f"[{spec.name}] already at {status['samples']:,d} samples (budget {cfg.samples:,d}): nothing to do")
         return status
-    atomic_write_text(run_dir / "config.yaml", yaml.safe_dump(cfg.to_dict(), sort_keys=False))
+    writer = rank_zero_only.rank == 0
+    if writer:
+        atomic_write_text(run_dir / "config.yaml", yaml.safe_dump(cfg.to_dict(), sort_keys=False))
     ckpt = run_dir / "checkpoints" / "last.ckpt"
     loggers: list[Any] = [RunCSVLogger(run_dir)]
-    if cfg.wandb != "disabled":
+    if cfg.wandb != "disabled" and writer:
         loggers.append(wandb_logger(run_dir, sweep, spec))
+    ranks = cfg.devices * cfg.num_nodes
     trainer = L.Trainer(
-        accelerator=cfg.accelerator, devices=1, max_epochs=-1, logger=loggers,
+        accelerator=cfg.accelerator, devices=cfg.devices, num_nodes=cfg.num_nodes,
+        strategy="ddp" if ranks > 1 else "auto", max_epochs=-1, logger=loggers,
         callbacks=[PeriodicCheckpoint(ckpt, cfg.checkpoint_minutes)], plugins=[AtomicCheckpointIO()],
         enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
         default_root_dir=run_dir,
@@ -90,24 +100,8 @@ def run_one(sweep: str, spec: RunSpec, results_dir: Path, data_dir: Path | None 
         "samples": model.samples, "budget": cfg.samples, "lr": model.lr, "lr_selection": model.lr_selection,
         "last": model.history[-1] if model.history else None, "train_seconds": model.train_seconds,
         "wall_seconds": status.get("wall_seconds", 0.0) + time.time() - began,
-        "device": str(trainer.strategy.root_device),
+        "device": str(trainer.strategy.root_device), "ranks": ranks,
     }
-    write_status(run_dir, status)
+    if writer:
+        write_status(run_dir, status)
     return status
-
-
-def run_sweep(sweep: Sweep, results_dir: Path, data_dir: Path | None = None,
-              only: list[str] | None = None) -> dict[str, dict[str, Any]]:
-    specs = [s for s in sweep.runs if not only or s.name in only]
-    if only and len(specs) != len(only):
-        names = [s.name for s in sweep.runs]
-        raise ConfigError(f"--only {only}: unknown run name(s); this sweep has {names}")
-    results = {s.name: run_one(sweep.name, s, results_dir, data_dir) for s in specs}
-    print(f"\nsweep {sweep.name}: {len(results)} run(s) in {Path(results_dir) / 'runs' / sweep.name}")
-    nan = float("nan")
-    print(f"{'run':<16}{'samples':>13}{'lr':>7}{'train/elbo':>12}{'test/elbo':>11}{'samples/s':>11}")
-    for name, st in results.items():
-        last = st.get("last") or {}
-        print(f"{name:<16}{st['samples']:>13,d}{st['lr'] or nan:>7}{last.get('train/elbo', nan):>12.2f}"
-              f"{last.get('test/elbo', nan):>11.2f}{last.get('time/samples_per_s', nan):>11.0f}")
-    return results
