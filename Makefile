@@ -5,6 +5,7 @@
 #   make reproduce-frey            Figure 2, Frey Face, AEVB and wake-sleep, Nz in {2,5,10,20}, to 1e8 samples
 #   make reproduce-fig2            all nine panels of Figure 2, AEVB and wake-sleep
 #   make reproduce-fig45           the MNIST Nz=2 model of Figures 4 and 5 (with fig2's runs for the rest)
+#   make reproduce-fig3            Figure 3: AEVB, wake-sleep and MCEM, N_train = 1000 and 50000, marginal likelihood
 #   make tables                    results/tables/ from the logged runs, beside the paper's values
 #   make figures                   results/figures/: Figure 2 from the logged runs, Figures 4-5 from checkpoints
 #   make smoke                     the same pipeline on a tiny budget (well under a minute)
@@ -29,7 +30,7 @@ ENGINE := $(if $(or $(GPUS),$(ADDRESS)),--engine ray $(if $(GPUS),--gpus $(GPUS)
 TRAIN := $(PY) -m vae train --results-dir $(RESULTS) --data-dir $(DATA) $(ENGINE)
 BUDGET := $(if $(SAMPLES),samples=$(SAMPLES)) $(if $(DEVICES),devices=$(DEVICES)) $(if $(NODES),num_nodes=$(NODES))
 
-.PHONY: install test test-full reproduce-mnist reproduce-frey reproduce-fig2 reproduce-fig45 smoke data tables figures
+.PHONY: install test test-full reproduce-mnist reproduce-frey reproduce-fig2 reproduce-fig45 reproduce-fig3 smoke data tables figures
 
 install: $(VENV)/.installed
 
@@ -61,6 +62,12 @@ reproduce-fig45: install
 
 reproduce-fig2: reproduce-mnist reproduce-frey
 	$(TRAIN) experiments/fig2_mnist_wakesleep.yaml --set $(BUDGET)
+
+reproduce-fig3: install
+	$(TRAIN) experiments/fig3_n1000.yaml --set $(BUDGET)
+	$(TRAIN) experiments/fig3_n1000_mcem.yaml --set $(BUDGET)
+	$(TRAIN) experiments/fig3_n50000.yaml --set $(BUDGET)
+	$(TRAIN) experiments/fig3_n50000_mcem.yaml --set $(BUDGET)
 
 smoke: install
 	$(PY) -m vae train experiments/smoke.yaml --results-dir $(RESULTS)/smoke --data-dir $(DATA)

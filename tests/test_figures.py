@@ -18,6 +18,15 @@ def test_figures_command_draws_figure_2_from_logged_runs(tmp_path, capsys):
     assert not list((tmp_path / "figures").glob("*.tmp"))
 
 
+def test_figures_command_draws_figure_3_from_marginal_likelihood_runs(tmp_path):
+    for algorithm in ("aevb", "wakesleep", "mcem"):
+        fake_run(tmp_path, "f3", algorithm, [(2000000, -130, -145), (4000000, -120, -144)], metric="marginal",
+                 evaluation="marginal", algorithm=algorithm, hidden=100, nz=3, n_train=1000)
+    assert main(["figures", "--results-dir", str(tmp_path), "--no-wandb"]) == 0
+    assert (tmp_path / "figures" / "fig3.png").stat().st_size > 30_000
+    assert not (tmp_path / "figures" / "fig2.png").exists()
+
+
 def test_figures_without_runs_fail_with_a_message(tmp_path, capsys):
     assert main(["figures", "--results-dir", str(tmp_path)]) == 2
     assert "no complete runs" in capsys.readouterr().err

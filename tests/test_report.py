@@ -5,9 +5,10 @@ import math
 import pandas as pd
 import pytest
 
-from vae.report import ReportError, load_paper, paper_value, write_fig2_tables
+from vae.report import ReportError, load_paper, paper_value, write_tables
 
-SETTINGS = {"table_points": [100000, 1000000], "tolerance": {"mnist": {"nats": 6}}}
+FIG2 = {"table_points": [100000, 1000000], "tolerance": {"mnist": {"nats": 6}}}
+SETTINGS = {"fig2": FIG2, "fig3": FIG2 | {"table_points": [2000000]}}
 
 
 from helpers import fake_run
@@ -16,7 +17,8 @@ from helpers import fake_run
 @pytest.fixture
 def paper():
     return pd.DataFrame({
-        "panel": ["MNIST Nz=5"] * 4, "series": ["AEVB test"] * 4, "log10_x": [6.0, 6.1, 6.2, 6.5],
+        "figure": [2] * 4, "panel": ["MNIST Nz=5"] * 4, "series": ["AEVB test"] * 4,
+        "log10_x": [6.0, 6.1, 6.2, 6.5],
         "value": [-140.0, -138.0, -137.0, -130.0], "within_published_x_range": [1] * 4,
     })
 
@@ -39,20 +41,20 @@ def test_the_shipped_paper_curves_give_the_digest_values():
 def test_seeds_are_averaged_and_compared_with_the_paper(tmp_path):
     fake_run(tmp_path, "s", "nz5-seed0", [(100000, -170, -169), (1000000, -136, -135)], nz=5, seed=0)
     fake_run(tmp_path, "s", "nz5-seed1", [(100000, -172, -171), (1000000, -138, -141)], nz=5, seed=1)
-    write_fig2_tables(tmp_path, SETTINGS)
+    write_tables(tmp_path, SETTINGS)
     fig2 = pd.read_csv(tmp_path / "tables" / "fig2.csv")
     row = fig2[(fig2["split"] == "test") & (fig2["samples"] == 1000000)].iloc[0]
     assert row["elbo"] == -138.0 and row["seeds"] == 2 and row["elbo_std"] == pytest.approx(math.sqrt(18), abs=1e-3)
     assert row["paper_elbo"] == -138.7 and row["delta"] == pytest.approx(0.7)
-    score = pd.read_csv(tmp_path / "tables" / "scorecard.csv")
+    score = pd.read_csv(tmp_path / "tables" / "fig2_scorecard.csv")
     assert set(score["split"]) == {"train", "test"} and score["within_tolerance"].all()
-    assert len(pd.read_csv(tmp_path / "tables" / "runs_used.csv")) == 2
+    assert len(pd.read_csv(tmp_path / "tables" / "fig2_runs_used.csv")) == 2
 
 
 def test_a_point_beyond_tolerance_fails_the_scorecard(tmp_path):
     fake_run(tmp_path, "s", "nz5-seed0", [(1000000, -150, -142)], nz=5)
-    write_fig2_tables(tmp_path, SETTINGS)
-    score = pd.read_csv(tmp_path / "tables" / "scorecard.csv").set_index("split")
+    write_tables(tmp_path, SETTINGS)
+    score = pd.read_csv(tmp_path / "tables" / "fig2_scorecard.csv").set_index("split")
     assert not score.loc["train", "within_tolerance"] and score.loc["test", "within_tolerance"]
     assert score.loc["train", "worst_delta"] == pytest.approx(-9.2)
 
@@ -61,19 +63,46 @@ def test_different_configs_under_one_curve_are_refused(tmp_path):
     fake_run(tmp_path, "s", "a", [(100000, -170, -169)], nz=5, lr=0.01)
     fake_run(tmp_path, "s", "b", [(100000, -170, -169)], nz=5, lr=0.1, seed=1)
     with pytest.raises(ReportError, match=r"differ in \['lr'\]"):
-        write_fig2_tables(tmp_path, SETTINGS)
+        write_tables(tmp_path, SETTINGS)
 
 
 def test_incomplete_runs_are_left_out_unless_asked(tmp_path):
     fake_run(tmp_path, "s", "done", [(100000, -170, -169)], nz=5)
     fake_run(tmp_path, "s", "half", [(100000, -180, -179)], complete=False, nz=10)
-    write_fig2_tables(tmp_path, SETTINGS)
+    write_tables(tmp_path, SETTINGS)
     assert set(pd.read_csv(tmp_path / "tables" / "fig2.csv")["nz"]) == {5}
-    write_fig2_tables(tmp_path, SETTINGS, include_incomplete=True)
-    used = pd.read_csv(tmp_path / "tables" / "runs_used.csv")
+    write_tables(tmp_path, SETTINGS, include_incomplete=True)
+    used = pd.read_csv(tmp_path / "tables" / "fig2_runs_used.csv")
     assert set(used["nz"]) == {5, 10} and used.set_index("nz").loc[10, "complete"] == False  # noqa: E712
 
 
 def test_no_runs_is_an_error_that_says_what_to_do(tmp_path):
     with pytest.raises(ReportError, match="--include-incomplete"):
-        write_fig2_tables(tmp_path, SETTINGS)
+        write_tables(tmp_path, SETTINGS)
+
+
+def test_figure_3_values_interpolate_linearly_in_samples():
+    paper = load_paper()
+    pts = paper[(paper["figure"] == 3) & (paper["panel"] == "Ntrain=1000") & (paper["series"] == "AEVB train")]
+    at = pts.set_index("x_samples_evaluated")["value"]
+    assert paper_value(paper, "Ntrain=1000", "AEVB train", 2e6, figure=3) == at[2e6]
+    assert paper_value(paper, "Ntrain=1000", "AEVB train", 3e6, figure=3) == pytest.approx((at[2e6] + at[4e6]) / 2)
+    assert math.isnan(paper_value(paper, "Ntrain=1000", "AEVB train", 1e6, figure=3))  # before the first point
+
+
+MARGINAL = dict(metric="marginal", evaluation="marginal", hidden=100, nz=3, n_train=1000)
+
+
+def test_figure_3_tables_compare_with_the_paper_and_rank_the_algorithms(tmp_path):
+    fake_run(tmp_path, "f3", "aevb", [(2000000, -120.0, -144.0)], algorithm="aevb", **MARGINAL)
+    fake_run(tmp_path, "f3", "ws", [(2000000, -140.0, -150.0)], algorithm="wakesleep", **MARGINAL)
+    fake_run(tmp_path, "f3", "mcem", [(2000000, -125.0, -140.0)], algorithm="mcem", **MARGINAL)
+    write_tables(tmp_path, SETTINGS)
+    assert not (tmp_path / "tables" / "fig2.csv").exists()
+    fig3 = pd.read_csv(tmp_path / "tables" / "fig3.csv")
+    row = fig3[(fig3["algorithm"] == "aevb") & (fig3["split"] == "train")].iloc[0]
+    ref = paper_value(load_paper(), "Ntrain=1000", "AEVB train", 2e6, figure=3)
+    assert row["n_train"] == 1000 and row["paper_marginal"] == ref and row["delta"] == pytest.approx(-120.0 - ref)
+    order = pd.read_csv(tmp_path / "tables" / "fig3_order.csv").set_index("split")
+    assert order.loc["train", "ours"] == "AEVB -120.0 > MCEM -125.0 > WS -140.0"
+    assert order.loc["test", "ours"].startswith("MCEM -140.0 > AEVB")

@@ -36,11 +36,11 @@ def main(argv: list[str] | None = None) -> int:
     train.add_argument("--gpus-per-run", type=float, default=1.0, help="GPUs each Ray task reserves")
     data = sub.add_parser("data", help="verify (and download if missing) the datasets; print their facts")
     data.add_argument("--data-dir", type=Path, help=f"data folder (default ${DATA_ENV} or ./data)")
-    tables = sub.add_parser("tables", help="tables and scorecard from the logged runs, beside the paper")
+    tables = sub.add_parser("tables", help="tables and scorecards from the logged runs, beside the paper")
     tables.add_argument("--results-dir", type=Path, default=Path("results"))
     tables.add_argument("--settings", type=Path, default=Path("experiments/tables.yaml"))
     tables.add_argument("--include-incomplete", action="store_true", help="also use runs below their budget")
-    figures = sub.add_parser("figures", help="Figure 2 from the logged runs, with the paper's curves behind")
+    figures = sub.add_parser("figures", help="Figures 2-5 from the logged runs, with the paper's curves behind")
     figures.add_argument("--results-dir", type=Path, default=Path("results"))
     figures.add_argument("--include-incomplete", action="store_true", help="also use runs below their budget")
     figures.add_argument("--settings", type=Path, default=Path("experiments/figures.yaml"))
@@ -58,16 +58,15 @@ def main(argv: list[str] | None = None) -> int:
             engine = Engine(args.engine, args.address, args.gpus, args.gpus_per_run, args.cpus_per_run)
             run_sweep(sweep, args.results_dir, args.data_dir, args.only, engine)
         elif args.command == "tables":
-            from vae.report import write_fig2_tables
+            from vae.report import write_tables
 
-            settings = yaml.safe_load(args.settings.read_text())
-            write_fig2_tables(args.results_dir, settings, args.include_incomplete)
+            write_tables(args.results_dir, yaml.safe_load(args.settings.read_text()), args.include_incomplete)
         elif args.command == "figures":
-            from vae.figures import figure2, image_figures, log_to_wandb
+            from vae.figures import image_figures, log_to_wandb, paper_figures
 
             out = args.results_dir / "figures"
-            fig2, runs = figure2(args.results_dir, out, args.include_incomplete)
-            written = [fig2] + image_figures(args.results_dir, out, yaml.safe_load(args.settings.read_text()))
+            written, runs = paper_figures(args.results_dir, out, args.include_incomplete)
+            written += image_figures(args.results_dir, out, yaml.safe_load(args.settings.read_text()))
             print("wrote " + ", ".join(str(p) for p in written))
             if args.wandb:
                 updated = log_to_wandb(runs, {p.stem: p for p in written})

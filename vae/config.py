@@ -33,7 +33,7 @@ class Config:
     binarize_seed: int = 0  # the fixed draw used by binarize=static
     pixel_scale: Union[float, None] = None  # grey level = byte / pixel_scale; null = the dataset's default
     # --- model (App. C) ---
-    algorithm: str = "aevb"  # aevb | wakesleep
+    algorithm: str = "aevb"  # aevb | wakesleep | mcem (Monte Carlo EM, App. E; no encoder)
     nz: int = 20
     hidden: int = 500
     decoder: str = "bernoulli"  # bernoulli | gaussian | gaussian-sigmoid-mean
@@ -53,11 +53,28 @@ class Config:
     lr_select_samples: int = 100000  # "first few iterations" used to pick the step size
     adagrad_eps: float = 1e-8  # inside the square root, as in the authors' wzoptim.py
     adagrad_warmup: int = 100  # steps that only accumulate squared gradients (authors' code)
+    # --- Monte Carlo EM (App. E): per iteration one HMC transition of every training datapoint's persistent
+    # chain, then mcem_msteps full-batch Adagrad steps; an iteration counts mcem_msteps * n_train samples
+    mcem_leapfrog: int = 10  # App. E: 10 leapfrog steps
+    mcem_msteps: int = 5  # App. E: 5 weight updates
+    hmc_target: float = 0.9  # App. E: step size tuned toward 90% acceptance
+    hmc_step_size: float = 0.01  # initial HMC step size (authors' code)
     # --- schedule and evaluation ---
     samples: int = 100_000_000  # budget: training samples evaluated (Fig. 2 x-axis)
+    eval_spacing: str = "log"  # log: eval_per_decade points per decade (Fig. 2) | linear: every eval_every (Fig. 3)
     eval_start: int = 100_000  # first evaluation point
     eval_per_decade: int = 10  # log-spaced evaluation points per decade
+    eval_every: int = 2_000_000  # linear spacing: samples between evaluation points
     eval_batch: int = 10000  # datapoints per no-grad evaluation batch
+    # elbo: the bound on the full train and test sets (Fig. 2) | marginal: also log p(x) on the first
+    # marginal_points of each set (Fig. 3, App. D); MCEM has no encoder, hence no bound, and needs marginal
+    evaluation: str = "elbo"
+    marginal_estimator: str = "hmc"  # hmc: App. D (HMC samples, KDE, harmonic mean) | is: importance sampling
+    marginal_points: int = 1000  # App. E: the first 1000 train and test datapoints
+    marginal_samples: int = 50  # App. E: 50 posterior samples per datapoint (half fit q(z), half estimate)
+    marginal_leapfrog: int = 4  # App. E: 4 leapfrog steps per HMC transition
+    marginal_burnin: int = 100  # HMC transitions before sampling (not stated in the paper)
+    marginal_is_k: int = 5000  # importance samples per datapoint (marginal_estimator: is)
     seed: int = 0
     # --- execution (never changes the mathematics; devices > 1 changes only floating-point summation order) ---
     steps_per_call: int = 50  # optimizer steps per Lightning training_step
@@ -101,7 +118,10 @@ MAX_TRAIN = {"mnist": 50000, "frey": 1964}
 CHOICES: dict[str, tuple[Any, ...]] = {
     "dataset": tuple(DATASET_DEFAULTS),
     "binarize": ("none", "dynamic", "static"),
-    "algorithm": ("aevb", "wakesleep"),
+    "algorithm": ("aevb", "wakesleep", "mcem"),
+    "eval_spacing": ("log", "linear"),
+    "evaluation": ("elbo", "marginal"),
+    "marginal_estimator": ("hmc", "is"),
     "decoder": ("bernoulli", "gaussian", "gaussian-sigmoid-mean"),
     "estimator": ("A", "B"),
     "accelerator": ("auto", "cpu", "gpu", "cuda", "mps"),
@@ -110,7 +130,9 @@ CHOICES: dict[str, tuple[Any, ...]] = {
 
 POSITIVE = ("n_train", "nz", "hidden", "L", "M", "init_std", "prior_sd", "samples", "eval_start",
             "eval_per_decade", "eval_batch", "steps_per_call", "pixel_scale", "adagrad_eps",
-            "checkpoint_minutes", "lr_select_samples", "devices", "num_nodes")
+            "checkpoint_minutes", "lr_select_samples", "devices", "num_nodes", "mcem_leapfrog", "mcem_msteps",
+            "hmc_step_size", "eval_every", "marginal_points", "marginal_samples", "marginal_leapfrog",
+            "marginal_is_k")
 
 
 def validate(cfg: Config) -> None:
@@ -139,6 +161,11 @@ def validate(cfg: Config) -> None:
     if cfg.devices * cfg.num_nodes > cfg.M:
         raise ConfigError(f"devices * num_nodes = {cfg.devices * cfg.num_nodes} ranks exceed the minibatch M={cfg.M}: "
                           "every rank needs at least one datapoint of each minibatch")
+    if not 0 < cfg.hmc_target < 1 or cfg.marginal_burnin < 0:
+        raise ConfigError("hmc_target must lie in (0, 1) and marginal_burnin be >= 0")
+    if cfg.algorithm == "mcem" and (cfg.evaluation != "marginal" or cfg.devices * cfg.num_nodes > 1):
+        raise ConfigError("algorithm=mcem has no encoder and runs full-batch iterations: it needs "
+                          "evaluation=marginal and a single device (devices=1, num_nodes=1)")
     if cfg.decoder != "bernoulli" and cfg.binarize != "none":
         raise ConfigError("binarize applies to the Bernoulli decoder only")
 

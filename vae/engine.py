@@ -91,9 +91,11 @@ def run_sweep(sweep: Sweep, results_dir: Path, data_dir: Path | None = None, onl
     results = run_specs(engine, sweep.name, specs, results_dir, data_dir)
     say(f"\nsweep {sweep.name}: {len(results)} run(s) in {Path(results_dir) / 'runs' / sweep.name}")
     nan = float("nan")
-    say(f"{'run':<16}{'samples':>13}{'lr':>7}{'train/elbo':>12}{'test/elbo':>11}{'samples/s':>11}")
+    keys = [k for k in ("train/elbo", "test/elbo", "train/marginal", "test/marginal")
+            if any(k in (st.get("last") or {}) for st in results.values())]
+    say(f"{'run':<16}{'samples':>13}{'lr':>7}" + "".join(f"{k:>16}" for k in keys) + f"{'samples/s':>11}")
     for name, st in results.items():
         last = st.get("last") or {}
-        say(f"{name:<16}{st['samples']:>13,d}{st['lr'] or nan:>7}{last.get('train/elbo', nan):>12.2f}"
-            f"{last.get('test/elbo', nan):>11.2f}{last.get('time/samples_per_s', nan):>11.0f}")
+        say(f"{name:<16}{st['samples']:>13,d}{st['lr'] or nan:>7}" + "".join(f"{last.get(k, nan):>16.2f}" for k in keys)
+            + f"{last.get('time/samples_per_s', nan):>11.0f}")
     return results

@@ -1,8 +1,9 @@
-"""The paper's figures from logged runs: Figure 2 from the CSVs, Figures 4 and 5 from checkpoints.
+"""The paper's figures from logged runs: Figures 2 and 3 from the CSVs, Figures 4 and 5 from checkpoints.
 
 Figure 2 is laid out as in the paper, with the paper's curves faintly behind. Top row: MNIST, Nz = 3, 5, 10, 20, 200; bottom row: the legend, then Frey Face, Nz = 2, 5, 10, 20. Red AEVB,
 green wake-sleep; solid train, dashed test; log x-axis "# Training samples evaluated". Several seeds of a
-curve are drawn as their mean.
+curve are drawn as their mean. Figure 3: two panels (N_train = 1000 and 50000), estimated marginal
+log-likelihood against millions of training samples evaluated, MCEM in blue.
 """
 
 from __future__ import annotations
@@ -24,16 +25,17 @@ from matplotlib.lines import Line2D  # noqa: E402
 
 from vae.algorithms import ALGORITHMS, SampleAxisModule  # noqa: E402
 from vae.config import make_config  # noqa: E402
-from vae.report import PANEL, SERIES, curve_mean, fig2_runs, group_curves, load_paper  # noqa: E402
+from vae.report import (PANEL, SERIES, LoggedRun, curve_mean, figure_runs, group_curves, load_paper,  # noqa: E402
+                        no_runs)
 
-COLOURS = {"aevb": (1.0, 0.0, 0.0), "wakesleep": (0.0, 0.5, 0.0)}
+COLOURS = {"aevb": (1.0, 0.0, 0.0), "wakesleep": (0.0, 0.5, 0.0), "mcem": (0.0, 0.0, 1.0)}
+NAMES = {"wakesleep": "Wake-Sleep", "mcem": "MCEM", "aevb": "AEVB"}
 STYLES = {"train": "-", "test": "--"}
 LAYOUT = {"mnist": (0, [3, 5, 10, 20, 200], (-150, -95)), "frey": (1, [2, 5, 10, 20], (0, 1600))}
 
 
-def figure2(results_dir: Path, out: Path, include_incomplete: bool = False) -> tuple[Path, list[Path]]:
-    """Write ``out/fig2.png`` and ``out/fig2.pdf``; returns the PNG path and the run folders drawn."""
-    runs = fig2_runs(results_dir, include_incomplete)
+def figure2(runs: list[LoggedRun], out: Path) -> Path:
+    """Write ``out/fig2.png`` and ``out/fig2.pdf`` from the Figure 2 runs; returns the PNG path."""
     curves = group_curves(runs)
     paper = load_paper()
     fig, axes = plt.subplots(2, 5, figsize=(17, 6.6))
@@ -48,19 +50,20 @@ def figure2(results_dir: Path, out: Path, include_incomplete: bool = False) -> t
             ax.set_ylim(*ylim)
             ax.set_title(f"{PANEL[dataset] if dataset == 'mnist' else 'Frey Face'}, $N_z$={nz}")
             ax.grid(alpha=0.2)
-            for algorithm, series in SERIES.items():
+            for algorithm in ("aevb", "wakesleep"):
+                series = SERIES[algorithm]
                 for split, style in STYLES.items():
                     ref = paper[(paper["panel"] == f"{PANEL[dataset]} Nz={nz}")
                                 & (paper["series"] == f"{series} {split}")].sort_values("log10_x")
                     ax.plot(ref["x_samples_evaluated"], ref["value"], style, color=COLOURS[algorithm],
                             alpha=0.25, lw=3)
-    for (sweep, dataset, algorithm, nz), members in curves.items():
+    for (_, dataset, algorithm, nz), members in curves.items():
         ax = panels.get((dataset, nz))
         if ax is None:
             continue
         for split, style in STYLES.items():
             mean = curve_mean(members, f"{split}/elbo")
-            ax.plot(mean["samples"], mean["elbo"], style, color=COLOURS[algorithm], lw=1.6)
+            ax.plot(mean["samples"], mean["value"], style, color=COLOURS[algorithm], lw=1.6)
     axes[0, 0].set_ylabel(r"$\mathcal{L}$")
     axes[1, 1].set_ylabel(r"$\mathcal{L}$")
     axes[0, 0].set_xlabel("# Training samples evaluated")
@@ -70,12 +73,64 @@ def figure2(results_dir: Path, out: Path, include_incomplete: bool = False) -> t
                for a, n in (("wakesleep", "Wake-Sleep"), ("aevb", "AEVB")) for s in ("test", "train")]
     handles.append(Line2D([], [], color="grey", alpha=0.25, lw=3, label="paper (digitized)"))
     legend.legend(handles=handles, loc="center", frameon=False)
+    return save_both(fig, out, "fig2")
+
+
+FIG3_PANELS = {1000: (60, (-160, -100)), 50000: (68, (-160, -125))}  # x limit (millions), y limits
+
+
+def figure3(runs: list[LoggedRun], out: Path) -> Path:
+    """Write ``out/fig3.png`` and ``out/fig3.pdf`` from the Figure 3 runs; returns the PNG path."""
+    paper = load_paper()
+    fig, axes = plt.subplots(1, 3, figsize=(13, 4.2), gridspec_kw={"width_ratios": [1, 1, 0.45]})
+    panels = {}
+    for ax, (n_train, (xmax, ylim)) in zip(axes, FIG3_PANELS.items()):
+        panels[n_train] = ax
+        ax.set(xlim=(0, xmax), ylim=ylim, title=f"$N_{{train}}$ = {n_train}",
+               xlabel="# Training samples evaluated (millions)")
+        ax.grid(alpha=0.2)
+        for algorithm, series in SERIES.items():
+            for split, style in STYLES.items():
+                ref = paper[(paper["figure"] == 3) & (paper["panel"] == f"Ntrain={n_train}")
+                            & (paper["series"] == f"{series} {split}")].sort_values("x_samples_evaluated")
+                ax.plot(ref["x_samples_evaluated"] / 1e6, ref["value"], style, color=COLOURS[algorithm],
+                        alpha=0.25, lw=3)
+    axes[0].set_ylabel("Marginal log-likelihood")
+    for (_, _, algorithm, _), members in group_curves(runs).items():
+        ax = panels.get(members[0].config["n_train"])
+        if ax is None:
+            continue
+        for split, style in STYLES.items():
+            mean = curve_mean(members, f"{split}/marginal")
+            ax.plot(mean["samples"] / 1e6, mean["value"], style, color=COLOURS[algorithm], lw=1.6)
+    axes[2].axis("off")
+    handles = [Line2D([], [], color=COLOURS[a], ls=STYLES[s], label=f"{NAMES[a]} ({s})")
+               for a in NAMES for s in ("train", "test")]
+    handles.append(Line2D([], [], color="grey", alpha=0.25, lw=3, label="paper (digitized)"))
+    axes[2].legend(handles=handles, loc="center", frameon=False)
+    return save_both(fig, out, "fig3")
+
+
+def paper_figures(results_dir: Path, out: Path, include_incomplete: bool = False) -> tuple[list[Path], list[Path]]:
+    """Figures 2 and 3 where there are runs for them; returns the PNGs and the run folders drawn."""
+    written, drawn = [], []
+    for figure, draw_figure in ((2, figure2), (3, figure3)):
+        runs = figure_runs(results_dir, figure, include_incomplete)
+        if runs:
+            written.append(draw_figure(runs, out))
+            drawn += [r.path for r in runs]
+    if not written:
+        raise no_runs(results_dir, include_incomplete)
+    return written, drawn
+
+
+def save_both(fig: plt.Figure, out: Path, name: str) -> Path:
     fig.tight_layout()
     out.mkdir(parents=True, exist_ok=True)
     for suffix in ("png", "pdf"):
-        save(fig, out / f"fig2.{suffix}")
+        save(fig, out / f"{name}.{suffix}")
     plt.close(fig)
-    return out / "fig2.png", [r.path for r in runs]
+    return out / f"{name}.png"
 
 
 def save(fig: plt.Figure, path: Path) -> None:

@@ -1,4 +1,4 @@
-"""Logged runs to pandas tables beside the paper's values, and a scorecard (Figure 2).
+"""Logged runs to pandas tables beside the paper's values, and scorecards (Figures 2 and 3).
 
 Only logged runs are read (``<results>/runs/<sweep>/<run>/``: ``config.yaml``, ``metrics.csv``,
 ``status.json``). Runs are grouped into curves by (sweep, dataset, algorithm, nz); runs in one curve must
@@ -6,8 +6,12 @@ have the same config except the seed and execution settings, or the table is ref
 a mean and a spread. Incomplete runs (budget not reached) are left out unless asked for.
 
 The paper's curves come from ``vae/reference/paper-figures.csv``: Figures 2 and 3 digitized from the
-vector data of the arXiv v10 PDF (±0.2 nats), on a 0.1-decade grid; only points inside the published axes
-are used, and values are interpolated linearly in log10(samples) between neighbouring grid points.
+vector data of the arXiv v10 PDF (±0.2 nats), Figure 2 on a 0.1-decade grid and Figure 3 on a 2 M grid;
+only points inside the published axes are used, and values are interpolated linearly (Figure 2 in
+log10(samples)) between neighbouring grid points, never across a gap in the paper's curve.
+
+A run belongs to Figure 3 when it estimates the marginal likelihood (``evaluation: marginal``), otherwise
+to Figure 2.
 """
 
 from __future__ import annotations
@@ -27,7 +31,8 @@ from vae.runlog import atomic_write_text, read_status
 
 PAPER_CSV = Path(__file__).parent / "reference" / "paper-figures.csv"
 PANEL = {"mnist": "MNIST", "frey": "Frey"}
-SERIES = {"aevb": "AEVB", "wakesleep": "WS"}
+SERIES = {"aevb": "AEVB", "wakesleep": "WS", "mcem": "MCEM"}
+METRIC = {2: "elbo", 3: "marginal"}
 CURVE = ("sweep", "dataset", "algorithm", "nz")
 
 
@@ -46,6 +51,17 @@ class LoggedRun:
     @property
     def curve(self) -> tuple[Any, ...]:
         return (self.sweep, self.config["dataset"], self.config["algorithm"], self.config["nz"])
+
+    @property
+    def figure(self) -> int:
+        return 3 if self.config.get("evaluation") == "marginal" else 2
+
+    @property
+    def panel(self) -> str:
+        """The paper's panel name in paper-figures.csv."""
+        if self.figure == 3:
+            return f"Ntrain={self.config['n_train']}"
+        return f"{PANEL[self.config['dataset']]} Nz={self.config['nz']}"
 
 
 def load_runs(results_dir: Path, include_incomplete: bool = False) -> list[LoggedRun]:
@@ -81,10 +97,10 @@ def group_curves(runs: list[LoggedRun]) -> dict[tuple[Any, ...], list[LoggedRun]
 
 
 def curve_mean(members: list[LoggedRun], column: str) -> pd.DataFrame:
-    """Mean, spread and count over seeds at the points every seed reached."""
+    """Mean (``value``), spread (``std``) and count over seeds at the points every seed reached."""
     frames = [m.metrics.set_index("samples")[column] for m in members]
     joined = pd.concat(frames, axis=1, join="inner")
-    return pd.DataFrame({"elbo": joined.mean(axis=1), "elbo_std": joined.std(axis=1, ddof=1),
+    return pd.DataFrame({"value": joined.mean(axis=1), "std": joined.std(axis=1, ddof=1),
                          "seeds": joined.shape[1]}).reset_index()
 
 
@@ -93,17 +109,21 @@ def load_paper(path: Path = PAPER_CSV) -> pd.DataFrame:
     return paper[paper["within_published_x_range"] == 1]
 
 
-def paper_value(paper: pd.DataFrame, panel: str, series: str, samples: float) -> float:
-    """The paper's curve at ``samples``, interpolated in log10(samples) between neighbouring grid points;
-    NaN where the paper shows no value there."""
-    pts = paper[(paper["panel"] == panel) & (paper["series"] == series)].sort_values("log10_x")
-    x, y = pts["log10_x"].to_numpy(), pts["value"].to_numpy()
-    t = math.log10(samples)
-    exact = np.isclose(x, t, atol=1e-9)
+def paper_value(paper: pd.DataFrame, panel: str, series: str, samples: float, figure: int = 2) -> float:
+    """The paper's curve at ``samples``, interpolated between neighbouring grid points (Figure 2: in
+    log10(samples), 0.1 decade apart; Figure 3: in samples, 2 M apart); NaN where the paper shows none."""
+    pts = paper[(paper["figure"] == figure) & (paper["panel"] == panel) & (paper["series"] == series)]
+    pts = pts.sort_values("log10_x" if figure == 2 else "x_samples_evaluated")
+    if figure == 2:
+        x, t, gap = pts["log10_x"].to_numpy(), math.log10(samples), 0.1
+    else:
+        x, t, gap = pts["x_samples_evaluated"].to_numpy() / 1e6, samples / 1e6, 2.0
+    y = pts["value"].to_numpy()
+    exact = np.isclose(x, t, atol=1e-6)
     if exact.any():
         return float(y[exact][0])
     lo, hi = np.searchsorted(x, t) - 1, np.searchsorted(x, t)
-    if lo < 0 or hi >= len(x) or x[hi] - x[lo] > 0.1 + 1e-9:
+    if lo < 0 or hi >= len(x) or x[hi] - x[lo] > gap * (1 + 1e-6):
         return math.nan
     return float(y[lo] + (y[hi] - y[lo]) * (t - x[lo]) / (x[hi] - x[lo]))
 
@@ -112,30 +132,32 @@ def curve_rows(curve: tuple[Any, ...], members: list[LoggedRun], paper: pd.DataF
                points: list[float]) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     """Table rows at ``points`` and at the last point reached, and every logged point, for both splits."""
     sweep, dataset, algorithm, nz = curve
-    panel = f"{PANEL[dataset]} Nz={nz}"
+    first = members[0]
+    metric = METRIC[first.figure]
     table, every = [], []
     wanted = {int(p) for p in points}
     for split in ("train", "test"):
-        mean = curve_mean(members, f"{split}/elbo")
+        mean = curve_mean(members, f"{split}/{metric}")
         series = f"{SERIES[algorithm]} {split}"
         for _, r in mean.iterrows():
-            ref = paper_value(paper, panel, series, r["samples"])
-            row = dict(sweep=sweep, dataset=dataset, algorithm=algorithm, nz=nz, split=split,
-                       samples=int(r["samples"]), elbo=r["elbo"], elbo_std=r["elbo_std"], seeds=int(r["seeds"]),
-                       paper_elbo=ref, delta=r["elbo"] - ref)
+            ref = paper_value(paper, first.panel, series, r["samples"], first.figure)
+            size = {"n_train": first.config["n_train"]} if first.figure == 3 else {}
+            row = dict(sweep=sweep, dataset=dataset, algorithm=algorithm, **size, nz=nz, split=split,
+                       samples=int(r["samples"]), **{metric: r["value"], f"{metric}_std": r["std"]},
+                       seeds=int(r["seeds"]), **{f"paper_{metric}": ref}, delta=r["value"] - ref)
             every.append(row)
             if int(r["samples"]) in wanted or r["samples"] == mean["samples"].max():
                 table.append(row)
     return table, every
 
 
-def scorecard(every: pd.DataFrame, tolerance: dict[str, dict[str, float]]) -> pd.DataFrame:
+def scorecard(every: pd.DataFrame, tolerance: dict[str, dict[str, float]], metric: str = "elbo") -> pd.DataFrame:
     """Per curve and split: is every logged point with a paper value within the tolerance?"""
     rows = []
     for key, g in every.groupby(["sweep", "dataset", "algorithm", "nz", "split"], sort=False):
-        compared = g.dropna(subset=["paper_elbo"])
+        compared = g.dropna(subset=[f"paper_{metric}"])
         tol = tolerance[key[1]]
-        allowed = tol.get("nats", 0.0) + tol.get("relative", 0.0) * compared["paper_elbo"].abs()
+        allowed = tol.get("nats", 0.0) + tol.get("relative", 0.0) * compared[f"paper_{metric}"].abs()
         ok = (compared["delta"].abs() <= allowed)
         rows.append(dict(zip(["sweep", "dataset", "algorithm", "nz", "split"], key),
                          last_samples=int(g["samples"].max()), points_compared=len(compared),
@@ -144,37 +166,71 @@ def scorecard(every: pd.DataFrame, tolerance: dict[str, dict[str, float]]) -> pd
     return pd.DataFrame(rows)
 
 
-def fig2_runs(results_dir: Path, include_incomplete: bool = False) -> list[LoggedRun]:
-    """The Figure 2 runs (MNIST and Frey Face) in curve order; an error if there are none."""
-    runs = sorted((r for r in load_runs(results_dir, include_incomplete) if r.config["dataset"] in PANEL),
+def figure_runs(results_dir: Path, figure: int, include_incomplete: bool = False) -> list[LoggedRun]:
+    """The runs of Figure 2 or 3, in curve order (possibly none)."""
+    return sorted((r for r in load_runs(results_dir, include_incomplete)
+                   if r.config["dataset"] in PANEL and r.figure == figure),
                   key=lambda r: (r.curve, r.config["seed"]))
-    if not runs:
-        raise ReportError(f"no {'logged' if include_incomplete else 'complete'} runs under {results_dir}/runs "
-                          "(pass --include-incomplete to use unfinished runs)")
-    return runs
 
 
-def write_fig2_tables(results_dir: Path, settings: dict[str, Any], include_incomplete: bool = False) -> pd.DataFrame:
-    """``results/tables/fig2.csv``, ``fig2.md``, ``scorecard.csv``, ``scorecard.md`` and ``runs_used.csv``."""
-    runs = fig2_runs(results_dir, include_incomplete)
+def no_runs(results_dir: Path, include_incomplete: bool) -> ReportError:
+    return ReportError(f"no {'logged' if include_incomplete else 'complete'} runs under {results_dir}/runs "
+                       "(pass --include-incomplete to use unfinished runs)")
+
+
+def write_tables(results_dir: Path, settings: dict[str, Any], include_incomplete: bool = False) -> None:
+    """Every table there are runs for: ``results/tables/fig2*`` and ``results/tables/fig3*``."""
+    written = 0
+    for figure in (2, 3):
+        runs = figure_runs(results_dir, figure, include_incomplete)
+        if runs:
+            write_figure_tables(results_dir, figure, runs, settings[f"fig{figure}"])
+            written += 1
+    if not written:
+        raise no_runs(results_dir, include_incomplete)
+
+
+def write_figure_tables(results_dir: Path, figure: int, runs: list[LoggedRun], settings: dict[str, Any]) -> None:
+    """``fig<N>.csv``/``.md`` (rows at ``table_points`` and the last point), ``fig<N>_scorecard.csv``/``.md``,
+    ``fig<N>_runs_used.csv`` and, for Figure 3, ``fig3_order.csv``/``.md``."""
     paper = load_paper()
     table, every = [], []
     for curve, members in group_curves(runs).items():
         t, e = curve_rows(curve, members, paper, settings["table_points"])
         table += t
         every += e
+    metric = METRIC[figure]
     order = ["sweep", "dataset", "algorithm", "nz"]
-    fig2 = pd.DataFrame(table).sort_values(order, kind="stable")
-    score = scorecard(pd.DataFrame(every), settings["tolerance"]).sort_values(order, kind="stable")
-    out = Path(results_dir) / "tables"
+    main = pd.DataFrame(table).sort_values(order, kind="stable")
+    score = scorecard(pd.DataFrame(every), settings["tolerance"], metric).sort_values(order, kind="stable")
     used = pd.DataFrame([dict(run=str(r.path), sweep=r.sweep, nz=r.config["nz"], seed=r.config["seed"],
                               samples=int(r.metrics["samples"].max()), complete=r.complete) for r in runs])
-    for name, df in [("fig2", fig2), ("scorecard", score), ("runs_used", used)]:
+    frames = {f"fig{figure}": main, f"fig{figure}_scorecard": score}
+    if figure == 3:
+        frames["fig3_order"] = ordering(pd.DataFrame(every))
+    out = Path(results_dir) / "tables"
+    for name, df in frames.items():
         atomic_write_text(out / f"{name}.csv", df.to_csv(index=False, float_format="%.3f"))
-    for name, df in [("fig2", fig2), ("scorecard", score)]:
         atomic_write_text(out / f"{name}.md", df.to_markdown(index=False, floatfmt=".2f") + "\n")
-    print(f"tables from {len(runs)} run(s):")
+    atomic_write_text(out / f"fig{figure}_runs_used.csv", used.to_csv(index=False))
+    print(f"Figure {figure} tables from {len(runs)} run(s):")
     for r in runs:
         print(f"  {r.path}{'' if r.complete else '  (incomplete)'}")
-    print(f"wrote {out}/fig2.csv, fig2.md, scorecard.csv, scorecard.md, runs_used.csv")
-    return score
+    print(f"wrote {', '.join(str(out / n) + '.csv/.md' for n in frames)}, {out}/fig{figure}_runs_used.csv")
+
+
+def ordering(every: pd.DataFrame) -> pd.DataFrame:
+    """Figure 3: per training-set size and split, the algorithms ranked by estimated log p(x) at the last
+    point all of them reached, ours beside the paper's ranking at the same number of samples."""
+    rows = []
+    for (sweep, n_train, split), g in every.groupby(["sweep", "n_train", "split"], sort=False):
+        last = g.groupby("algorithm")["samples"].max().min()
+        at = g[g["samples"] == last].set_index("algorithm")
+        ours = at["marginal"].sort_values(ascending=False)
+        paper = at["paper_marginal"].dropna().sort_values(ascending=False)
+        rows.append(dict(sweep=sweep, n_train=n_train, split=split, samples=int(last),
+                         ours=" > ".join(f"{SERIES[a]} {v:.1f}" for a, v in ours.items()),
+                         paper=" > ".join(f"{SERIES[a]} {v:.1f}" for a, v in paper.items()),
+                         same_order=list(ours.index[ours.index.isin(paper.index)]) == list(paper.index)
+                         if len(paper) else None))
+    return pd.DataFrame(rows)

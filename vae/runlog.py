@@ -56,8 +56,13 @@ def write_status(run_dir: Path, status: dict[str, Any]) -> None:
     atomic_write_text(run_dir / "status.json", json.dumps(status, indent=2, sort_keys=True) + "\n")
 
 
+def is_evaluation(metrics: dict[str, float]) -> bool:
+    """An evaluation point (not, e.g., the step-size selection record)."""
+    return "samples" in metrics and any(k.startswith("train/") for k in metrics)
+
+
 class RunCSVLogger(Logger):
-    """Writes every evaluation point (rows with ``samples`` and ``train/elbo``) to ``metrics.csv``.
+    """Writes every evaluation point (rows with ``samples`` and a ``train/`` metric) to ``metrics.csv``.
 
     A point logged again after a resume replaces the rows at or beyond its ``samples``, so the file never
     holds duplicated or stale points.
@@ -83,7 +88,7 @@ class RunCSVLogger(Logger):
 
     @rank_zero_only
     def log_metrics(self, metrics: dict[str, float], step: int | None = None) -> None:
-        if "samples" not in metrics or "train/elbo" not in metrics:
+        if not is_evaluation(metrics):
             return
         self.rows = [r for r in self.rows if r["samples"] < metrics["samples"]] + [dict(metrics)]
         atomic_write_text(self.path, pd.DataFrame(self.rows).to_csv(index=False))
@@ -108,6 +113,6 @@ class ResumeSafeWandbLogger(WandbLogger):
         if "samples" not in metrics or metrics["samples"] <= self.logged_upto:
             return
         self.experiment.log(dict(metrics), step=int(metrics["samples"]))
-        if "train/elbo" in metrics:
+        if is_evaluation(metrics):
             self.logged_upto = int(metrics["samples"])
             atomic_write_text(self.mark, str(self.logged_upto))

@@ -1,4 +1,5 @@
-"""Where the bound is evaluated: log-spaced points on the "training samples evaluated" axis (Fig. 2)."""
+"""Where a run is evaluated on the "training samples evaluated" axis: log-spaced points (Fig. 2) or evenly
+spaced ones (Fig. 3)."""
 
 from __future__ import annotations
 
@@ -22,3 +23,11 @@ def eval_points(start: int, budget: int, per_decade: int, M: int) -> list[int]:
         k += 1
     points.add(last)
     return sorted(points)
+
+
+def linear_points(start: int, every: int, budget: int, step: int) -> list[int]:
+    """Points start + k * every, rounded to whole steps of ``step`` samples, up to the budget, plus the
+    budget itself (rounded up to a whole step)."""
+    last = round_up(budget, step)
+    points = {max(step, round((start + k * every) / step) * step) for k in range(max(0, (last - start) // every) + 1)}
+    return sorted(p for p in points | {last} if p <= last)

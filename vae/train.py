@@ -28,7 +28,7 @@ from vae.runlog import (ResumeSafeWandbLogger, RunCSVLogger, atomic_write_text, 
 from vae.schedule import round_up
 
 say = rank_zero_only(print)  # under DDP only global rank 0 reports
-STEP_METRICS = ("train/elbo", "test/elbo", "lr", "time/*", "lr_select/*")
+STEP_METRICS = ("train/*", "test/*", "lr", "time/*", "lr_select/*")
 
 
 def check_same_config(run_dir: Path, spec: RunSpec) -> None:

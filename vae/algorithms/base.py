@@ -31,9 +31,10 @@ from torch.utils.data import DataLoader, IterableDataset
 from vae.bounds import elbo
 from vae.config import Config, make_config
 from vae.data import X_DIM, load_dataset
+from vae.marginal import log_marginal_hmc, log_marginal_is
 from vae.nets import GaussianMLP, init_normal_, make_decoder, weight_matrices
 from vae.optim import Adagrad
-from vae.schedule import eval_points, round_up
+from vae.schedule import eval_points, linear_points, round_up
 
 
 class RunDiverged(RuntimeError):
@@ -67,6 +68,8 @@ class SampleAxisModule(L.LightningModule):
     """Encoder q(z|x) and decoder p(x|z) of App. C, initialised from N(0, init_std^2), trained by the
     subclass's ``train_steps`` and evaluated on the full training and test sets at log-spaced points."""
 
+    has_encoder = True  # False for MCEM (App. E), which samples the posterior instead
+
     def __init__(self, config: Config | dict[str, Any], data_dir: str | Path | None = None) -> None:
         super().__init__()
         cfg = config if isinstance(config, Config) else make_config(config)
@@ -75,7 +78,8 @@ class SampleAxisModule(L.LightningModule):
         self.data_dir = data_dir
         self.automatic_optimization = False
         x_dim = X_DIM[cfg.dataset]
-        self.encoder = GaussianMLP(x_dim, cfg.hidden, cfg.nz)
+        if self.has_encoder:
+            self.encoder = GaussianMLP(x_dim, cfg.hidden, cfg.nz)
         self.decoder = make_decoder(cfg.decoder, cfg.nz, cfg.hidden, x_dim, cfg.decoder_logvar_floor)
         init_normal_(self, cfg.init_std, torch.Generator().manual_seed(cfg.seed))
         self.samples = 0
@@ -142,10 +146,19 @@ class SampleAxisModule(L.LightningModule):
             lr=self.lr or self.cfg.lr_candidates[0], eps=self.cfg.adagrad_eps, warmup=self.cfg.adagrad_warmup,
         )
 
+    @property
+    def samples_per_step(self) -> int:
+        """Training samples one iteration of ``train_steps`` evaluates: a minibatch of M."""
+        return self.cfg.M
+
     def on_fit_start(self) -> None:
-        self.train_x, self.test_x = (t.to(self.device) for t in load_dataset(self.cfg, self.data_dir))
-        self.points = eval_points(self.cfg.eval_start, self.cfg.samples, self.cfg.eval_per_decade, self.cfg.M)
-        self.budget = round_up(self.cfg.samples, self.cfg.M)
+        cfg, step = self.cfg, self.samples_per_step
+        self.train_x, self.test_x = (t.to(self.device) for t in load_dataset(cfg, self.data_dir))
+        if cfg.eval_spacing == "log":
+            self.points = eval_points(cfg.eval_start, cfg.samples, cfg.eval_per_decade, step)
+        else:
+            self.points = linear_points(cfg.eval_start, cfg.eval_every, cfg.samples, step)
+        self.budget = round_up(cfg.samples, step)
 
     def on_train_start(self) -> None:
         self.generator = torch.Generator(self.device).manual_seed(self.cfg.seed + 1)
@@ -158,6 +171,7 @@ class SampleAxisModule(L.LightningModule):
         checkpoint["sample_axis"] = dict(
             samples=self.samples, lr=self.lr, lr_selection=self.lr_selection, history=self.history,
             train_seconds=self.train_seconds, rng=self.generator.get_state(), perm=self._perm, pos=self._pos,
+            chain_state=self.chain_state(),
         )
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
@@ -165,6 +179,14 @@ class SampleAxisModule(L.LightningModule):
         self.samples, self.lr, self.lr_selection = state["samples"], state["lr"], state["lr_selection"]
         self.history, self.train_seconds = state["history"], state["train_seconds"]
         self._pending_rng, self._perm, self._pos = state["rng"], state["perm"], state["pos"]
+        self.load_chain_state(state.get("chain_state", {}))
+
+    def chain_state(self) -> dict[str, Any]:
+        """Training state outside the parameters and optimizers (MCEM's persistent chains); none here."""
+        return {}
+
+    def load_chain_state(self, state: dict[str, Any]) -> None:
+        """Restore what ``chain_state`` returned."""
 
     # ---------------------------------------------------------------- training
     def training_step(self, batch: Any, batch_idx: int) -> None:
@@ -175,7 +197,7 @@ class SampleAxisModule(L.LightningModule):
             self.trainer.should_stop = True
             return
         target = next(p for p in self.points if p > self.samples)
-        steps = min(self.cfg.steps_per_call, (target - self.samples) // self.cfg.M)
+        steps = min(self.cfg.steps_per_call, (target - self.samples) // self.samples_per_step)
         self._timed_steps(steps)
         self._evaluate_if_due()
         if self.samples >= self.budget:
@@ -216,12 +238,16 @@ class SampleAxisModule(L.LightningModule):
         """Evaluation noise depends only on (seed, samples): it never disturbs the training stream."""
         return torch.Generator(self.device).manual_seed(self.cfg.seed * 1_000_003 + samples)
 
+    def selection_score(self) -> float:
+        """What ``select_lr`` maximizes: the bound on the full training set."""
+        return self.evaluate(self.train_x, self._eval_generator(self.samples))
+
     def select_lr(self) -> None:
-        """§5: pick the Adagrad global step size from ``lr_candidates`` by the training-set bound after the
+        """§5: pick the Adagrad global step size from ``lr_candidates`` by ``selection_score`` after the
         first ``lr_select_samples`` samples. Every candidate starts from the same initial state and noise;
         training continues from the winner, so the run equals one started with that step size forced."""
         start = self._snapshot()
-        steps = round_up(self.cfg.lr_select_samples, self.cfg.M) // self.cfg.M
+        steps = round_up(self.cfg.lr_select_samples, self.samples_per_step) // self.samples_per_step
         results: dict[float, float] = {}
         finals: dict[float, tuple[dict[str, Any], float]] = {}
         for lr in self.cfg.lr_candidates:
@@ -230,7 +256,7 @@ class SampleAxisModule(L.LightningModule):
                 opt.set_lr(lr)
             began = self.train_seconds
             self._timed_steps(steps)
-            value = self.evaluate(self.train_x, self._eval_generator(self.samples))
+            value = self.selection_score()
             results[lr] = value if math.isfinite(value) else -math.inf
             finals[lr] = (self._snapshot(), self.train_seconds - began)
         best = max(results, key=results.__getitem__)
@@ -251,7 +277,8 @@ class SampleAxisModule(L.LightningModule):
     def _snapshot(self) -> dict[str, Any]:
         return dict(model=copy.deepcopy(self.state_dict()),
                     opts=[copy.deepcopy(o.state_dict()) for o in self.adagrads()],
-                    rng=self.generator.get_state(), samples=self.samples, perm=self._perm, pos=self._pos)
+                    rng=self.generator.get_state(), samples=self.samples, perm=self._perm, pos=self._pos,
+                    chains=copy.deepcopy(self.chain_state()))
 
     def _restore(self, snap: dict[str, Any]) -> None:
         self.load_state_dict(snap["model"])
@@ -259,21 +286,21 @@ class SampleAxisModule(L.LightningModule):
             opt.load_state_dict(copy.deepcopy(state))
         self.generator.set_state(snap["rng"])
         self.samples, self._perm, self._pos = snap["samples"], snap["perm"], snap["pos"]
+        self.load_chain_state(copy.deepcopy(snap["chains"]))
 
     # ---------------------------------------------------------------- evaluation and logging
     def _evaluate_if_due(self) -> None:
         due = self.samples in self.points and (not self.history or self.history[-1]["samples"] < self.samples)
         if not due:
             return
-        gen = self._eval_generator(self.samples)
-        row = {"samples": self.samples, "train/elbo": self.evaluate(self.train_x, gen),
-               "test/elbo": self.evaluate(self.test_x, gen)}
+        row = {"samples": self.samples} | self.measure()
         if not all(math.isfinite(v) for v in row.values()) or not all(
                 bool(torch.isfinite(p).all()) for p in self.parameters()):
+            shown = ", ".join(f"{k} {v}" for k, v in row.items() if k != "samples")
             raise RunDiverged(
-                f"[{self.run_label}] the bound or the parameters are not finite at step "
-                f"{self.samples // self.cfg.M} ({self.samples} samples; train {row['train/elbo']}, test "
-                f"{row['test/elbo']}); the Adagrad step size {self.lr} is likely too large for this model. "
+                f"[{self.run_label}] the evaluation or the parameters are not finite at step "
+                f"{self.samples // self.samples_per_step} ({self.samples} samples; {shown}); the Adagrad step "
+                f"size {self.lr} is likely too large for this model. "
                 "The last good checkpoint is kept and nothing was written for this point: restart with a "
                 "smaller lr (in a new results folder) or rerun to retry from the checkpoint.")
         done, secs = self._since_eval
@@ -283,5 +310,32 @@ class SampleAxisModule(L.LightningModule):
         self.history.append(row)
         for logger in self.loggers:
             logger.log_metrics(row)
-        self.print(f"[{self.run_label}] samples {self.samples:>11,d}  train {row['train/elbo']:9.3f}  "
-                   f"test {row['test/elbo']:9.3f}  {rate:8.0f} samples/s")
+        shown = "  ".join(f"{k} {v:9.3f}" for k, v in row.items() if k.startswith(("train/", "test/")))
+        self.print(f"[{self.run_label}] samples {self.samples:>11,d}  {shown}  {rate:8.0f} samples/s")
+
+    def measure(self) -> dict[str, float]:
+        """One evaluation point: the bound on the full train and test sets (Fig. 2) and, with
+        ``evaluation: marginal``, log p(x) on the first ``marginal_points`` of each (Fig. 3, App. D)."""
+        gen = self._eval_generator(self.samples)
+        row: dict[str, float] = {}
+        if self.has_encoder:
+            row |= {"train/elbo": self.evaluate(self.train_x, gen), "test/elbo": self.evaluate(self.test_x, gen)}
+        if self.cfg.evaluation == "marginal":
+            for split, x in (("train", self.train_x), ("test", self.test_x)):
+                row[f"{split}/marginal"] = self.log_marginal(x[:self.cfg.marginal_points], gen)
+        return row
+
+    def log_marginal(self, x: torch.Tensor, generator: torch.Generator) -> float:
+        """Average estimated log p(x) over ``x`` (App. D's HMC estimator, or importance sampling with the
+        encoder as proposal). Every rank computes it in full: it is cheap next to training."""
+        if self.cfg.binarize == "dynamic":
+            x = torch.bernoulli(x, generator=generator)
+        encoder = self.encoder if self.has_encoder else None
+        cfg = self.cfg
+        if cfg.marginal_estimator == "is":
+            values = log_marginal_is(x, self.decoder, encoder, generator, k=cfg.marginal_is_k)
+        else:
+            values = log_marginal_hmc(x, self.decoder, encoder, generator, n_samples=cfg.marginal_samples,
+                                      n_burnin=cfg.marginal_burnin, n_steps=cfg.marginal_leapfrog,
+                                      step_size=cfg.hmc_step_size, target=cfg.hmc_target)
+        return float(values.double().mean())

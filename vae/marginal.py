@@ -1,0 +1,167 @@
+"""Estimates of the marginal likelihood log p(x), one value per datapoint, in nats.
+
+``log_marginal_hmc``: the estimator of App. D (Figure 3): HMC samples of p(z|x), a density q(z) fitted to the
+first half, and 1/p(x) ~ mean q(z)/p(x, z) over the second half, in log space.
+``log_marginal_is``: importance sampling with the encoder as proposal, log (1/k) sum_j p(x, z_j)/q(z_j|x),
+the k-sample bound of Burda et al. (digest §6.1, k = 5000); a lower bound in expectation that rises with k.
+
+What App. D/E leave open, and the choices here: the burn-in (``n_burnin``, ours), the initial step size
+(``step_size``, ours), the chains' start (z ~ q(z|x) as in the author's ``ll_estimator``), the density q(z)
+(the author's: Gaussian KDE with Scott's bandwidth, or a moment-fitted diagonal Gaussian when Nz = 1 or
+n_fit/Nz < 4), and the step-size tuning, which like the author's code continues while samples are taken.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import NamedTuple
+
+import torch
+
+from vae.densities import LOG_2PI, log_normal, log_std_normal
+from vae.hmc import hmc_step, posterior_log_joint
+from vae.nets import Decoder, GaussianMLP
+
+
+def scott_factor(n: int, d: int) -> float:
+    """Scott's rule n**(-1/(d+4)), the bandwidth factor of ``scipy.stats.gaussian_kde`` by default."""
+    return n ** (-1.0 / (d + 4))
+
+
+def kde_log_density(fit: torch.Tensor, points: torch.Tensor, factor: float | torch.Tensor) -> torch.Tensor:
+    """``scipy.stats.gaussian_kde(fit, bw_method=factor).logpdf(points)``, batched over leading dimensions.
+
+    fit (..., m, d), points (..., k, d), factor a float or of shape (...); returns (..., k). The kernel
+    covariance is factor^2 times the unbiased covariance of ``fit``; where that is singular the result is NaN.
+    """
+    m, d = fit.shape[-2:]
+    centered = fit - fit.mean(-2, keepdim=True)
+    factor = torch.as_tensor(factor, dtype=fit.dtype, device=fit.device)
+    cov = centered.mT @ centered / (m - 1) * factor[..., None, None] ** 2
+    chol, info = torch.linalg.cholesky_ex(cov)
+    white_fit = torch.linalg.solve_triangular(chol, fit.mT, upper=False).mT
+    white_points = torch.linalg.solve_triangular(chol, points.mT, upper=False).mT
+    sq_dist = (white_points[..., :, None, :] - white_fit[..., None, :, :]).pow(2).sum(-1)
+    log_det = 2 * chol.diagonal(dim1=-2, dim2=-1).log().sum(-1)
+    log_q = torch.logsumexp(-0.5 * sq_dist, -1) - math.log(m) - 0.5 * (d * LOG_2PI + log_det[..., None])
+    return log_q.masked_fill((info > 0)[..., None], math.nan)
+
+
+def kde_cv_factor(fit: torch.Tensor) -> torch.Tensor:
+    """The author's 2014 bandwidth (``hmc_est.kde_infer_factor``): among Scott's factor times e^((i-5)/2),
+    i = 0..9, the one whose KDE fitted on the second half of ``fit`` (..., m, d) scores the highest
+    log-likelihood on the first half. Returns one factor per leading index."""
+    m, d = fit.shape[-2:]
+    half = m // 2
+    factors = scott_factor(m, d) * torch.exp((torch.arange(10, dtype=fit.dtype, device=fit.device) - 5) / 2)
+    scores = torch.stack([kde_log_density(fit[..., half:, :], fit[..., :half, :], f).sum(-1) for f in factors])
+    return factors[scores.argmax(0)]
+
+
+def diag_gaussian_log_density(fit: torch.Tensor, points: torch.Tensor) -> torch.Tensor:
+    """log N(points; mean, diag(std^2)) with the moments (std with ddof 0) of fit (..., m, d); points
+    (..., k, d); returns (..., k). NaN where some coordinate of ``fit`` has zero spread."""
+    mean, std = fit.mean(-2, keepdim=True), fit.std(-2, correction=0, keepdim=True)
+    log_q = log_normal(points, mean, 2 * std.log())
+    return log_q.masked_fill((std == 0).any(-1), math.nan)
+
+
+def fitted_log_density(fit: torch.Tensor, points: torch.Tensor, bandwidth: str = "scott") -> torch.Tensor:
+    """q(z) of App. D, step 2, fitted to ``fit`` (..., m, d) and evaluated at ``points`` (..., k, d).
+
+    As in the author's code: a moment-fitted diagonal Gaussian when d = 1 or m/d < 4, else a Gaussian KDE
+    with bandwidth "scott" (2013 code) or "cv" (2014 code, ``kde_cv_factor``)."""
+    m, d = fit.shape[-2:]
+    if d == 1 or m / d < 4:
+        return diag_gaussian_log_density(fit, points)
+    if bandwidth == "scott":
+        return kde_log_density(fit, points, scott_factor(m, d))
+    if bandwidth == "cv":
+        return kde_log_density(fit, points, kde_cv_factor(fit))
+    raise ValueError(f"bandwidth must be 'scott' or 'cv', got {bandwidth!r}")
+
+
+def log_marginal_from_samples(z: torch.Tensor, log_joint: torch.Tensor, bandwidth: str = "scott") -> torch.Tensor:
+    """App. D, steps 2-3, from S posterior samples z (S, n, Nz) with log p(x, z) (S, n): q is fitted to the
+    first S//2 samples, and log p(x) = -log mean_l q(z_l)/p(x, z_l) over the rest (logsumexp). Returns (n,)."""
+    S = z.shape[0]
+    if S < 4:
+        raise ValueError(f"need at least 4 samples per datapoint, got {S}")
+    n_fit = S // 2
+    log_q = fitted_log_density(z[:n_fit].transpose(0, 1), z[n_fit:].transpose(0, 1), bandwidth)
+    log_ratio = log_q - log_joint[n_fit:].T
+    return math.log(S - n_fit) - torch.logsumexp(log_ratio, -1)
+
+
+class PosteriorSamples(NamedTuple):
+    """HMC output: z (S, n, Nz), log p(x, z) (S, n), mean acceptance while sampling, final step size."""
+
+    z: torch.Tensor
+    log_joint: torch.Tensor
+    accept_rate: torch.Tensor
+    step_size: torch.Tensor
+
+
+def hmc_posterior_samples(x: torch.Tensor, decoder: Decoder, z0: torch.Tensor, generator: torch.Generator,
+                          n_samples: int = 50, n_burnin: int = 100, n_steps: int = 4, step_size: float = 0.01,
+                          target: float = 0.9) -> PosteriorSamples:
+    """App. D, step 1: one HMC chain per datapoint from z0 (n, Nz); ``n_burnin`` transitions, then one sample
+    after each of ``n_samples`` transitions, each of ``n_steps`` leapfrog steps, the step size tuned
+    throughout toward ``target`` acceptance (App. E: 50 samples, 4 leapfrog steps, 90%)."""
+    log_joint = posterior_log_joint(decoder, x)
+    z, eps = z0, torch.as_tensor(step_size, dtype=z0.dtype, device=z0.device)
+    zs, values, accepts = [], [], []
+    for t in range(n_burnin + n_samples):
+        step = hmc_step(log_joint, z, eps, generator, n_steps, target)
+        z, eps = step.z, step.step_size
+        if t >= n_burnin:
+            zs.append(z)
+            values.append(step.log_joint)
+            accepts.append(step.accept)
+    accept_rate = torch.stack(accepts).to(z.dtype).mean()
+    return PosteriorSamples(torch.stack(zs), torch.stack(values), accept_rate, eps)
+
+
+def latent_dim(decoder: Decoder) -> int:
+    """Nz, the decoder's input size."""
+    return decoder.hidden.in_features
+
+
+def log_marginal_hmc(x: torch.Tensor, decoder: Decoder, encoder: GaussianMLP | None, generator: torch.Generator,
+                     z0: torch.Tensor | None = None, n_samples: int = 50, n_burnin: int = 100, n_steps: int = 4,
+                     step_size: float = 0.01, target: float = 0.9, bandwidth: str = "scott") -> torch.Tensor:
+    """The App. D estimate of log p(x) for each row of x (n, D); returns (n,).
+
+    Chains start at ``z0`` if given, else at z ~ q(z|x) from ``encoder``, else at z ~ p(z) (e.g. for MCEM,
+    which has no encoder). Cost: (n_burnin + n_samples) * (n_steps + 1) decoder passes with gradient."""
+    if z0 is None:
+        shape = (x.shape[0], latent_dim(decoder))
+        z0 = torch.randn(shape, generator=generator, device=x.device, dtype=x.dtype)
+        if encoder is not None:
+            with torch.no_grad():
+                mean, logvar = encoder(x)
+            z0 = mean + torch.exp(0.5 * logvar) * z0
+    samples = hmc_posterior_samples(x, decoder, z0, generator, n_samples, n_burnin, n_steps, step_size, target)
+    return log_marginal_from_samples(samples.z, samples.log_joint, bandwidth)
+
+
+@torch.no_grad()
+def log_marginal_is(x: torch.Tensor, decoder: Decoder, encoder: GaussianMLP | None, generator: torch.Generator,
+                    k: int = 5000, chunk: int = 100) -> torch.Tensor:
+    """log (1/k) sum_j p(x, z_j)/q(z_j|x), z_j ~ q(z|x), for each row of x (n, D); returns (n,).
+
+    The proposal is the encoder, or the prior p(z) when ``encoder`` is None. Samples are drawn ``chunk`` at a
+    time and combined by a running logsumexp, so memory grows with chunk * n * D, not with k."""
+    nz = latent_dim(decoder)
+    if encoder is None:
+        mean = logvar = torch.zeros(x.shape[0], nz, device=x.device, dtype=x.dtype)
+    else:
+        mean, logvar = encoder(x)
+    total = torch.full((x.shape[0],), -math.inf, device=x.device, dtype=x.dtype)
+    for start in range(0, k, chunk):
+        eps = torch.randn((min(chunk, k - start), *mean.shape), generator=generator, device=x.device,
+                          dtype=x.dtype)
+        z = mean + torch.exp(0.5 * logvar) * eps
+        log_w = log_std_normal(z) + decoder.log_prob(x, z) - log_normal(z, mean, logvar)
+        total = torch.logaddexp(total, torch.logsumexp(log_w, 0))
+    return total - math.log(k)
