@@ -19,7 +19,8 @@ def test_chains_converge_to_and_keep_the_target_moments():
     must have the target's mean and covariance. The step size 0.8 is close to the leapfrog stability limit
     2 * sqrt(0.31) = 1.11, so about a quarter of the proposals are rejected: without the Metropolis test the
     chains would settle on the leapfrog's shadow distribution, whose variance along the narrow axis is about
-    twice the target's. Tolerances: about 2.5 times the largest error over 10 seeds (0.008 for the mean, 0.028 for the covariance)."""
+    twice the target's. Tolerances: about 2.5 times the largest error over 10 seeds (0.008 for the mean,
+    0.028 for the covariance)."""
     g = torch.Generator().manual_seed(0)
     z = torch.full((4000, 2), 4.0, dtype=torch.float64)
     pooled, rates = [], []
@@ -71,6 +72,7 @@ def test_tuning_rule_multiplies_or_divides_by_1_02_per_decision_capped():
     torch.testing.assert_close(tune_step_size(eps, five_of_six), eps / 1.02**6)
     torch.testing.assert_close(tune_step_size(eps, torch.ones(3, dtype=torch.bool)), eps * 1.02**3)
     torch.testing.assert_close(tune_step_size(eps, torch.ones(1000, dtype=torch.bool)), eps * 1.25)
+    torch.testing.assert_close(tune_step_size(eps, torch.zeros(50_000, dtype=torch.bool)), eps / 1.25)
     torch.testing.assert_close(tune_step_size(eps, torch.ones(20, dtype=torch.bool), max_factor=None),
                                eps * 1.02**20)
 

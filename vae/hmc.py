@@ -8,14 +8,16 @@ step size stays a device tensor, so a step never syncs with the host.
 Step size, following the author's ``hmc.hmc_step_autotune`` (digest §3.6): one scalar for the whole batch,
 with a random sign per chain; after each step it is multiplied by a factor when the batch's mean acceptance
 is at least the target (0.9, App. E) and divided by it otherwise. The factor is 1.02**(number of accept
-decisions), capped at 1.25 as in the author's later version of that function (uncapped, 1000 chains would
-change the step size by 1.02**1000 ~ 4e8 per step). One scalar, because that rule aims at a batch's mean
-acceptance; the author's per-chain variant (``hmc_step_autotune_indiv``) moves each chain's step size by
-exp(+-1.02) per decision, which balances at 50% acceptance, not at the paper's 90%.
+decisions), capped at 1.25 as in the author's 2014 version of that function in anglepy's hmc.py (uncapped,
+1000 chains would change the step size by 1.02**1000 ~ 4e8 per step). One scalar, because that rule aims at
+a batch's mean acceptance; the author's per-chain variant (``hmc_step_autotune_indiv``, used by the 2014
+``hmc_est.ll_estimator``) moves each chain's step size by exp(+-1.02) per decision, which balances at 50%
+acceptance, not at the paper's 90%.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -61,9 +63,10 @@ def tune_step_size(step_size: torch.Tensor, accept: torch.Tensor, target: float 
                    max_factor: float | None = 1.25) -> torch.Tensor:
     """The author's autotuning (digest §3.6): multiply by min(max_factor, alpha**n) when the mean of the n
     accept decisions is at least ``target``, divide otherwise; ``max_factor=None`` is the uncapped 2013 rule."""
-    factor = alpha ** accept.numel()
+    log_factor = accept.numel() * math.log(alpha)
     if max_factor is not None:
-        factor = min(factor, max_factor)
+        log_factor = min(log_factor, math.log(max_factor))
+    factor = math.exp(min(log_factor, 700.0))  # uncapped, alpha**n overflows a float beyond ~36000 chains
     rate = accept.to(step_size.dtype).mean()
     return torch.where(rate < target, step_size / factor, step_size * factor)
 

@@ -58,10 +58,10 @@ def kde_cv_factor(fit: torch.Tensor) -> torch.Tensor:
     return factors[scores.argmax(0)]
 
 
-def diag_gaussian_log_density(fit: torch.Tensor, points: torch.Tensor) -> torch.Tensor:
-    """log N(points; mean, diag(std^2)) with the moments (std with ddof 0) of fit (..., m, d); points
-    (..., k, d); returns (..., k). NaN where some coordinate of ``fit`` has zero spread."""
-    mean, std = fit.mean(-2, keepdim=True), fit.std(-2, correction=0, keepdim=True)
+def diag_gaussian_log_density(fit: torch.Tensor, points: torch.Tensor, min_std: float = 0.0) -> torch.Tensor:
+    """log N(points; mean, diag(std^2)) with the moments (std with ddof 0, at least ``min_std``) of fit
+    (..., m, d); points (..., k, d); returns (..., k). NaN where some coordinate's std is zero."""
+    mean, std = fit.mean(-2, keepdim=True), fit.std(-2, correction=0, keepdim=True).clamp(min=min_std)
     log_q = log_normal(points, mean, 2 * std.log())
     return log_q.masked_fill((std == 0).any(-1), math.nan)
 
@@ -88,7 +88,15 @@ def log_marginal_from_samples(z: torch.Tensor, log_joint: torch.Tensor, bandwidt
     if S < 4:
         raise ValueError(f"need at least 4 samples per datapoint, got {S}")
     n_fit = S // 2
-    log_q = fitted_log_density(z[:n_fit].transpose(0, 1), z[n_fit:].transpose(0, 1), bandwidth)
+    fit, points = z[:n_fit].transpose(0, 1), z[n_fit:].transpose(0, 1)
+    log_q = fitted_log_density(fit, points, bandwidth)
+    stuck = log_q.isnan().any(-1)
+    if stuck.any():
+        # a chain that did not move while fitting gives q no spread; as the author's code does, such a
+        # datapoint gets a diagonal Gaussian with the smallest spread seen in the batch
+        spread = fit.std(-2, correction=0)
+        floor = float(spread[spread > 0].min()) if bool((spread > 0).any()) else 1e-3
+        log_q[stuck] = diag_gaussian_log_density(fit[stuck], points[stuck], floor)
     log_ratio = log_q - log_joint[n_fit:].T
     return math.log(S - n_fit) - torch.logsumexp(log_ratio, -1)
 
@@ -133,7 +141,8 @@ def log_marginal_hmc(x: torch.Tensor, decoder: Decoder, encoder: GaussianMLP | N
     """The App. D estimate of log p(x) for each row of x (n, D); returns (n,).
 
     Chains start at ``z0`` if given, else at z ~ q(z|x) from ``encoder``, else at z ~ p(z) (e.g. for MCEM,
-    which has no encoder). Cost: (n_burnin + n_samples) * (n_steps + 1) decoder passes with gradient."""
+    which has no encoder). Cost: (n_burnin + n_samples) * (n_steps + 1) decoder passes with gradient. A
+    datapoint whose fitting samples have no spread (its chain never moved) gets NaN."""
     if z0 is None:
         shape = (x.shape[0], latent_dim(decoder))
         z0 = torch.randn(shape, generator=generator, device=x.device, dtype=x.dtype)
