@@ -220,15 +220,15 @@ def write_figure_tables(results_dir: Path, figure: int, runs: list[LoggedRun], s
 
 
 def ordering(every: pd.DataFrame) -> pd.DataFrame:
-    """Figure 3: per training-set size and split, the algorithms ranked by estimated log p(x) at the last
+    """Figure 3: per training-set size and split (across sweeps), the algorithms ranked by estimated log p(x) at the last
     point all of them reached, ours beside the paper's ranking at the same number of samples."""
     rows = []
-    for (sweep, n_train, split), g in every.groupby(["sweep", "n_train", "split"], sort=False):
+    for (n_train, split), g in every.groupby(["n_train", "split"], sort=False):
         last = g.groupby("algorithm")["samples"].max().min()
         at = g[g["samples"] == last].set_index("algorithm")
         ours = at["marginal"].sort_values(ascending=False)
         paper = at["paper_marginal"].dropna().sort_values(ascending=False)
-        rows.append(dict(sweep=sweep, n_train=n_train, split=split, samples=int(last),
+        rows.append(dict(n_train=n_train, split=split, samples=int(last),
                          ours=" > ".join(f"{SERIES[a]} {v:.1f}" for a, v in ours.items()),
                          paper=" > ".join(f"{SERIES[a]} {v:.1f}" for a, v in paper.items()),
                          same_order=list(ours.index[ours.index.isin(paper.index)]) == list(paper.index)
