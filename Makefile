@@ -9,6 +9,7 @@
 #   make tables                    results/tables/ from the logged runs, beside the paper's values
 #   make figures                   results/figures/: Figure 2 from the logged runs, Figures 4-5 from checkpoints
 #   make smoke                     the same pipeline on a tiny budget (well under a minute)
+#   make bench                     training throughput: the suite against a plain loop and the usual Lightning loop
 # Settings: DATA (data folder, default $VAE_DATA_DIR or ./data), RESULTS (default ./results),
 #   SAMPLES (budget per curve), DEVICES / NODES (one run over several GPUs with DDP),
 #   GPUS (fan the runs of a sweep out over this many local GPUs with Ray, one run per GPU),
@@ -30,7 +31,7 @@ ENGINE := $(if $(or $(GPUS),$(ADDRESS)),--engine ray $(if $(GPUS),--gpus $(GPUS)
 TRAIN := $(PY) -m vae train --results-dir $(RESULTS) --data-dir $(DATA) $(ENGINE)
 BUDGET := $(if $(SAMPLES),samples=$(SAMPLES)) $(if $(DEVICES),devices=$(DEVICES)) $(if $(NODES),num_nodes=$(NODES))
 
-.PHONY: install test test-full reproduce-mnist reproduce-frey reproduce-fig2 reproduce-fig45 reproduce-fig3 smoke data tables figures
+.PHONY: install test test-full reproduce-mnist reproduce-frey reproduce-fig2 reproduce-fig45 reproduce-fig3 smoke data tables figures bench
 
 install: $(VENV)/.installed
 
@@ -71,6 +72,9 @@ reproduce-fig3: install
 
 smoke: install
 	$(PY) -m vae train experiments/smoke.yaml --results-dir $(RESULTS)/smoke --data-dir $(DATA)
+
+bench: install
+	$(PY) bench/train_speed.py
 
 tables: install
 	$(PY) -m vae tables --results-dir $(RESULTS)

@@ -32,9 +32,15 @@ def elbo(
     if eps is None:
         eps = torch.randn((L, *mean.shape), device=mean.device, dtype=mean.dtype, generator=generator)
     z = reparameterize(mean, logvar, eps)
-    log_px = decoder.log_prob(x, z).mean(0)
+    log_px = sample_mean(decoder.log_prob(x, z))
     if estimator == "B":
         return neg_kl_std_normal(mean, logvar) + log_px
     if estimator == "A":
-        return (log_std_normal(z) - log_normal(z, mean, logvar)).mean(0) + log_px
+        return sample_mean(log_std_normal(z) - log_normal(z, mean, logvar)) + log_px
     raise ValueError(f"estimator must be 'A' or 'B', got {estimator!r}")
+
+
+def sample_mean(values: torch.Tensor) -> torch.Tensor:
+    """The mean over the leading sample dimension; with one sample, the values themselves (a view: the same
+    numbers as ``mean(0)``, which divides by 1, without its two kernels and autograd nodes)."""
+    return values.squeeze(0) if values.shape[0] == 1 else values.mean(0)

@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
-from vae.densities import log_bernoulli, log_normal
+from vae.densities import log_bernoulli, log_normal, softplus
 
 
 class GaussianMLP(nn.Module):
@@ -31,7 +30,7 @@ class GaussianMLP(nn.Module):
         h = torch.tanh(self.hidden(v))
         mean, logvar = self.mean(h), self.logvar(h)
         if self.logvar_floor is not None:
-            logvar = self.logvar_floor + F.softplus(logvar - self.logvar_floor)
+            logvar = self.logvar_floor + softplus(logvar - self.logvar_floor)
         return (torch.sigmoid(mean) if self.sigmoid_mean else mean), logvar
 
     def log_prob(self, x: torch.Tensor, z: torch.Tensor) -> torch.Tensor:

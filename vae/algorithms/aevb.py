@@ -21,7 +21,7 @@ class AEVB(SampleAxisModule):
         for _ in range(steps):
             x = self.minibatch()
             eps = self.noise(cfg.L, cfg.M, cfg.nz)[:, mine]
-            loss = -self.elbo(x, eps=eps).sum() / cfg.M
+            loss = self.elbo(x, eps=eps).sum() / -cfg.M  # = -sum / M exactly, one kernel fewer
             for p in params:
                 p.grad = None
             loss.backward()

@@ -13,7 +13,8 @@ from __future__ import annotations
 import torch
 
 from vae.algorithms.base import SampleAxisModule, share
-from vae.densities import log_normal, log_std_normal
+from vae.bounds import reparameterize
+from vae.densities import log_normal
 from vae.nets import GaussianMLP
 from vae.optim import Adagrad
 
@@ -35,23 +36,27 @@ class WakeSleep(SampleAxisModule):
         """Under DDP each rank takes its share of the M datapoints and of the M fantasies (drawn in full on
         every rank, see ``SampleAxisModule``); both losses are sums divided by M, reduced over ranks."""
         wake_opt, sleep_opt = self.adagrads()
-        M, mine = self.cfg.M, share(self.cfg.M)
-        theta, phi = list(self.decoder.parameters()), list(self.encoder.parameters())
+        M, nz, mine = self.cfg.M, self.cfg.nz, share(self.cfg.M)
+        encoder, decoder = self.encoder, self.decoder
+        theta, phi = list(decoder.parameters()), list(encoder.parameters())
         for _ in range(steps):
             x = self.minibatch()
             with torch.no_grad():
-                mean, logvar = self.encoder(x)
-                z = mean + torch.exp(0.5 * logvar) * self.noise(M, self.cfg.nz)[mine]
-            wake = -(self.decoder.log_prob(x, z) + log_std_normal(z)).sum() / M
-            self.decoder.zero_grad(set_to_none=True)
+                z = reparameterize(*encoder(x), self.noise(M, nz)[mine])
+            # log p(x, z) = log p(x|z) + log p(z); the prior term is constant in theta (z is a sample, no
+            # gradient), so only log p(x|z) is built: the same gradient, five kernels fewer
+            wake = decoder.log_prob(x, z).sum() / -M
+            for p in theta:
+                p.grad = None
             wake.backward()
             self.reduce_gradients(theta)
             wake_opt.step()
 
             with torch.no_grad():
                 z, x = self.fantasies(M)
-            sleep = -log_normal(z[mine], *self.encoder(x[mine])).sum() / M
-            self.encoder.zero_grad(set_to_none=True)
+            sleep = log_normal(z[mine], *encoder(x[mine])).sum() / -M
+            for p in phi:
+                p.grad = None
             sleep.backward()
             self.reduce_gradients(phi)
             sleep_opt.step()
