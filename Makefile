@@ -13,7 +13,8 @@
 # Settings: DATA (data folder, default $VAE_DATA_DIR or ./data), RESULTS (default ./results),
 #   SAMPLES (budget per curve), DEVICES / NODES (one run over several GPUs with DDP),
 #   GPUS (fan the runs of a sweep out over this many local GPUs with Ray, one run per GPU),
-#   ADDRESS (fan them out over an existing Ray cluster, e.g. ADDRESS=auto on its head node).
+#   ADDRESS (fan them out over an existing Ray cluster, e.g. ADDRESS=auto on its head node),
+#   STACK=1 (train a sweep's AEVB runs together in one process, in batched kernels: for one GPU).
 
 PYTHON ?= python3.11
 VENV := .venv
@@ -25,9 +26,10 @@ DEVICES ?=
 NODES ?=
 GPUS ?=
 ADDRESS ?=
+STACK ?=
 export VAE_DATA_DIR := $(DATA)
 
-ENGINE := $(if $(or $(GPUS),$(ADDRESS)),--engine ray $(if $(GPUS),--gpus $(GPUS)) $(if $(ADDRESS),--address $(ADDRESS)))
+ENGINE := $(if $(STACK),--engine stack,$(if $(or $(GPUS),$(ADDRESS)),--engine ray $(if $(GPUS),--gpus $(GPUS)) $(if $(ADDRESS),--address $(ADDRESS))))
 TRAIN := $(PY) -m vae train --results-dir $(RESULTS) --data-dir $(DATA) $(ENGINE)
 BUDGET := $(if $(SAMPLES),samples=$(SAMPLES)) $(if $(DEVICES),devices=$(DEVICES)) $(if $(NODES),num_nodes=$(NODES))
 

@@ -7,6 +7,7 @@ order); in float64 they agree to ~1e-12 (parameters) and ~1e-9 (bounds), which p
 any real discrepancy.
 """
 
+import dataclasses
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -62,8 +63,13 @@ def assert_padding_is_zero(stack: StackedAEVB) -> None:
 
 
 def assert_stack_equals_separate(cfgs: list[Config], train_x: torch.Tensor, test_x: torch.Tensor,
-                                 atol: float, rtol: float, bound_atol: float) -> None:
+                                 atol: float, rtol: float, bound_atol: float, lrs: list[float] | None = None) -> None:
+    """With ``lrs``, model j of the stack steps with ``lrs[j]`` and is compared with the normal path at that lr."""
     stack = StackedAEVB(cfgs, train_x)
+    if lrs:
+        for j, lr in enumerate(lrs):
+            stack.optimizer.set_model_lr(j, lr)
+        cfgs = [dataclasses.replace(cfg, lr=lr) for cfg, lr in zip(cfgs, lrs, strict=True)]
     stack.train_steps(STEPS)
     assert stack.samples == STEPS * cfgs[0].M
     assert_padding_is_zero(stack)
@@ -110,10 +116,17 @@ def test_stacked_training_equals_separate_training_float64(mnist, float64, overr
     assert_stack_equals_separate(configs(**overrides), train_x, test_x, atol=1e-9, rtol=1e-8, bound_atol=1e-7)
 
 
+def test_each_model_of_a_stack_steps_with_its_own_step_size(mnist, float64):
+    """The step sizes the stack engine picks per model (§5) are per-model Adagrad step sizes in one optimizer."""
+    train_x, test_x = (t.double() for t in mnist)
+    assert_stack_equals_separate(configs(), train_x, test_x, atol=1e-9, rtol=1e-8, bound_atol=1e-7,
+                                 lrs=[0.005, 0.02, 0.08])
+
+
 @pytest.mark.parametrize("overrides, message", [
     ([dict(), dict(hidden=60)], r"differ in hidden: \[50, 60\]"),
     ([dict(), dict(lr=0.1, M=50)], r"differ in M: \[100, 50\]; lr: \[0.02, 0.1\]"),
-    ([dict(lr=None)], "lr is null"),
+    ([dict(devices=2)], "one device"),
     ([dict(algorithm="wakesleep")], "only AEVB"),
     ([], "at least one"),
 ])

@@ -8,7 +8,7 @@ import pytest
 from vae.report import ReportError, load_paper, paper_value, write_tables
 
 FIG2 = {"table_points": [100000, 1000000], "tolerance": {"mnist": {"nats": 6}}}
-SETTINGS = {"fig2": FIG2, "fig3": FIG2 | {"table_points": [2000000]}}
+SETTINGS = {"fig2": FIG2, "fig3": FIG2 | {"table_points": [2000000]}, "ablations": {"table_points": [1000000]}}
 
 
 from helpers import fake_run
@@ -106,3 +106,19 @@ def test_figure_3_tables_compare_with_the_paper_and_rank_the_algorithms(tmp_path
     order = pd.read_csv(tmp_path / "tables" / "fig3_order.csv").set_index("split")
     assert order.loc["train", "ours"] == "AEVB -120.0 > MCEM -125.0 > WS -140.0"
     assert order.loc["test", "ours"].startswith("MCEM -140.0 > AEVB")
+
+
+def test_ablation_sweeps_get_their_own_table_and_stay_out_of_the_scorecards(tmp_path):
+    """Runs of one ablation sweep may differ in config (that is the point); each is a row, its varied keys named."""
+    fake_run(tmp_path, "fig2-x", "nz5-seed0", [(1000000, -136, -135)], nz=5)
+    fake_run(tmp_path, "ablation-lr", "lr0.1", [(100000, -170, -169), (1000000, -150, -140), (2000000, -145, -139)],
+             nz=5, lr=0.1)
+    fake_run(tmp_path, "ablation-lr", "lr0.001", [(1000000, -160, -161)], nz=5, lr=0.001)
+    write_tables(tmp_path, SETTINGS)
+    assert set(pd.read_csv(tmp_path / "tables" / "fig2.csv")["sweep"]) == {"fig2-x"}
+    assert set(pd.read_csv(tmp_path / "tables" / "fig2_scorecard.csv")["sweep"]) == {"fig2-x"}
+    table = pd.read_csv(tmp_path / "tables" / "ablations.csv")
+    assert set(table["varied"]) == {"lr=0.1", "lr=0.001"}
+    fast = table[(table["run"] == "lr0.1") & (table["split"] == "test")].set_index("samples")
+    assert list(fast.index) == [1000000, 2000000]  # the table point and the last point, not 1e5
+    assert fast.loc[1000000, "paper_elbo"] == -138.7 and fast.loc[1000000, "delta"] == pytest.approx(-1.3)

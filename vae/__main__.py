@@ -1,4 +1,5 @@
-"""Command line: ``python -m vae train EXPERIMENT.yaml [--set key=value ...]``, ``tables`` and ``data``."""
+"""Command line: ``python -m vae train EXPERIMENT.yaml [--set key=value ...]``, ``tables``, ``figures``,
+``diagnose`` and ``data``."""
 
 from __future__ import annotations
 
@@ -27,13 +28,16 @@ def main(argv: list[str] | None = None) -> int:
     train.add_argument("--only", nargs="*", help="run only these run names of the sweep")
     train.add_argument("--results-dir", type=Path, default=Path("results"))
     train.add_argument("--data-dir", type=Path, help=f"data folder (default ${DATA_ENV} or ./data)")
-    train.add_argument("--engine", choices=["local", "ray"], default="local",
-                       help="local: runs one after another here; ray: one run per task on a Ray cluster")
+    train.add_argument("--engine", choices=["local", "ray", "stack"], default="local",
+                       help="local: runs one after another here; ray: one run per task on a Ray cluster; "
+                            "stack: the AEVB runs together in one process, in batched kernels (for a GPU)")
     train.add_argument("--address", help="Ray cluster address (e.g. auto, ray://head:10001); default: start "
                                          "Ray on this machine")
     train.add_argument("--gpus", type=int, help="GPUs of the Ray cluster started here (default: detected)")
     train.add_argument("--cpus-per-run", type=float, default=1.0, help="CPU cores each Ray task reserves")
     train.add_argument("--gpus-per-run", type=float, default=1.0, help="GPUs each Ray task reserves")
+    train.add_argument("--stack-size", type=int,
+                       help="stack engine: models per stack (default: every run that can share one)")
     data = sub.add_parser("data", help="verify (and download if missing) the datasets; print their facts")
     data.add_argument("--data-dir", type=Path, help=f"data folder (default ${DATA_ENV} or ./data)")
     tables = sub.add_parser("tables", help="tables and scorecards from the logged runs, beside the paper")
@@ -46,6 +50,11 @@ def main(argv: list[str] | None = None) -> int:
     figures.add_argument("--settings", type=Path, default=Path("experiments/figures.yaml"))
     figures.add_argument("--no-wandb", dest="wandb", action="store_false",
                          help="do not add the figures to the runs' W&B pages")
+    diagnose = sub.add_parser("diagnose", help="a trained run's test bound split into reconstruction and KL, and "
+                                               "its active latent dimensions")
+    diagnose.add_argument("runs", type=Path, nargs="+", help="run folders (results/runs/<sweep>/<run>)")
+    diagnose.add_argument("--data-dir", type=Path, help=f"data folder (default ${DATA_ENV} or ./data)")
+    diagnose.add_argument("--points", type=int, default=10000, help="test images used")
     args = parser.parse_args(argv)
 
     logging.getLogger("lightning.pytorch").setLevel(logging.WARNING)
@@ -55,7 +64,8 @@ def main(argv: list[str] | None = None) -> int:
             from vae.engine import Engine, run_sweep
 
             sweep = load_sweep(args.experiment, parse_overrides(args.set))
-            engine = Engine(args.engine, args.address, args.gpus, args.gpus_per_run, args.cpus_per_run)
+            engine = Engine(args.engine, args.address, args.gpus, args.gpus_per_run, args.cpus_per_run,
+                            args.stack_size)
             run_sweep(sweep, args.results_dir, args.data_dir, args.only, engine)
         elif args.command == "tables":
             from vae.report import write_tables
@@ -71,6 +81,13 @@ def main(argv: list[str] | None = None) -> int:
             if args.wandb:
                 updated = log_to_wandb(runs, {p.stem: p for p in written})
                 print(f"added the figures to the W&B pages of {updated} run(s)")
+        elif args.command == "diagnose":
+            import pandas as pd
+
+            from vae.diagnose import latent_report
+
+            rows = [latent_report(run, data_dir(args.data_dir), args.points) for run in args.runs]
+            print(pd.DataFrame(rows).to_markdown(index=False, floatfmt=".2f"))
         else:
             splits = load_mnist(data_dir(args.data_dir))
             print(f"MNIST in {data_dir(args.data_dir)}: checksums ok; train {tuple(splits.train.shape)}, "

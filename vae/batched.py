@@ -23,15 +23,15 @@ Random numbers: model j has its own training generator, seeded ``seed + 1`` as i
 own permutation for minibatches without replacement, and draws per step exactly what ``AEVB.train_steps``
 draws, in the same order and shapes: minibatch indices, the dynamic binarization if configured, then eps of
 shape (L, M, Nz_j). Model j's trajectory is therefore ``AEVB(cfg_j)``'s up to floating-point rounding.
-Single-process only (the stack replaces DDP, it does not combine with it); the Adagrad step size is not
-selected here (§5): set ``lr``.
+Single-process only (the stack replaces DDP, it does not combine with it). Each model has its own Adagrad
+step size (``StackedAdagrad``); ``vae.stack`` selects them (§5) and runs stacks as sweeps with run folders.
 """
 
 from __future__ import annotations
 
 import copy
 from collections.abc import Sequence
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import torch
 from torch import nn
@@ -40,6 +40,7 @@ from vae.algorithms.aevb import AEVB
 from vae.bounds import elbo
 from vae.config import Config, ConfigError
 from vae.nets import BernoulliMLP, GaussianMLP
+from vae.optim import Adagrad
 
 Net = TypeVar("Net", GaussianMLP, BernoulliMLP)
 
@@ -85,18 +86,54 @@ def stack_nets(nets: Sequence[Net]) -> Net:
     return stacked
 
 
+class StackedAdagrad(Adagrad):
+    """``vae.optim.Adagrad`` over stacked parameters with one global step size per model: ``lrs[j]`` scales
+    the update of slice j of every parameter, so the stack's optimizer is k of the normal path's Adagrads.
+    Always the multi-tensor path (the fused CPU kernel takes one scalar step size)."""
+
+    def __init__(self, params: Any, lrs: Sequence[float], eps: float, warmup: int, device: torch.device) -> None:
+        super().__init__(params, lr=1.0, eps=eps, warmup=warmup)
+        self.lr_values = list(lrs)  # exact, for logs and checkpoints; ``lrs`` is their copy on the device
+        self.lrs = torch.tensor(self.lr_values, device=device)
+
+    @torch.no_grad()
+    def step(self, closure: None = None) -> None:  # type: ignore[override]
+        for group in self.param_groups:
+            params = [p for p in group["params"] if p.grad is not None]
+            if not params:
+                continue
+            grads = [p.grad for p in params]
+            if group["weight_decay"]:
+                grads = torch._foreach_add(grads, params, alpha=group["weight_decay"])
+            sums = [self.accumulator(p, group["eps"]) for p in params]
+            torch._foreach_addcmul_(sums, grads, grads)
+            group["step"] += 1
+            if group["step"] <= group["warmup"]:
+                continue
+            updates = torch._foreach_div(grads, torch._foreach_sqrt(sums))
+            torch._foreach_mul_(updates, [self.lrs.view(-1, *[1] * (p.dim() - 1)) for p in params])
+            torch._foreach_sub_(params, updates)
+
+    def set_lr(self, lr: float) -> None:
+        self.lr_values = [lr] * len(self.lr_values)
+        self.lrs.fill_(lr)
+
+    def set_model_lr(self, j: int, lr: float) -> None:
+        self.lr_values[j] = lr
+        self.lrs[j] = lr
+
+
 def check_stackable(configs: Sequence[Config]) -> None:
-    """Raise ConfigError unless the configs can share a stack: AEVB runs with a fixed step size that differ
-    only in ``nz`` and ``seed``."""
+    """Raise ConfigError unless the configs can share a stack: AEVB runs that differ only in ``nz`` and
+    ``seed``."""
     if not configs:
         raise ConfigError("a stack needs at least one config")
     for cfg in configs:
         if cfg.algorithm != "aevb":
             raise ConfigError(f"algorithm={cfg.algorithm!r}: only AEVB models can be stacked; train "
                               f"{cfg.algorithm} with the normal path")
-        if cfg.lr is None:
-            raise ConfigError("lr is null: the Adagrad step size selection of §5 is not done for a stack; set lr "
-                              "(e.g. to the step size the normal path picked)")
+        if cfg.devices * cfg.num_nodes > 1:
+            raise ConfigError("a stack runs in one process on one device; set devices=1 and num_nodes=1")
     shared = [{k: v for k, v in cfg.identity().items() if k not in ("nz", "seed")} for cfg in configs]
     differ = sorted(k for k in shared[0] if any(s[k] != shared[0][k] for s in shared))
     if differ:
@@ -146,7 +183,8 @@ class StackedAEVB(nn.Module):
         self.train_x = train_x
         # The normal path's Adagrad (§5): prior 1/(N prior_sd^2) on weight matrices only, eps inside the
         # square root, warmup; all entries are elementwise, so one optimizer over the stacks is k optimizers.
-        self.optimizer = models[0].adagrad(self)
+        self.optimizer = StackedAdagrad(models[0].adagrad_groups(self), [cfg.lr or cfg.lr_candidates[0] for cfg in configs],
+                                        self.cfg.adagrad_eps, self.cfg.adagrad_warmup, train_x.device)
         self.streams = [_Stream(cfg, train_x.device) for cfg in configs]
         self.samples = 0
 
@@ -207,7 +245,34 @@ class StackedAEVB(nn.Module):
         return [torch.Generator(self.train_x.device).manual_seed(cfg.seed * 1_000_003 + self.samples)
                 for cfg in self.configs]
 
+    def _slice(self, j: int, name: str) -> tuple[Any, ...]:
+        return (j, *(slice(0, n) for n in self._shapes[j][name]))
+
     def unstack(self, j: int) -> dict[str, torch.Tensor]:
         """Model j's parameters without padding, as a state dict that loads into ``AEVB(configs[j])``."""
-        return {name: p.detach()[j][tuple(slice(0, n) for n in self._shapes[j][name])].clone()
-                for name, p in self.named_parameters()}
+        return {name: p.detach()[self._slice(j, name)].clone() for name, p in self.named_parameters()}
+
+    def model_state(self, j: int) -> dict[str, Any]:
+        """Model j's whole training state, unpadded: parameters, Adagrad sums (by parameter name), Adagrad step
+        count and step size, random stream and minibatch position."""
+        opt, stream = self.optimizer, self.streams[j]
+        sums = {name: opt.state[p]["sum"][self._slice(j, name)].clone()
+                for name, p in self.named_parameters() if "sum" in opt.state[p]}
+        return dict(params=self.unstack(j), sums=sums, step=opt.param_groups[0]["step"], lr=opt.lr_values[j],
+                    rng=stream.generator.get_state(), perm=None if stream.perm is None else stream.perm.clone(),
+                    pos=stream.pos)
+
+    @torch.no_grad()
+    def load_model_state(self, j: int, state: dict[str, Any]) -> None:
+        """Put ``model_state``'s result into slot j. Every model of a stack shares the Adagrad step count."""
+        opt, stream = self.optimizer, self.streams[j]
+        for name, p in self.named_parameters():
+            p[self._slice(j, name)] = state["params"][name]
+            # a model that has not stepped yet has no sums: its accumulator starts again at eps
+            opt.accumulator(p, self.cfg.adagrad_eps)[self._slice(j, name)] = state["sums"].get(name, self.cfg.adagrad_eps)
+        for group in opt.param_groups:
+            group["step"] = state["step"]
+        opt.set_model_lr(j, state["lr"])
+        stream.generator.set_state(state["rng"])
+        stream.perm = None if state["perm"] is None else state["perm"].to(self.train_x.device)
+        stream.pos = state["pos"]

@@ -1,5 +1,7 @@
-"""Where the runs of a sweep execute: one after another in this process ("local"), or fanned out as Ray
-tasks ("ray"), one run per GPU (or per ``cpus_per_run`` cores) at a time, on this machine or on a cluster.
+"""Where the runs of a sweep execute: one after another in this process ("local"); fanned out as Ray
+tasks ("ray"), one run per GPU (or per ``cpus_per_run`` cores) at a time, on this machine or on a cluster;
+or stacked ("stack", ``vae.stack``): the sweep's AEVB runs trained together by one process in batched
+kernels, the way to fill one GPU with models this small.
 
 The Figure 2 and 3 sweeps are many small independent runs, so the fast way to use several GPUs is one run
 per GPU; a single run uses several GPUs through Lightning DDP instead (``devices``/``num_nodes``). Ray
@@ -17,7 +19,7 @@ from typing import Any
 from vae.config import ConfigError, RunSpec, Sweep
 from vae.train import run_one, say
 
-ENGINES = ("local", "ray")
+ENGINES = ("local", "ray", "stack")
 
 
 class SweepFailed(RuntimeError):
@@ -26,17 +28,20 @@ class SweepFailed(RuntimeError):
 
 @dataclass(frozen=True)
 class Engine:
-    kind: str = "local"  # local | ray
+    kind: str = "local"  # local | ray | stack
     address: str | None = None  # Ray cluster address ("auto", "ray://head:10001"); None starts Ray here
     gpus: int | None = None  # GPUs of a Ray cluster started here (None: Ray detects them)
     gpus_per_run: float = 1.0  # used only where the cluster has GPUs
     cpus_per_run: float = 1.0
+    stack_size: int | None = None  # stack engine: models per stack (None: every run that can share one)
 
     def __post_init__(self) -> None:
         if self.kind not in ENGINES:
             raise ConfigError(f"engine {self.kind!r} is not known; choose one of {list(ENGINES)}")
         if self.cpus_per_run <= 0 or self.gpus_per_run <= 0:
             raise ConfigError("cpus_per_run and gpus_per_run must be positive")
+        if self.stack_size is not None and self.stack_size < 1:
+            raise ConfigError("stack_size must be at least 1")
 
 
 def run_specs(engine: Engine, sweep: str, specs: list[RunSpec], results_dir: Path,
@@ -44,6 +49,10 @@ def run_specs(engine: Engine, sweep: str, specs: list[RunSpec], results_dir: Pat
     """Train every run; returns each run's status by name."""
     if engine.kind == "local":
         return {s.name: run_one(sweep, s, results_dir, data_dir) for s in specs}
+    if engine.kind == "stack":
+        from vae.stack import run_stacked
+
+        return run_stacked(sweep, specs, results_dir, data_dir, engine.stack_size)
     if any(s.config.devices * s.config.num_nodes > 1 for s in specs):
         raise ConfigError("the ray engine runs one single-device run per task; use devices=1 with it, or the "
                           "local engine for a DDP run over several devices")

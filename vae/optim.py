@@ -35,12 +35,12 @@ class Adagrad(torch.optim.Optimizer):
     def step(self, closure: None = None) -> None:  # type: ignore[override]
         for group in self.param_groups:
             if not group.get("sum_includes_eps"):
-                self._include_eps(group)
+                self.include_eps(group)
             params = [p for p in group["params"] if p.grad is not None]
             if not params:
                 continue
             grads = [p.grad for p in params]
-            sums = [self._sum(p, group["eps"]) for p in params]
+            sums = [self.accumulator(p, group["eps"]) for p in params]
             decay = group["weight_decay"]
             group["step"] += 1
             if group["step"] <= group["warmup"]:
@@ -59,13 +59,15 @@ class Adagrad(torch.optim.Optimizer):
                 torch._foreach_addcmul_(sums, grads, grads)
                 torch._foreach_addcdiv_(params, grads, torch._foreach_sqrt(sums), value=-group["lr"])
 
-    def _sum(self, p: torch.Tensor, eps: float) -> torch.Tensor:
+    def accumulator(self, p: torch.Tensor, eps: float) -> torch.Tensor:
+        """The parameter's ``eps + sum_t g_t^2``, created at ``eps`` on first use."""
         state = self.state[p]
         if "sum" not in state:
             state["sum"] = torch.full_like(p, eps, memory_format=torch.preserve_format)
         return state["sum"]
 
-    def _include_eps(self, group: dict[str, Any]) -> None:
+    def include_eps(self, group: dict[str, Any]) -> None:
+        """Convert a group saved before the accumulator held eps (no ``sum_includes_eps``)."""
         for p in group["params"]:
             if "sum" in self.state[p]:
                 self.state[p]["sum"].add_(group["eps"])

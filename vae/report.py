@@ -11,7 +11,9 @@ only points inside the published axes are used, and values are interpolated line
 log10(samples)) between neighbouring grid points, never across a gap in the paper's curve.
 
 A run belongs to Figure 3 when it estimates the marginal likelihood (``evaluation: marginal``), otherwise
-to Figure 2.
+to Figure 2. Sweeps named ``ablation-*`` change the protocol on purpose (e.g. a step size outside the
+paper's grid): they never enter the Figure 2/3 tables and scorecards, only ``ablations.csv``, one row per
+run, with the keys that vary within the sweep named beside the paper's value.
 """
 
 from __future__ import annotations
@@ -34,6 +36,7 @@ PANEL = {"mnist": "MNIST", "frey": "Frey"}
 SERIES = {"aevb": "AEVB", "wakesleep": "WS", "mcem": "MCEM"}
 METRIC = {2: "elbo", 3: "marginal"}
 CURVE = ("sweep", "dataset", "algorithm", "nz")
+ABLATION = "ablation-"  # sweep-name prefix of the ablation studies
 
 
 class ReportError(RuntimeError):
@@ -55,6 +58,10 @@ class LoggedRun:
     @property
     def figure(self) -> int:
         return 3 if self.config.get("evaluation") == "marginal" else 2
+
+    @property
+    def ablation(self) -> bool:
+        return self.sweep.startswith(ABLATION)
 
     @property
     def panel(self) -> str:
@@ -169,7 +176,7 @@ def scorecard(every: pd.DataFrame, tolerance: dict[str, dict[str, float]], metri
 def figure_runs(results_dir: Path, figure: int, include_incomplete: bool = False) -> list[LoggedRun]:
     """The runs of Figure 2 or 3, in curve order (possibly none)."""
     return sorted((r for r in load_runs(results_dir, include_incomplete)
-                   if r.config["dataset"] in PANEL and r.figure == figure),
+                   if r.config["dataset"] in PANEL and r.figure == figure and not r.ablation),
                   key=lambda r: (r.curve, r.config["seed"]))
 
 
@@ -179,15 +186,49 @@ def no_runs(results_dir: Path, include_incomplete: bool) -> ReportError:
 
 
 def write_tables(results_dir: Path, settings: dict[str, Any], include_incomplete: bool = False) -> None:
-    """Every table there are runs for: ``results/tables/fig2*`` and ``results/tables/fig3*``."""
+    """Every table there are runs for: ``results/tables/fig2*``, ``fig3*`` and ``ablations.*``."""
     written = 0
     for figure in (2, 3):
         runs = figure_runs(results_dir, figure, include_incomplete)
         if runs:
             write_figure_tables(results_dir, figure, runs, settings[f"fig{figure}"])
             written += 1
+    ablations = [r for r in load_runs(results_dir, include_incomplete) if r.ablation and r.figure == 2]
+    if ablations:
+        write_ablation_table(results_dir, ablations, settings["ablations"])
+        written += 1
     if not written:
         raise no_runs(results_dir, include_incomplete)
+
+
+def ablation_rows(runs: list[LoggedRun], paper: pd.DataFrame, points: list[float]) -> list[dict[str, Any]]:
+    """Per run and split, the bound at ``points`` and at the last point reached, the config keys that vary
+    within the run's sweep (``varied``), and the paper's Figure 2 value for the run's panel."""
+    rows = []
+    for sweep in sorted({r.sweep for r in runs}):
+        members = [r for r in runs if r.sweep == sweep]
+        keys = sorted(k for k in members[0].config if k not in EXECUTION_KEYS
+                      and any(m.config[k] != members[0].config[k] for m in members))
+        for run in members:
+            c, m = run.config, run.metrics
+            wanted = set(int(p) for p in points) | {int(m["samples"].max())}
+            for split in ("train", "test"):
+                series = f"{SERIES[c['algorithm']]} {split}"
+                for _, r in m[m["samples"].isin(wanted)].iterrows():
+                    ref = paper_value(paper, run.panel, series, r["samples"])
+                    rows.append(dict(sweep=sweep, run=run.path.name, dataset=c["dataset"], algorithm=c["algorithm"],
+                                     nz=c["nz"], varied=", ".join(f"{k}={c[k]}" for k in keys), split=split,
+                                     samples=int(r["samples"]), elbo=r[f"{split}/elbo"], paper_elbo=ref,
+                                     delta=r[f"{split}/elbo"] - ref))
+    return rows
+
+
+def write_ablation_table(results_dir: Path, runs: list[LoggedRun], settings: dict[str, Any]) -> None:
+    table = pd.DataFrame(ablation_rows(runs, load_paper(), settings["table_points"]))
+    out = Path(results_dir) / "tables"
+    atomic_write_text(out / "ablations.csv", table.to_csv(index=False, float_format="%.3f"))
+    atomic_write_text(out / "ablations.md", table.to_markdown(index=False, floatfmt=".2f") + "\n")
+    print(f"Ablation table from {len(runs)} run(s): wrote {out}/ablations.csv/.md")
 
 
 def write_figure_tables(results_dir: Path, figure: int, runs: list[LoggedRun], settings: dict[str, Any]) -> None:

@@ -108,6 +108,17 @@ class ResumeSafeWandbLogger(WandbLogger):
         self.mark = Path(run_dir) / "wandb_logged"
         self.logged_upto = int(self.mark.read_text()) if self.mark.is_file() else -1
 
+    @property
+    def experiment(self) -> Any:
+        """This run's own W&B run (``reinit="create_new"``). Lightning's logger would attach to whatever run is
+        active in the process, but the stack engine keeps one W&B run per model in one process."""
+        if self._experiment is None:
+            import wandb
+
+            mode = {"mode": "offline"} if self._offline else {}
+            self._experiment = wandb.init(**(self._wandb_init | mode), reinit="create_new")
+        return self._experiment
+
     @rank_zero_only
     def log_metrics(self, metrics: dict[str, float], step: int | None = None) -> None:
         if "samples" not in metrics or metrics["samples"] <= self.logged_upto:

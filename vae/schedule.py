@@ -3,6 +3,11 @@ spaced ones (Fig. 3)."""
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from vae.config import Config
+
 
 def round_up(n: int, m: int) -> int:
     return -(-n // m) * m
@@ -31,3 +36,10 @@ def linear_points(start: int, every: int, budget: int, step: int) -> list[int]:
     last = round_up(budget, step)
     points = {max(step, round((start + k * every) / step) * step) for k in range(max(0, (last - start) // every) + 1)}
     return sorted(p for p in points | {last} if p <= last)
+
+
+def run_points(cfg: Config, step: int) -> list[int]:
+    """The evaluation points of a run whose optimizer iterations evaluate ``step`` samples each."""
+    if cfg.eval_spacing == "log":
+        return eval_points(cfg.eval_start, cfg.samples, cfg.eval_per_decade, step)
+    return linear_points(cfg.eval_start, cfg.eval_every, cfg.samples, step)

@@ -34,7 +34,7 @@ from vae.data import X_DIM, load_dataset
 from vae.marginal import log_marginal_hmc, log_marginal_is
 from vae.nets import GaussianMLP, init_normal_, make_decoder, weight_matrices
 from vae.optim import Adagrad
-from vae.schedule import eval_points, linear_points, round_up
+from vae.schedule import round_up, run_points
 
 
 class RunDiverged(RuntimeError):
@@ -56,7 +56,7 @@ def share(n: int) -> slice:
     return slice(start, start + base + (rank < extra))
 
 
-class _Ticks(IterableDataset):
+class Ticks(IterableDataset):
     """An endless stream of placeholders: the real minibatches are drawn on the device."""
 
     def __iter__(self) -> Iterator[int]:
@@ -131,20 +131,22 @@ class SampleAxisModule(L.LightningModule):
 
     # ---------------------------------------------------------------- Lightning plumbing
     def train_dataloader(self) -> DataLoader:
-        return DataLoader(_Ticks(), batch_size=None)
+        return DataLoader(Ticks(), batch_size=None)
 
     def adagrad(self, module: torch.nn.Module) -> Adagrad:
-        """Adagrad over ``module``; the prior N(0, prior_sd^2 I) on weight matrices enters as weight decay
-        1/(N prior_sd^2), i.e. the gradient of (1/N) log p(theta) added to the per-datapoint bound: eq. (8)
-        plus the prior, divided by N."""
+        """Adagrad over ``module`` with the parameter groups of ``adagrad_groups``."""
+        return Adagrad(self.adagrad_groups(module), lr=self.lr or self.cfg.lr_candidates[0],
+                       eps=self.cfg.adagrad_eps, warmup=self.cfg.adagrad_warmup)
+
+    def adagrad_groups(self, module: torch.nn.Module) -> list[dict[str, Any]]:
+        """Weight matrices, then the other parameters. The prior N(0, prior_sd^2 I) on weight matrices enters
+        as weight decay 1/(N prior_sd^2), i.e. the gradient of (1/N) log p(theta) added to the per-datapoint
+        bound: eq. (8) plus the prior, divided by N."""
         weights = weight_matrices(module)
         ids = {id(p) for p in weights}
         others = [p for p in module.parameters() if id(p) not in ids]
         decay = 1.0 / (self.cfg.n_train * self.cfg.prior_sd**2)
-        return Adagrad(
-            [dict(params=weights, weight_decay=decay), dict(params=others, weight_decay=0.0)],
-            lr=self.lr or self.cfg.lr_candidates[0], eps=self.cfg.adagrad_eps, warmup=self.cfg.adagrad_warmup,
-        )
+        return [dict(params=weights, weight_decay=decay), dict(params=others, weight_decay=0.0)]
 
     @property
     def samples_per_step(self) -> int:
@@ -154,10 +156,7 @@ class SampleAxisModule(L.LightningModule):
     def on_fit_start(self) -> None:
         cfg, step = self.cfg, self.samples_per_step
         self.train_x, self.test_x = (t.to(self.device) for t in load_dataset(cfg, self.data_dir))
-        if cfg.eval_spacing == "log":
-            self.points = eval_points(cfg.eval_start, cfg.samples, cfg.eval_per_decade, step)
-        else:
-            self.points = linear_points(cfg.eval_start, cfg.eval_every, cfg.samples, step)
+        self.points = run_points(cfg, step)
         self.budget = round_up(cfg.samples, step)
 
     def on_train_start(self) -> None:

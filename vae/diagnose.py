@@ -1,0 +1,51 @@
+"""What a trained model does with its latent space, from a run's last checkpoint: the test-set bound of
+estimator B split into its two terms (eq. 10: -KL(q(z|x) || p(z)) and E_q[log p(x|z)]), and the KL split
+between active and inactive latent dimensions.
+
+A dimension u is *active* when its posterior mean varies with the data: Var_x(E_q[z_u | x]) > 0.01, the
+activity statistic of Burda et al. (2016, "Importance Weighted Autoencoders"). An inactive dimension that
+still costs KL is one where q(z|x) has drifted from the prior without carrying information about x.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from vae.bounds import reparameterize
+from vae.config import ConfigError
+from vae.data import load_dataset
+from vae.densities import neg_kl_std_normal
+from vae.figures import load_model
+
+ACTIVE = 0.01  # Burda et al. (2016): Var_x(E_q[z_u|x]) above this marks an active latent dimension
+
+
+@torch.no_grad()
+def latent_report(run_dir: Path, data_dir: Path | None = None, points: int = 10000, seed: int = 0) -> dict[str, Any]:
+    """The bound, its terms and the latent activity of the run's model on the first ``points`` test images,
+    in nats per datapoint (one sample of z per image, as the evaluation of Figure 2)."""
+    run_dir = Path(run_dir)
+    if not (run_dir / "config.yaml").is_file() or not (run_dir / "checkpoints" / "last.ckpt").is_file():
+        raise ConfigError(f"{run_dir} has no config.yaml and checkpoints/last.ckpt: give a run folder "
+                          "(results/runs/<sweep>/<run>) of a run that has been trained")
+    model = load_model(run_dir)
+    if not model.has_encoder:
+        raise ConfigError(f"{run_dir}: {model.cfg.algorithm} has no encoder q(z|x), so no bound to split")
+    x = load_dataset(model.cfg, data_dir)[1][:points]
+    mean, logvar = model.encoder(x)
+    eps = torch.randn(mean.shape, generator=torch.Generator().manual_seed(seed))
+    reconstruction = model.decoder.log_prob(x, reparameterize(mean, logvar, eps))
+    kl = -neg_kl_std_normal(mean.unsqueeze(-1), logvar.unsqueeze(-1))  # (points, Nz): KL per dimension
+    active = mean.var(0) > ACTIVE
+    inactive = ~active
+    return {
+        "run": str(run_dir), "algorithm": model.cfg.algorithm, "nz": model.cfg.nz, "points": len(x),
+        "bound": float((reconstruction - kl.sum(1)).mean()), "reconstruction": float(reconstruction.mean()),
+        "kl": float(kl.sum(1).mean()), "active_dims": int(active.sum()),
+        "kl_active": float(kl[:, active].sum(1).mean()), "kl_inactive": float(kl[:, inactive].sum(1).mean()),
+        "inactive_abs_mean": float(mean[:, inactive].abs().mean()) if inactive.any() else float("nan"),
+        "inactive_var": float(logvar[:, inactive].exp().mean()) if inactive.any() else float("nan"),
+    }
