@@ -6,6 +6,7 @@
 #   make reproduce-fig2            all nine panels of Figure 2, AEVB and wake-sleep
 #   make reproduce-fig45           the MNIST Nz=2 model of Figures 4 and 5 (with fig2's runs for the rest)
 #   make reproduce-fig3            Figure 3: AEVB, wake-sleep and MCEM, N_train = 1000 and 50000, marginal likelihood
+#   make ablations                 the issue-3 ablations (Frey Face step size and init, MNIST wake-sleep Nz=200)
 #   make tables                    results/tables/ from the logged runs, beside the paper's values
 #   make figures                   results/figures/: Figure 2 from the logged runs, Figures 4-5 from checkpoints
 #   make smoke                     the same pipeline on a tiny budget (well under a minute)
@@ -33,7 +34,7 @@ ENGINE := $(if $(STACK),--engine stack,$(if $(or $(GPUS),$(ADDRESS)),--engine ra
 TRAIN := $(PY) -m vae train --results-dir $(RESULTS) --data-dir $(DATA) $(ENGINE)
 BUDGET := $(if $(SAMPLES),samples=$(SAMPLES)) $(if $(DEVICES),devices=$(DEVICES)) $(if $(NODES),num_nodes=$(NODES))
 
-.PHONY: install test test-full reproduce-mnist reproduce-frey reproduce-fig2 reproduce-fig45 reproduce-fig3 smoke data tables figures bench
+.PHONY: install test test-full reproduce-mnist reproduce-frey reproduce-fig2 reproduce-fig45 reproduce-fig3 ablations smoke data tables figures bench
 
 install: $(VENV)/.installed
 
@@ -71,6 +72,11 @@ reproduce-fig3: install
 	$(TRAIN) experiments/fig3_n1000_mcem.yaml --set $(BUDGET)
 	$(TRAIN) experiments/fig3_n50000.yaml --set $(BUDGET)
 	$(TRAIN) experiments/fig3_n50000_mcem.yaml --set $(BUDGET)
+
+ablations: install
+	$(TRAIN) experiments/ablation_frey_lr.yaml --set $(BUDGET)
+	$(TRAIN) experiments/ablation_frey_init.yaml --set $(BUDGET)
+	$(TRAIN) experiments/ablation_mnist_ws200_lr.yaml --set $(BUDGET)
 
 smoke: install
 	$(PY) -m vae train experiments/smoke.yaml --results-dir $(RESULTS)/smoke --data-dir $(DATA)
