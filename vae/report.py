@@ -211,7 +211,7 @@ def ablation_rows(runs: list[LoggedRun], paper: pd.DataFrame, points: list[float
                       and any(m.config[k] != members[0].config[k] for m in members))
         for run in members:
             c, m = run.config, run.metrics
-            wanted = set(int(p) for p in points) | {int(m["samples"].max())}
+            wanted = {int(p) for p in points} | {int(m["samples"].max())}
             for split in ("train", "test"):
                 series = f"{SERIES[c['algorithm']]} {split}"
                 for _, r in m[m["samples"].isin(wanted)].iterrows():

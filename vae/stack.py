@@ -30,7 +30,13 @@ from vae.batched import StackedAEVB, check_stackable
 from vae.checkpoint import AtomicCheckpointIO
 from vae.config import Config, ConfigError, RunSpec
 from vae.data import load_dataset
-from vae.runlog import RunCSVLogger, atomic_write_text, check_writable, write_status
+from vae.runlog import (
+    RunCSVLogger,
+    atomic_write_text,
+    check_writable,
+    read_status,
+    write_status,
+)
 from vae.schedule import round_up, run_points
 from vae.train import check_same_config, run_one, say, wandb_logger
 
@@ -260,7 +266,8 @@ def run_stack(sweep: str, specs: Sequence[RunSpec], results_dir: Path,
         statuses[spec.name] = status = {
             "samples": module.stack.samples, "budget": spec.config.samples, "lr": module.stack.optimizer.lr_values[j],
             "lr_selection": progress["lr_selection"], "last": history[-1] if history else None,
-            "train_seconds": progress["train_seconds"], "wall_seconds": time.time() - began,
+            "train_seconds": progress["train_seconds"],
+            "wall_seconds": read_status(run_dir).get("wall_seconds", 0.0) + time.time() - began,
             "device": str(trainer.strategy.root_device), "ranks": 1, "stacked_with": [s.name for s in specs],
         }
         write_status(run_dir, status)
