@@ -34,6 +34,8 @@ def test_the_bound_splits_into_reconstruction_and_kl_and_two_of_six_dimensions_a
         expected = elbo(x, model.encoder, model.decoder, "B", 1, eps=eps).mean()
     assert report["bound"] == pytest.approx(float(expected), rel=1e-5)
     assert report["bound"] == pytest.approx(report["reconstruction"] - report["kl"], rel=1e-6)
+    assert report["kl_means"] + report["kl_variances"] == pytest.approx(report["kl"], rel=1e-5)
+    assert report["kl_variances"] == 0.0  # every log-variance head outputs 0: sigma^2 = 1
     assert report["active_dims"] == 2
     assert report["kl_inactive"] == 0.0 and report["inactive_abs_mean"] == 0.0 and report["inactive_var"] == 1.0
     assert report["kl_active"] == pytest.approx(report["kl"], rel=1e-6) and report["kl_active"] > 0.5

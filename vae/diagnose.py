@@ -1,6 +1,7 @@
 """What a trained model does with its latent space, from a run's last checkpoint: the test-set bound of
-estimator B split into its two terms (eq. 10: -KL(q(z|x) || p(z)) and E_q[log p(x|z)]), and the KL split
-between active and inactive latent dimensions.
+estimator B split into its two terms (eq. 10: -KL(q(z|x) || p(z)) and E_q[log p(x|z)]), the KL split into
+what the posterior means cost (sum mu^2 / 2) and what the variances cost (sum (sigma^2 - 1 - log sigma^2) / 2),
+and between active and inactive latent dimensions.
 
 A dimension u is *active* when its posterior mean varies with the data: Var_x(E_q[z_u | x]) > 0.01, the
 activity statistic of Burda et al. (2016, "Importance Weighted Autoencoders"). An inactive dimension that
@@ -44,7 +45,8 @@ def latent_report(run_dir: Path, data_dir: Path | None = None, points: int = 100
     return {
         "run": str(run_dir), "algorithm": model.cfg.algorithm, "nz": model.cfg.nz, "points": len(x),
         "bound": float((reconstruction - kl.sum(1)).mean()), "reconstruction": float(reconstruction.mean()),
-        "kl": float(kl.sum(1).mean()), "active_dims": int(active.sum()),
+        "kl": float(kl.sum(1).mean()), "kl_means": float(0.5 * mean.pow(2).sum(1).mean()),
+        "kl_variances": float(0.5 * (logvar.exp() - 1 - logvar).sum(1).mean()), "active_dims": int(active.sum()),
         "kl_active": float(kl[:, active].sum(1).mean()), "kl_inactive": float(kl[:, inactive].sum(1).mean()),
         "inactive_abs_mean": float(mean[:, inactive].abs().mean()) if inactive.any() else float("nan"),
         "inactive_var": float(logvar[:, inactive].exp().mean()) if inactive.any() else float("nan"),
