@@ -79,7 +79,7 @@ ablations: install
 	$(TRAIN) experiments/ablation_mnist_ws200_lr.yaml --set $(BUDGET)
 
 smoke: install
-	$(PY) -m vae train experiments/smoke.yaml --results-dir $(RESULTS)/smoke --data-dir $(DATA)
+	$(PY) -m vae train experiments/smoke.yaml --results-dir $(RESULTS)/smoke --data-dir $(DATA) $(ENGINE)
 
 bench: install
 	$(PY) bench/train_speed.py
