@@ -89,30 +89,22 @@ def stack_nets(nets: Sequence[Net]) -> Net:
 class StackedAdagrad(Adagrad):
     """``vae.optim.Adagrad`` over stacked parameters with one global step size per model: ``lrs[j]`` scales
     the update of slice j of every parameter, so the stack's optimizer is k of the normal path's Adagrads.
-    Always the multi-tensor path (the fused CPU kernel takes one scalar step size)."""
+    Always the multi-tensor path (the fused CPU kernel takes one scalar step size); only ``update`` differs."""
 
     def __init__(self, params: Any, lrs: Sequence[float], eps: float, warmup: int, device: torch.device) -> None:
         super().__init__(params, lr=1.0, eps=eps, warmup=warmup)
         self.lr_values = list(lrs)  # exact, for logs and checkpoints; ``lrs`` is their copy on the device
         self.lrs = torch.tensor(self.lr_values, device=device)
 
-    @torch.no_grad()
-    def step(self, closure: None = None) -> None:  # type: ignore[override]
-        for group in self.param_groups:
-            params = [p for p in group["params"] if p.grad is not None]
-            if not params:
-                continue
-            grads = [p.grad for p in params]
-            if group["weight_decay"]:
-                grads = torch._foreach_add(grads, params, alpha=group["weight_decay"])
-            sums = [self.accumulator(p, group["eps"]) for p in params]
-            torch._foreach_addcmul_(sums, grads, grads)
-            group["step"] += 1
-            if group["step"] <= group["warmup"]:
-                continue
-            updates = torch._foreach_div(grads, torch._foreach_sqrt(sums))
-            torch._foreach_mul_(updates, [self.lrs.view(-1, *[1] * (p.dim() - 1)) for p in params])
-            torch._foreach_sub_(params, updates)
+    def fusable(self, params: list[torch.Tensor]) -> bool:
+        return False
+
+    def update(self, params: list[torch.Tensor], grads: list[torch.Tensor], sums: list[torch.Tensor],
+               lr: float) -> None:
+        """Slice j of every parameter: w_j -= lrs[j] * g_j / sqrt(sum_j) (the group's ``lr`` is 1)."""
+        updates = torch._foreach_div(grads, torch._foreach_sqrt(sums))
+        torch._foreach_mul_(updates, [self.lrs.view(-1, *[1] * (p.dim() - 1)) for p in params])
+        torch._foreach_sub_(params, updates)
 
     def set_lr(self, lr: float) -> None:
         self.lr_values = [lr] * len(self.lr_values)

@@ -47,7 +47,7 @@ class Adagrad(torch.optim.Optimizer):
                 if decay:
                     grads = torch._foreach_add(grads, params, alpha=decay)
                 torch._foreach_addcmul_(sums, grads, grads)
-            elif _FUSED and all(p.device.type == "cpu" and not p.is_sparse for p in params):
+            elif self.fusable(params):
                 ones = self._ones.get(params[0].device)
                 if ones is None:
                     ones = self._ones[params[0].device] = torch.ones((), device=params[0].device)
@@ -57,7 +57,16 @@ class Adagrad(torch.optim.Optimizer):
                 if decay:
                     grads = torch._foreach_add(grads, params, alpha=decay)
                 torch._foreach_addcmul_(sums, grads, grads)
-                torch._foreach_addcdiv_(params, grads, torch._foreach_sqrt(sums), value=-group["lr"])
+                self.update(params, grads, sums, group["lr"])
+
+    def fusable(self, params: list[torch.Tensor]) -> bool:
+        """Whether PyTorch's fused CPU kernel can do the whole step for ``params``."""
+        return _FUSED and all(p.device.type == "cpu" and not p.is_sparse for p in params)
+
+    def update(self, params: list[torch.Tensor], grads: list[torch.Tensor], sums: list[torch.Tensor],
+               lr: float) -> None:
+        """w -= lr * g / sqrt(sum), the accumulators already holding this step's g^2."""
+        torch._foreach_addcdiv_(params, grads, torch._foreach_sqrt(sums), value=-lr)
 
     def accumulator(self, p: torch.Tensor, eps: float) -> torch.Tensor:
         """The parameter's ``eps + sum_t g_t^2``, created at ``eps`` on first use."""

@@ -93,7 +93,8 @@ def samples_done(run_dir: Path) -> int:
     path = last_checkpoint(run_dir)
     if not path.is_file():
         return 0
-    return int(torch.load(path, map_location="cpu", weights_only=False)["sample_axis"]["samples"])
+    # memory-mapped: only the small "sample_axis" entry is read here; setup reads the rest
+    return int(torch.load(path, map_location="cpu", weights_only=False, mmap=True)["sample_axis"]["samples"])
 
 
 class StackedRuns(L.LightningModule):
@@ -206,9 +207,9 @@ class StackedRuns(L.LightningModule):
         done, secs = self._since_eval
         rate = (s - done) / max(self.seconds - secs, 1e-9)
         self._since_eval = (s, self.seconds)
+        finite = torch.stack([torch.isfinite(p).flatten(1).all(1) for p in self.stack.parameters()]).all(0).tolist()
         for j, name in enumerate(self.names):
-            finite = all(bool(torch.isfinite(p[j]).all()) for p in self.stack.parameters())
-            if not (finite and math.isfinite(train[j]) and math.isfinite(test[j])):
+            if not (finite[j] and math.isfinite(train[j]) and math.isfinite(test[j])):
                 raise RunDiverged(
                     f"[{name}] the evaluation or the parameters are not finite at {s} samples (train {train[j]}, "
                     f"test {test[j]}); the Adagrad step size {self.stack.optimizer.lr_values[j]} is likely too "
