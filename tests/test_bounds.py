@@ -4,8 +4,8 @@ import math
 
 import torch
 
-from vae.bounds import elbo
-from vae.nets import BernoulliMLP, GaussianMLP, init_normal_
+from vae.models.bounds import elbo
+from vae.models.nets import BernoulliMLP, GaussianMLP, init_normal_
 
 
 def tiny_model(nz: int, seed: int = 0, std: float = 0.5) -> tuple[GaussianMLP, BernoulliMLP]:

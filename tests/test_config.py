@@ -1,6 +1,24 @@
+import dataclasses
+import re
+from dataclasses import dataclass, field, fields
+from typing import Annotated, Literal, Union, get_args, get_origin, get_type_hints
+
 import pytest
 
-from vae.config import FIELDS, ConfigError, load_sweep, make_config, parse_overrides
+from vae.config import (
+    CHOICES,
+    DATASET_DEFAULTS,
+    EXECUTION_KEYS,
+    FIELDS,
+    GROUPS,
+    MAX_TRAIN,
+    Bounds,
+    Config,
+    ConfigError,
+    load_sweep,
+    make_config,
+    parse_overrides,
+)
 
 
 def test_defaults_are_the_paper_settings():
@@ -60,3 +78,158 @@ def test_sweep_file_with_unknown_section_is_refused(tmp_path):
     path.write_text("name: x\nbase: {}\nsweep: {nz: [1]}\n")
     with pytest.raises(ConfigError, match="name, base and"):
         load_sweep(path)
+
+
+# --- the rules come from the field types ---
+
+def _base(hint):
+    """A field's value type with Optional and Annotated stripped (tuple[...] kept)."""
+    while True:
+        if get_origin(hint) is Annotated:
+            hint = get_args(hint)[0]
+        elif get_origin(hint) is Union:
+            hint = next(a for a in get_args(hint) if a is not type(None))
+        else:
+            return hint
+
+
+HINTS = get_type_hints(Config, include_extras=True)
+FLOAT_FIELDS = [k for k, h in HINTS.items() if _base(h) is float]
+
+
+def test_choices_are_read_from_the_literal_types():
+    literal = {k: get_args(_base(h)) for k, h in HINTS.items() if get_origin(_base(h)) is Literal}
+    assert set(literal) == {"dataset", "binarize", "algorithm", "decoder", "estimator", "eval_spacing",
+                            "evaluation", "marginal_estimator", "accelerator", "wandb"}
+    assert literal == CHOICES and CHOICES["estimator"] == ("A", "B")
+    assert set(CHOICES["dataset"]) == set(DATASET_DEFAULTS) == set(MAX_TRAIN)
+    for key, allowed in literal.items():
+        with pytest.raises(ConfigError, match=re.escape(f"choose one of {list(allowed)}")):
+            make_config({key: "no-such-choice"})
+        assert all(getattr(make_config({key: a} if key != "algorithm" or a != "mcem"
+                                       else {key: a, "evaluation": "marginal"}), key) == a for a in allowed)
+
+
+def test_every_bounded_field_is_checked_from_its_annotation():
+    checked = 0
+    for key, hint in HINTS.items():
+        marks = [m for h in (hint, *get_args(hint)) if get_origin(h) is Annotated for m in get_args(h)[1:]]
+        for bounds in (m for m in marks if isinstance(m, Bounds)):
+            low = bounds.gt if bounds.gt is not None else bounds.ge - 1 if bounds.ge is not None else None
+            high = bounds.lt if bounds.lt is not None else bounds.le + 1 if bounds.le is not None else None
+            for bad in (_base(hint)(v) for v in (low, high) if v is not None):
+                with pytest.raises(ConfigError, match=re.escape(f"{key}={bad!r} must ")):
+                    make_config({key: bad})
+                checked += 1
+    assert checked >= 33  # 27 positive fields (lr included), hmc_target and seed (two sides each), two >= 0
+
+
+@dataclass(frozen=True)
+class WithBeta(Config):
+    """A config grown by one bounded objective field and one execution field, with no change to validate."""
+
+    beta: Annotated[float, Bounds(gt=0, le=1)] = field(default=0.5, metadata={"group": "objective"})
+    progress_bar: bool = field(default=False, metadata={"group": "execution"})
+
+
+def test_a_new_bounded_field_is_checked_without_touching_validate():
+    assert WithBeta(beta="0.25").beta == 0.25
+    for bad, fragment in ((2.0, "beta=2.0 must lie in (0, 1]"), (0, "beta=0.0 must lie in (0, 1]"),
+                          ("x", "beta must be a number"), (float("nan"), "beta=nan must be a finite number")):
+        with pytest.raises(ConfigError) as err:
+            WithBeta(beta=bad)
+        assert fragment in str(err.value)
+    assert "beta" in WithBeta().identity() and "progress_bar" not in WithBeta().identity()
+
+
+def test_identity_is_every_field_outside_the_execution_group():
+    groups = {f.name: f.metadata["group"] for f in fields(Config)}
+    assert set(groups.values()) <= set(GROUPS) and "execution" in GROUPS
+    execution = {k for k, g in groups.items() if g == "execution"}
+    assert EXECUTION_KEYS == execution and {"samples", "cuda_graphs", "devices", "tags"} <= execution
+    cfg = make_config({})
+    assert list(cfg.identity()) == [k for k in FIELDS if k not in execution]
+    changed = {"samples": 10**9, "steps_per_call": 7, "cuda_graphs": False, "checkpoint_minutes": 1.5,
+               "accelerator": "cpu", "devices": 2, "num_nodes": 2, "wandb": "disabled", "wandb_project": "p",
+               "tags": ["t"]}
+    assert set(changed) == execution
+    assert make_config(changed).identity() == cfg.identity()
+
+
+def test_cuda_graphs_is_an_execution_switch_on_by_default():
+    assert make_config({}).cuda_graphs is True and make_config({"cuda_graphs": False}).cuda_graphs is False
+    with pytest.raises(ConfigError, match="cuda_graphs must be true or false"):
+        make_config({"cuda_graphs": "no"})
+
+
+@pytest.mark.parametrize("key", FLOAT_FIELDS)
+@pytest.mark.parametrize("bad", [float("nan"), float("inf"), float("-inf"), "nan", "inf"])
+def test_non_finite_floats_are_refused_naming_the_key(key, bad):
+    assert {"lr", "init_std", "pixel_scale", "decoder_logvar_floor", "hmc_target"} <= set(FLOAT_FIELDS)
+    with pytest.raises(ConfigError, match=rf"^{key}=-?(nan|inf) must be a finite number$"):
+        make_config({key: bad})
+
+
+def test_non_finite_list_items_and_whole_numbers_are_refused():
+    with pytest.raises(ConfigError, match=r"^lr_candidates\[1\]=inf must be a finite number$"):
+        make_config({"lr_candidates": [0.1, float("inf")]})
+    with pytest.raises(ConfigError, match="^samples=inf must be a finite number$"):
+        make_config({"samples": float("inf")})
+    with pytest.raises(ConfigError, match="^nz=nan must be a finite number$"):
+        make_config({"nz": "nan"})
+
+
+def test_numbers_too_large_for_a_float_are_a_one_line_error(tmp_path):
+    with pytest.raises(ConfigError, match="^samples='1e400' is too large to be a float$"):
+        make_config(parse_overrides(["samples=1e400"]))
+    with pytest.raises(ConfigError, match="^init_std is too large to be a float, got a 401-digit number$"):
+        make_config({"init_std": 10**400})
+    path = tmp_path / "s.yaml"
+    path.write_text("name: big\nbase: {samples: 1e400}\n")
+    with pytest.raises(ConfigError, match="samples='1e400' is too large"):
+        load_sweep(path)
+    path.write_text("name: big\nbase: {samples: 1.0e+400}\n")  # YAML reads this one as inf
+    with pytest.raises(ConfigError, match="^samples=inf must be a finite number$"):
+        load_sweep(path)
+
+
+@pytest.mark.parametrize("seed, ok", [(0, True), (2**32 - 1, True), ("1e6", True), (-1, False), (2**32, False),
+                                      ("1e20", False)])
+def test_seed_lies_in_0_to_2_pow_32_minus_1(seed, ok):
+    """The evaluation generator is seeded seed * 1_000_003 + samples, which torch takes below 2**64."""
+    if ok:
+        assert make_config({"seed": seed}).seed == (seed if isinstance(seed, int) else int(float(seed)))
+    else:
+        with pytest.raises(ConfigError, match=re.escape("must lie in [0, 4294967295]")):
+            make_config({"seed": seed})
+
+
+@pytest.mark.parametrize("values, fragment", [
+    ({"hmc_target": 1.0}, "hmc_target=1.0 must lie in (0, 1)"),
+    ({"adagrad_warmup": -1}, "adagrad_warmup=-1 must be >= 0"),
+    ({"marginal_burnin": -1}, "marginal_burnin=-1 must be >= 0"),
+    ({"n_train": 0}, "n_train=0 must be positive, or null for the dataset's default"),
+    ({"lr_candidates": []}, "lr_candidates=[] must be a non-empty list"),
+    ({"lr_candidates": [0.1, -1]}, "lr_candidates[1]=-1.0 must be a positive number"),
+    ({"algorithm": "mcem"}, "needs evaluation=marginal"),
+    ({"decoder": "gaussian", "binarize": "static"}, "binarize applies to the Bernoulli decoder only"),
+    ({"devices": 4, "num_nodes": 2, "M": 7}, "ranks exceed the minibatch M=7"),
+])
+def test_bound_and_cross_field_messages(values, fragment):
+    with pytest.raises(ConfigError) as err:
+        make_config(values)
+    assert fragment in str(err.value)
+
+
+def test_configs_built_directly_are_checked_too():
+    cfg = make_config({})
+    with pytest.raises(ConfigError, match="nz=0 must be a positive number"):
+        dataclasses.replace(cfg, nz=0)
+    assert dataclasses.replace(cfg, lr=0.05).lr == 0.05 and Config(nz="1e1").nz == 10
+
+
+def test_bounds_markers_are_well_formed():
+    assert Bounds(gt=0).need() == "be a positive number" and Bounds(ge=1, lt=5).need() == "lie in [1, 5)"
+    for bad in ({}, {"gt": 0, "ge": 0}, {"lt": 1, "le": 1}, {"gt": float("nan")}):
+        with pytest.raises(TypeError):
+            Bounds(**bad)

@@ -3,7 +3,7 @@ import math
 import torch
 from torch.distributions import Bernoulli, Independent, Normal, kl_divergence
 
-from vae.densities import log_bernoulli, log_normal, log_std_normal, neg_kl_std_normal
+from vae.models.densities import log_bernoulli, log_normal, log_std_normal, neg_kl_std_normal
 
 
 def test_log_bernoulli_matches_torch_distributions():

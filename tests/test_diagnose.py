@@ -1,19 +1,19 @@
-"""The latent-space report: its terms add up to the bound of vae.bounds, and it finds the active dimensions."""
+"""The latent-space report: its terms add up to the bound of vae.models.bounds, and it finds the active dimensions."""
 
 import pytest
 import torch
-import yaml
 
-from vae.algorithms import AEVB
-from vae.bounds import elbo
 from vae.config import make_config
 from vae.data import load_dataset
-from vae.diagnose import latent_report
+from vae.models.bounds import elbo
+from vae.models.vae import VAE
+from vae.results.diagnose import latent_report
+from vae.runs.folder import RunFolder
 
 
 def test_the_bound_splits_into_reconstruction_and_kl_and_two_of_six_dimensions_are_active(tmp_path, data_root):
     cfg = make_config(dict(nz=6, hidden=30, n_train=1000))
-    model = AEVB(cfg)
+    model = VAE(cfg)
     with torch.no_grad():
         model.encoder.mean.weight.zero_()
         model.encoder.mean.bias.zero_()
@@ -21,12 +21,12 @@ def test_the_bound_splits_into_reconstruction_and_kl_and_two_of_six_dimensions_a
         model.encoder.logvar.weight.zero_()
         model.encoder.logvar.bias.zero_()
         model.encoder.hidden.weight.mul_(100)  # hidden units that vary with x, so dims 0 and 1 do too
-    run = tmp_path / "runs" / "s" / "r"
-    (run / "checkpoints").mkdir(parents=True)
-    (run / "config.yaml").write_text(yaml.safe_dump(cfg.to_dict()))
-    torch.save({"state_dict": model.state_dict()}, run / "checkpoints" / "last.ckpt")
+    run = RunFolder.of(tmp_path, "s", "r")
+    run.write_config(cfg.to_dict())
+    run.checkpoint.parent.mkdir()
+    torch.save({"state_dict": model.state_dict()}, run.checkpoint)
 
-    report = latent_report(run, data_root, points=500, seed=3)
+    report = latent_report(run.path, data_root, points=500, seed=3)
 
     x = load_dataset(cfg, data_root)[1][:500]
     eps = torch.randn((1, 500, 6), generator=torch.Generator().manual_seed(3))

@@ -14,9 +14,9 @@ import torch.multiprocessing as mp
 import yaml
 
 from vae.algorithms import AEVB
-from vae.algorithms.base import share
+from vae.algorithms.stack import share
 from vae.config import load_sweep, make_config
-from vae.engine import Engine, run_sweep
+from vae.runs.engine import Engine, run_sweep
 
 SWEEP = {
     "name": "ddp",
@@ -64,8 +64,8 @@ def test_two_process_ddp_run_equals_the_single_process_run(tmp_path, data_root):
 def _rank_main(rank: int, out: Path, x: torch.Tensor, cfg: dict) -> None:
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=os.environ["TEST_PORT"])
     dist.init_process_group("gloo", rank=rank, world_size=2)
-    model = AEVB(cfg)
-    value = model.evaluate(x, torch.Generator().manual_seed(7))
+    model = AEVB([make_config(cfg)])
+    (value,) = model.evaluate(x, [torch.Generator().manual_seed(7)])
     for p in model.parameters():
         p.grad = torch.full_like(p, rank + 1.0)
     model.reduce_gradients(list(model.parameters()))
@@ -78,7 +78,7 @@ def _rank_main(rank: int, out: Path, x: torch.Tensor, cfg: dict) -> None:
 def test_sharded_evaluation_and_gradient_sum_match_one_process(tmp_path):
     cfg = dict(hidden=20, nz=2, binarize="dynamic", eval_batch=300, M=7, init_std=0.3)
     x = torch.rand(2500, 784)  # 9 evaluation chunks: 5 on rank 0, 4 on rank 1
-    single = AEVB(cfg).evaluate(x, torch.Generator().manual_seed(7))
+    (single,) = AEVB([make_config(cfg)]).evaluate(x, [torch.Generator().manual_seed(7)])
     os.environ["TEST_PORT"] = str(29500 + os.getpid() % 1000)
     mp.spawn(_rank_main, args=(tmp_path, x, cfg), nprocs=2, join=True)
     ranks = [torch.load(tmp_path / f"rank{r}.pt") for r in (0, 1)]

@@ -35,7 +35,7 @@ def test_figures_without_runs_fail_with_a_message(tmp_path, capsys):
 def test_manifold_grid_is_the_gaussian_inverse_cdf_of_cell_centres():
     from scipy.stats import norm
 
-    from vae.figures import manifold_grid
+    from vae.results.figures import manifold_grid
 
     z = manifold_grid(4).numpy()
     assert z.shape == (16, 2)
@@ -45,7 +45,7 @@ def test_manifold_grid_is_the_gaussian_inverse_cdf_of_cell_centres():
 
 
 def test_tile_places_image_k_at_row_k_div_cols_and_column_k_mod_cols():
-    from vae.figures import tile
+    from vae.results.figures import tile
 
     images = np.arange(6)[:, None, None] * np.ones((6, 2, 3))
     grid = tile(images, 2, 3)
@@ -55,8 +55,8 @@ def test_tile_places_image_k_at_row_k_div_cols_and_column_k_mod_cols():
 
 def test_figures_4_and_5_come_from_a_trained_checkpoint(tmp_path, data_root):
     from vae.config import RunSpec, make_config
-    from vae.figures import image_figures
-    from vae.train import run_one
+    from vae.results.figures import image_figures
+    from vae.runs.train import run_one
 
     cfg = make_config({"nz": 2, "hidden": 20, "n_train": 2000, "samples": 10000, "eval_start": 5000,
                        "lr": 0.02, "wandb": "disabled"})
@@ -70,8 +70,8 @@ def test_figures_4_and_5_come_from_a_trained_checkpoint(tmp_path, data_root):
 
 def test_figures_are_added_to_the_runs_wandb_pages(tmp_path, data_root):
     from vae.config import RunSpec, make_config
-    from vae.figures import log_to_wandb
-    from vae.train import run_one
+    from vae.results.figures import log_to_wandb
+    from vae.runs.train import run_one
 
     cfg = make_config({"nz": 2, "hidden": 20, "n_train": 2000, "samples": 10000, "eval_start": 5000,
                        "lr": 0.02, "wandb": "offline"})

@@ -1,8 +1,8 @@
-"""HMC (vae.hmc) on a 2-D correlated Gaussian, whose moments are known in closed form."""
+"""HMC (vae.models.hmc) on a 2-D correlated Gaussian, whose moments are known in closed form."""
 
 import torch
 
-from vae.hmc import hmc_step, leapfrog, tune_step_size, value_and_grad
+from vae.models.hmc import hmc_step, leapfrog, tune_step_size, value_and_grad
 
 MEAN = torch.tensor([1.0, -2.0], dtype=torch.float64)
 COV = torch.tensor([[1.0, 1.6], [1.6, 4.0]], dtype=torch.float64)  # correlation 0.8, eigenvalues 0.31, 4.69

@@ -1,4 +1,4 @@
-"""The marginal-likelihood estimators (vae.marginal) against log p(x) by quadrature over a 1-D or 2-D z."""
+"""The marginal-likelihood estimators (vae.models.marginal) against log p(x) by quadrature over a 1-D or 2-D z."""
 
 import math
 from typing import NamedTuple
@@ -8,11 +8,19 @@ import pytest
 import scipy.stats
 import torch
 
-from vae.bounds import elbo
-from vae.densities import log_std_normal
-from vae.marginal import (diag_gaussian_log_density, fitted_log_density, kde_cv_factor, kde_log_density,
-                          log_marginal_from_samples, log_marginal_hmc, log_marginal_is, scott_factor)
-from vae.nets import BernoulliMLP, GaussianMLP, init_normal_
+from vae.models.bounds import elbo
+from vae.models.densities import log_std_normal
+from vae.models.marginal import (
+    diag_gaussian_log_density,
+    fitted_log_density,
+    kde_cv_factor,
+    kde_log_density,
+    log_marginal_from_samples,
+    log_marginal_hmc,
+    log_marginal_is,
+    scott_factor,
+)
+from vae.models.nets import BernoulliMLP, GaussianMLP, init_normal_
 
 # Nz: (decoder, x_dim, weight std, datapoints, quadrature points per axis). The weights make posteriors far
 # from the prior (sd 0.2-0.6) and not Gaussian; larger Gaussian-decoder weights give separated modes, which

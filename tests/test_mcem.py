@@ -5,9 +5,9 @@ import pytest
 import torch
 
 from vae.algorithms import MCEM
-from vae.config import RunSpec, make_config
+from vae.config import ConfigError, RunSpec, make_config
 from vae.data import load_dataset
-from vae.train import run_one
+from vae.runs.train import run_one
 
 TINY = dict(algorithm="mcem", evaluation="marginal", dataset="mnist", n_train=200, hidden=20, nz=2, lr=0.02,
             adagrad_warmup=5, eval_spacing="linear", eval_start=10000, eval_every=10000, samples=30000,
@@ -15,20 +15,16 @@ TINY = dict(algorithm="mcem", evaluation="marginal", dataset="mnist", n_train=20
 
 
 def test_mcem_has_no_encoder_and_moves_decoder_and_chains(data_root):
-    model = MCEM(TINY)
-    assert not hasattr(model, "encoder")
+    model = MCEM([make_config(TINY)])
+    assert model.encoder is None
     assert model.samples_per_step == 5 * 200
-    model.train_x, model.test_x = load_dataset(model.cfg, data_root)
-    model.generator = torch.Generator().manual_seed(1)
-    model.chains = torch.randn(200, 2, generator=model.generator)
-    model.step_size = torch.tensor(0.01)
+    model.attach(*load_dataset(model.cfg, data_root))
+    assert model.chains.shape == (1, 200, 2)
     start_chains = model.chains.clone()
     before = {k: v.clone() for k, v in model.state_dict().items()}
-    opt = model.adagrad(model.decoder)
-    model.adagrads = lambda: [opt]  # what Lightning's optimizers() would give
     model.train_steps(3)
     after = model.state_dict()
-    assert set(before) == {k for k in after if k.startswith("decoder.")}
+    assert set(before) == set(after) and all(k.startswith("decoder.") for k in after)
     assert all(not torch.equal(before[k], after[k]) for k in before if k.endswith("weight"))
     assert not torch.equal(start_chains, model.chains) and model.samples == 3000
 
@@ -54,6 +50,11 @@ def test_aevb_run_with_marginal_evaluation_logs_both_bound_and_likelihood(tmp_pa
     run_one("t", RunSpec("a", cfg), tmp_path, data_root)
     row = pd.read_csv(tmp_path / "runs" / "t" / "a" / "metrics.csv").iloc[-1]
     assert row["train/marginal"] >= row["train/elbo"] - 0.5  # log p(x) estimate sits above the bound
+
+
+def test_mcem_trains_one_model_per_stack():
+    with pytest.raises(ConfigError, match="one model per stack"):
+        MCEM([make_config(TINY), make_config(TINY | {"seed": 1})])
 
 
 def test_mcem_needs_the_marginal_evaluation():

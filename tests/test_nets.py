@@ -1,6 +1,6 @@
 import torch
 
-from vae.nets import BernoulliMLP, GaussianMLP, init_normal_, make_decoder, weight_matrices
+from vae.models.nets import BernoulliMLP, GaussianMLP, init_normal_, make_decoder, weight_matrices
 
 
 def test_gaussian_mlp_has_two_separate_linear_heads():

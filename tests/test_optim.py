@@ -3,7 +3,7 @@
 import numpy as np
 import torch
 
-from vae.optim import Adagrad
+from vae.algorithms.optim import Adagrad
 
 
 def reference(w0, grads_fn, lr, eps, warmup, decay, steps):

@@ -4,8 +4,8 @@ import pandas as pd
 import pytest
 
 from vae.config import RunSpec, make_config
-from vae.report import load_paper, paper_value
-from vae.train import run_one
+from vae.results.report import load_paper, paper_value
+from vae.runs.train import run_one
 
 
 @pytest.mark.slow

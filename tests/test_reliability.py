@@ -7,17 +7,18 @@ import sys
 import time
 from pathlib import Path
 
+import lightning as L
 import pandas as pd
 import pytest
 import torch
 import yaml
 
 from vae.__main__ import main
-from vae.algorithms import AEVB, RunDiverged
 from vae.config import RunSpec, make_config
-from vae.runlog import ResumeSafeWandbLogger
-from vae.schedule import eval_points
-from vae.train import run_one
+from vae.protocol.sample_axis import RunDiverged
+from vae.protocol.schedule import eval_points
+from vae.runs.folder import ResumeSafeWandbLogger, RunFolder
+from vae.runs.train import run_one
 
 KILL = dict(hidden=20, nz=2, n_train=2000, samples=400000, eval_start=5000, lr_select_samples=5000,
             adagrad_warmup=10, wandb="disabled", checkpoint_minutes=0.002)
@@ -60,20 +61,21 @@ def test_sigkill_at_a_random_moment_then_rerun_equals_an_uninterrupted_run(tmp_p
     assert a["sample_axis"]["samples"] == b["sample_axis"]["samples"] == KILL["samples"]
 
 
-def test_divergence_stops_with_a_message_and_keeps_the_last_good_state(tmp_path, data_root, monkeypatch):
+def test_divergence_stops_with_a_message_and_keeps_the_last_good_state(tmp_path, data_root):
     cfg = dict(KILL, samples=20000, lr=0.02, checkpoint_minutes=10.0)
     run_one("t", RunSpec("r", make_config(cfg)), tmp_path, data_root)
     run = tmp_path / "runs" / "t" / "r"
     saved = {p: p.read_bytes() for p in [run / "metrics.csv", run / "status.json", run / "checkpoints" / "last.ckpt"]}
 
-    def poisoned(self, steps):
-        self.samples += steps * self.cfg.M
-        with torch.no_grad():
-            self.decoder.hidden.weight[0, 0] = float("nan")
+    class Poison(L.Callback):
+        """A weight that stops being finite as soon as training continues."""
 
-    monkeypatch.setattr(AEVB, "train_steps", poisoned)
+        def on_train_batch_start(self, trainer, module, *args):
+            with torch.no_grad():
+                module.stack.decoder.hidden.weight[0, 0, 0] = float("nan")
+
     with pytest.raises(RunDiverged, match=r"not finite at step 251 \(25100 samples.*step size 0.02"):
-        run_one("t", RunSpec("r", make_config(dict(cfg, samples=40000))), tmp_path, data_root)
+        run_one("t", RunSpec("r", make_config(dict(cfg, samples=40000))), tmp_path, data_root, callbacks=[Poison()])
     for path, content in saved.items():
         assert path.read_bytes() == content, path
 
@@ -99,9 +101,9 @@ class FakeRun:
 def test_wandb_logger_never_sends_a_point_twice_and_steps_by_samples(tmp_path):
     (tmp_path / "wandb_logged").write_text("6300")
     fake = FakeRun()
-    logger = ResumeSafeWandbLogger(tmp_path, experiment=fake)
+    logger = ResumeSafeWandbLogger(RunFolder(tmp_path), experiment=fake)
     for s in (5000, 6300, 7900):
         logger.log_metrics({"samples": s, "train/elbo": -1.0, "test/elbo": -1.0})
     assert [step for step, _ in fake.calls] == [7900]
     assert (tmp_path / "wandb_logged").read_text() == "7900"
-    assert ResumeSafeWandbLogger(tmp_path, experiment=FakeRun()).logged_upto == 7900
+    assert ResumeSafeWandbLogger(RunFolder(tmp_path), experiment=FakeRun()).logged_upto == 7900

@@ -5,7 +5,7 @@ import math
 import pandas as pd
 import pytest
 
-from vae.report import ReportError, load_paper, paper_value, write_tables
+from vae.results.report import ReportError, load_paper, paper_value, write_tables
 
 FIG2 = {"table_points": [100000, 1000000], "tolerance": {"mnist": {"nats": 6}}}
 SETTINGS = {"fig2": FIG2, "fig3": FIG2 | {"table_points": [2000000]}, "ablations": {"table_points": [1000000]}}

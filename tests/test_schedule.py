@@ -1,6 +1,6 @@
 import math
 
-from vae.schedule import eval_points
+from vae.protocol.schedule import eval_points
 
 
 def test_points_are_whole_minibatches_ten_per_decade_and_end_at_the_budget():

@@ -9,7 +9,7 @@ import yaml
 
 from vae.__main__ import main
 from vae.config import ConfigError, RunSpec, make_config
-from vae.train import run_one
+from vae.runs.train import run_one
 
 TINY = dict(hidden=20, nz=2, n_train=2000, samples=20000, eval_start=5000, lr_select_samples=5000,
             adagrad_warmup=10, wandb="disabled")

@@ -4,14 +4,16 @@ import pandas as pd
 import torch
 
 from vae.algorithms import WakeSleep
+from vae.algorithms.optim import StackedAdagrad
 from vae.config import RunSpec, make_config
-from vae.optim import Adagrad
-from vae.train import run_one
+from vae.runs.train import run_one
 
 
-class Recorder(Adagrad):
+class Recorder(StackedAdagrad):
+    """The phase's optimizer, recording the gradients of both networks at each of its steps."""
+
     def __init__(self, module, owner, other):
-        super().__init__(module.parameters(), lr=0.05)
+        super().__init__(module.parameters(), lrs=[0.05], eps=1e-8, warmup=0)
         self.owner, self.other, self.seen = owner, other, []
 
     def step(self, closure=None):
@@ -21,12 +23,11 @@ class Recorder(Adagrad):
 
 
 def test_wake_moves_only_the_decoder_and_sleep_only_the_encoder():
-    ws = WakeSleep(make_config({"nz": 2, "hidden": 8, "n_train": 1000}))
-    ws.train_x = torch.rand(1000, 784)
-    ws.generator = torch.Generator().manual_seed(0)
+    ws = WakeSleep([make_config({"nz": 2, "hidden": 8, "n_train": 1000})])
+    ws.attach(torch.rand(1000, 784), torch.rand(10, 784))
     wake = Recorder(ws.decoder, ws.decoder, ws.encoder)
     sleep = Recorder(ws.encoder, ws.encoder, ws.decoder)
-    ws.adagrads = lambda: [wake, sleep]
+    ws._optimizers = [wake, sleep]  # in the order of ws.optimized_modules()
     before = {k: v.clone() for k, v in ws.state_dict().items()}
     ws.train_steps(3)
     assert ws.samples == 300

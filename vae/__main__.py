@@ -11,12 +11,12 @@ from pathlib import Path
 
 import yaml
 
-from vae.algorithms import RunDiverged
 from vae.config import ConfigError, load_sweep, parse_overrides
 from vae.data import DATA_ENV, DataError, data_dir, load_frey, load_mnist
-from vae.engine import SweepFailed
-from vae.report import ReportError
-from vae.runlog import ResultsError
+from vae.protocol.sample_axis import RunDiverged
+from vae.results.report import ReportError
+from vae.runs.engine import SweepFailed
+from vae.runs.folder import ResultsError
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -61,18 +61,18 @@ def main(argv: list[str] | None = None) -> int:
     warnings.filterwarnings("ignore", message=".*does not have many workers.*")
     try:
         if args.command == "train":
-            from vae.engine import Engine, run_sweep
+            from vae.runs.engine import Engine, run_sweep
 
             sweep = load_sweep(args.experiment, parse_overrides(args.set))
             engine = Engine(args.engine, args.address, args.gpus, args.gpus_per_run, args.cpus_per_run,
                             args.stack_size)
             run_sweep(sweep, args.results_dir, args.data_dir, args.only, engine)
         elif args.command == "tables":
-            from vae.report import write_tables
+            from vae.results.report import write_tables
 
             write_tables(args.results_dir, yaml.safe_load(args.settings.read_text()), args.include_incomplete)
         elif args.command == "figures":
-            from vae.figures import image_figures, log_to_wandb, paper_figures
+            from vae.results.figures import image_figures, log_to_wandb, paper_figures
 
             out = args.results_dir / "figures"
             written, runs = paper_figures(args.results_dir, out, args.include_incomplete)
@@ -84,7 +84,7 @@ def main(argv: list[str] | None = None) -> int:
         elif args.command == "diagnose":
             import pandas as pd
 
-            from vae.diagnose import latent_report
+            from vae.results.diagnose import latent_report
 
             rows = [latent_report(run, data_dir(args.data_dir), args.points) for run in args.runs]
             print(pd.DataFrame(rows).to_markdown(index=False, floatfmt=".2f"))

@@ -1,18 +1,23 @@
-"""Run configuration: one typed dataclass, loaded from YAML, validated strictly.
+"""Run configuration: one flat, frozen dataclass whose field types carry the rules; loaded from YAML.
 
-A config fully determines a run. Sweep files under ``experiments/`` hold a ``base`` config and a ``grid``
-of values to expand (e.g. ``nz: [3, 5, 10, 20, 200]`` for Figure 2). Where the paper is silent the
-default follows the evidence in the paper digest; each such field says so in its comment.
+A config fully determines a run. Each field's type says what it accepts (``Literal[...]``: the choices;
+``Annotated[..., Bounds(...)]``: the range; floats must be finite) and its ``group`` (field metadata, one of
+``GROUPS``) what it configures. Every group but ``execution`` defines the mathematics of a run
+(``Config.identity``). Sweep files under ``experiments/`` hold a ``base`` config and a ``grid`` of values to
+expand (e.g. ``nz: [3, 5, 10, 20, 200]`` for Figure 2). Where the paper is silent the default follows the
+evidence in the paper digest; each such field says so in its comment.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import itertools
 import math
+import types
 from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Any, Union, get_args, get_origin, get_type_hints
+from typing import Annotated, Any, Literal, Optional, Union, get_args, get_origin, get_type_hints
 
 import yaml
 
@@ -22,77 +27,171 @@ class ConfigError(ValueError):
 
 
 @dataclass(frozen=True)
-class Config:
-    # --- data ---
-    dataset: str = "mnist"  # mnist | frey
-    # training-set size; null = the dataset's default (DATASET_DEFAULTS). MNIST: the first n_train of the 50k
-    # training split (Fig. 3 uses 1000). Frey: the first n_train of a shuffle (split_seed), the rest is test.
-    n_train: Union[int, None] = None
-    split_seed: int = 0  # the Frey Face shuffle (the paper states no split)
-    binarize: str = "none"  # none: grey levels with the Bernoulli likelihood (authors' choice) | dynamic | static
-    binarize_seed: int = 0  # the fixed draw used by binarize=static
-    pixel_scale: Union[float, None] = None  # grey level = byte / pixel_scale; null = the dataset's default
-    # --- model (App. C) ---
-    algorithm: str = "aevb"  # aevb | wakesleep | mcem (Monte Carlo EM, App. E; no encoder)
-    nz: int = 20
-    hidden: int = 500
-    decoder: str = "bernoulli"  # bernoulli | gaussian | gaussian-sigmoid-mean
-    init_std: float = 0.01  # "N(0, 0.01)" read as a standard deviation (digest §3.6)
-    # Gaussian decoder only: smooth floor on log sigma^2 (log of 1/(12*256^2), the variance of one grey
-    # level's quantization noise), so a collapsing variance cannot make the density infinite; null = none
-    decoder_logvar_floor: Union[float, None] = -13.3
-    # --- objective (§2.3, eq. 6-8) ---
-    estimator: str = "B"  # A: generic Monte Carlo (eq. 6) | B: analytic KL (eq. 7)
-    L: int = 1  # samples of z per datapoint
-    M: int = 100  # minibatch size
-    replacement: bool = True  # minibatches drawn with replacement, as in the authors' code
-    prior_sd: float = 1.0  # MAP prior N(0, prior_sd^2 I) on weight matrices, scaled by M/N (§5)
-    # --- optimizer (§5: Adagrad) ---
-    lr: Union[float, None] = None  # Adagrad global step size; None = pick from lr_candidates
-    lr_candidates: tuple[float, ...] = (0.01, 0.02, 0.1)
-    lr_select_samples: int = 100000  # "first few iterations" used to pick the step size
-    adagrad_eps: float = 1e-8  # inside the square root, as in the authors' wzoptim.py
-    adagrad_warmup: int = 100  # steps that only accumulate squared gradients (authors' code)
-    # --- Monte Carlo EM (App. E): per iteration one HMC transition of every training datapoint's persistent
-    # chain, then mcem_msteps full-batch Adagrad steps; an iteration counts mcem_msteps * n_train samples
-    mcem_leapfrog: int = 10  # App. E: 10 leapfrog steps
-    mcem_msteps: int = 5  # App. E: 5 weight updates
-    hmc_target: float = 0.9  # App. E: step size tuned toward 90% acceptance
-    hmc_step_size: float = 0.01  # initial HMC step size (authors' code)
-    # --- schedule and evaluation ---
-    samples: int = 100_000_000  # budget: training samples evaluated (Fig. 2 x-axis)
-    eval_spacing: str = "log"  # log: eval_per_decade points per decade (Fig. 2) | linear: every eval_every (Fig. 3)
-    eval_start: int = 100_000  # first evaluation point
-    eval_per_decade: int = 10  # log-spaced evaluation points per decade
-    eval_every: int = 2_000_000  # linear spacing: samples between evaluation points
-    eval_batch: int = 10000  # datapoints per no-grad evaluation batch
-    # elbo: the bound on the full train and test sets (Fig. 2) | marginal: also log p(x) on the first
-    # marginal_points of each set (Fig. 3, App. D); MCEM has no encoder, hence no bound, and needs marginal
-    evaluation: str = "elbo"
-    marginal_estimator: str = "hmc"  # hmc: App. D (HMC samples, KDE, harmonic mean) | is: importance sampling
-    marginal_points: int = 1000  # App. E: the first 1000 train and test datapoints
-    marginal_samples: int = 50  # App. E: 50 posterior samples per datapoint (half fit q(z), half estimate)
-    marginal_leapfrog: int = 4  # App. E: 4 leapfrog steps per HMC transition
-    marginal_burnin: int = 100  # HMC transitions before sampling (not stated in the paper)
-    marginal_is_k: int = 5000  # importance samples per datapoint (marginal_estimator: is)
-    seed: int = 0
-    # --- execution (never changes the mathematics; devices > 1 changes only floating-point summation order) ---
-    steps_per_call: int = 50  # optimizer steps per Lightning training_step
-    checkpoint_minutes: float = 10.0
-    accelerator: str = "auto"
-    # data parallelism (Lightning DDP): processes per node and nodes. The global minibatch stays M, split
-    # across the devices * num_nodes ranks (the first M mod ranks take one datapoint more)
-    devices: int = 1
-    num_nodes: int = 1
-    wandb: str = "offline"  # offline | online | disabled
-    wandb_project: str = "aevb-reproduction"
-    tags: tuple[str, ...] = field(default_factory=tuple)
+class Bounds:
+    """The range of a numeric field, ``Annotated[int, Bounds(gt=0)]``: > gt, >= ge, < lt, <= le."""
+
+    gt: float | None = None
+    ge: float | None = None
+    lt: float | None = None
+    le: float | None = None
 
     def __post_init__(self) -> None:
-        if self.dataset in DATASET_DEFAULTS:
+        given = {k: v for k, v in dataclasses.asdict(self).items() if v is not None}
+        if not given or (self.gt is not None and self.ge is not None) or (self.lt is not None and self.le is not None):
+            raise TypeError(f"Bounds{given}: give one lower (gt or ge) and/or one upper (lt or le) bound")
+        if any(isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) for v in given.values()):
+            raise TypeError(f"Bounds{given}: bounds are finite numbers")
+
+    def holds(self, value: float) -> bool:
+        return ((self.gt is None or value > self.gt) and (self.ge is None or value >= self.ge)
+                and (self.lt is None or value < self.lt) and (self.le is None or value <= self.le))
+
+    def need(self, nullable: bool = False) -> str:
+        """What a value must do, as in "nz=0 must be a positive number" ("positive" where null is allowed)."""
+        if self == Bounds(gt=0):
+            return "be positive" if nullable else "be a positive number"
+        low = f"({self.gt}" if self.gt is not None else f"[{self.ge}" if self.ge is not None else None
+        high = f"{self.lt})" if self.lt is not None else f"{self.le}]" if self.le is not None else None
+        if low and high:
+            return f"lie in {low}, {high}"
+        if low:
+            return f"be {'>' if low[0] == '(' else '>='} {low[1:]}"
+        return f"be {'<' if high[-1] == ')' else '<='} {high[:-1]}"
+
+    def check(self, key: str, value: Any, null: str | None) -> None:
+        if not self.holds(value):
+            raise ConfigError(f"{key}={value!r} must {self.need(null is not None)}{null or ''}")
+
+
+@dataclass(frozen=True)
+class NonEmpty:
+    """A list field that needs at least one item: ``Annotated[tuple[float, ...], NonEmpty()]``."""
+
+    def check(self, key: str, value: Any, null: str | None) -> None:
+        if not value:
+            raise ConfigError(f"{key}={list(value)} must be a non-empty list")
+
+
+PositiveInt = Annotated[int, Bounds(gt=0)]
+PositiveFloat = Annotated[float, Bounds(gt=0)]
+
+GROUPS: dict[str, str] = {  # group -> what its fields configure
+    "data": "the training and test images",
+    "model": "the encoder and decoder MLPs (App. C)",
+    "objective": "the estimator of the variational lower bound (§2.3, eq. 6-8)",
+    "optimizer": "Adagrad (§5)",
+    "mcem": "Monte Carlo EM (App. E)",
+    "evaluation": "when and how the bound and the marginal likelihood are measured (Fig. 2, Fig. 3, App. D)",
+    "seed": "the run's random streams: initialisation, minibatches, noise",
+    "execution": "how long and how a run is carried out; never changes the mathematics (a larger samples "
+                 "only extends the curve, devices > 1 changes only floating-point summation order), so it "
+                 "may change on resume",
+}
+
+
+def _in(group: str, default: Any, *, null: str = "") -> Any:
+    """A field of ``group``; ``null`` says what a null value means, for messages."""
+    if group not in GROUPS:
+        raise TypeError(f"unknown config group {group!r}; groups: {list(GROUPS)}")
+    return field(default=default, metadata={"group": group, "null": null})
+
+
+@dataclass(frozen=True)
+class Config:
+    """One run: flat fields (``cfg.nz``), each typed, bounded and grouped; see the module docstring."""
+
+    dataset: Literal["mnist", "frey"] = _in("data", "mnist")
+    # training-set size; null = the dataset's default (DATASET_DEFAULTS). MNIST: the first n_train of the 50k
+    # training split (Fig. 3 uses 1000). Frey: the first n_train of a shuffle (split_seed), the rest is test.
+    n_train: Optional[PositiveInt] = _in("data", None, null="for the dataset's default")
+    # the Frey Face shuffle (the paper states no split)
+    split_seed: Annotated[int, Bounds(ge=0, le=2**63 - 1)] = _in("data", 0)
+    # none: grey levels with the Bernoulli likelihood (authors' choice) | dynamic | static
+    binarize: Literal["none", "dynamic", "static"] = _in("data", "none")
+    # the fixed draw used by binarize=static
+    binarize_seed: Annotated[int, Bounds(ge=0, le=2**63 - 1)] = _in("data", 0)
+    # grey level = byte / pixel_scale; null = the dataset's default
+    pixel_scale: Optional[PositiveFloat] = _in("data", None, null="for the dataset's default")
+
+    # mcem: Monte Carlo EM (App. E; no encoder)
+    algorithm: Literal["aevb", "wakesleep", "mcem"] = _in("model", "aevb")
+    nz: PositiveInt = _in("model", 20)
+    hidden: PositiveInt = _in("model", 500)
+    decoder: Literal["bernoulli", "gaussian", "gaussian-sigmoid-mean"] = _in("model", "bernoulli")
+    init_std: PositiveFloat = _in("model", 0.01)  # "N(0, 0.01)" read as a standard deviation (digest §3.6)
+    # Gaussian decoder only: smooth floor on log sigma^2 (log of 1/(12*256^2), the variance of one grey
+    # level's quantization noise), so a collapsing variance cannot make the density infinite; null = none
+    decoder_logvar_floor: Optional[float] = _in("model", -13.3, null="for none")
+
+    estimator: Literal["A", "B"] = _in("objective", "B")  # A: generic Monte Carlo (eq. 6) | B: analytic KL (eq. 7)
+    L: PositiveInt = _in("objective", 1)  # samples of z per datapoint
+    M: PositiveInt = _in("objective", 100)  # minibatch size
+    replacement: bool = _in("objective", True)  # minibatches drawn with replacement, as in the authors' code
+    # MAP prior N(0, prior_sd^2 I) on weight matrices, scaled by M/N (§5)
+    prior_sd: PositiveFloat = _in("objective", 1.0)
+
+    # Adagrad global step size; null = pick from lr_candidates
+    lr: Optional[PositiveFloat] = _in("optimizer", None, null="to pick it from lr_candidates")
+    lr_candidates: Annotated[tuple[PositiveFloat, ...], NonEmpty()] = _in("optimizer", (0.01, 0.02, 0.1))
+    lr_select_samples: PositiveInt = _in("optimizer", 100000)  # "first few iterations" used to pick the step size
+    adagrad_eps: PositiveFloat = _in("optimizer", 1e-8)  # inside the square root, as in the authors' wzoptim.py
+    # steps that only accumulate squared gradients (authors' code)
+    adagrad_warmup: Annotated[int, Bounds(ge=0)] = _in("optimizer", 100)
+
+    # Monte Carlo EM (App. E): per iteration one HMC transition of every training datapoint's persistent
+    # chain, then mcem_msteps full-batch Adagrad steps; an iteration counts mcem_msteps * n_train samples
+    mcem_leapfrog: PositiveInt = _in("mcem", 10)  # App. E: 10 leapfrog steps
+    mcem_msteps: PositiveInt = _in("mcem", 5)  # App. E: 5 weight updates
+    # App. E: step size tuned toward 90% acceptance
+    hmc_target: Annotated[float, Bounds(gt=0, lt=1)] = _in("mcem", 0.9)
+    hmc_step_size: PositiveFloat = _in("mcem", 0.01)  # initial HMC step size (authors' code)
+
+    # log: eval_per_decade points per decade (Fig. 2) | linear: every eval_every (Fig. 3)
+    eval_spacing: Literal["log", "linear"] = _in("evaluation", "log")
+    eval_start: PositiveInt = _in("evaluation", 100_000)  # first evaluation point
+    eval_per_decade: PositiveInt = _in("evaluation", 10)  # log-spaced evaluation points per decade
+    eval_every: PositiveInt = _in("evaluation", 2_000_000)  # linear spacing: samples between evaluation points
+    eval_batch: PositiveInt = _in("evaluation", 10000)  # datapoints per no-grad evaluation batch
+    # elbo: the bound on the full train and test sets (Fig. 2) | marginal: also log p(x) on the first
+    # marginal_points of each set (Fig. 3, App. D); MCEM has no encoder, hence no bound, and needs marginal
+    evaluation: Literal["elbo", "marginal"] = _in("evaluation", "elbo")
+    # hmc: App. D (HMC samples, KDE, harmonic mean) | is: importance sampling
+    marginal_estimator: Literal["hmc", "is"] = _in("evaluation", "hmc")
+    marginal_points: PositiveInt = _in("evaluation", 1000)  # App. E: the first 1000 train and test datapoints
+    # App. E: 50 posterior samples per datapoint (half fit q(z), half estimate)
+    marginal_samples: PositiveInt = _in("evaluation", 50)
+    marginal_leapfrog: PositiveInt = _in("evaluation", 4)  # App. E: 4 leapfrog steps per HMC transition
+    # HMC transitions before sampling (not stated in the paper)
+    marginal_burnin: Annotated[int, Bounds(ge=0)] = _in("evaluation", 100)
+    marginal_is_k: PositiveInt = _in("evaluation", 5000)  # importance samples per datapoint (marginal_estimator: is)
+
+    # initialisation, minibatches and noise; evaluation noise is seeded seed * 1_000_003 + samples (< 2**64)
+    seed: Annotated[int, Bounds(ge=0, le=2**32 - 1)] = _in("seed", 0)
+
+    # budget: training samples evaluated (Fig. 2 x-axis); a larger budget continues the same run on resume
+    samples: PositiveInt = _in("execution", 100_000_000)
+    steps_per_call: PositiveInt = _in("execution", 50)  # optimizer steps per Lightning training_step
+    # on CUDA, capture each block of steps_per_call optimizer steps as a CUDA graph and replay it; ignored on CPU
+    cuda_graphs: bool = _in("execution", True)
+    checkpoint_minutes: PositiveFloat = _in("execution", 10.0)
+    accelerator: Literal["auto", "cpu", "gpu", "cuda", "mps"] = _in("execution", "auto")
+    # data parallelism (Lightning DDP): processes per node and nodes. The global minibatch stays M, split
+    # across the devices * num_nodes ranks (the first M mod ranks take one datapoint more)
+    devices: PositiveInt = _in("execution", 1)
+    num_nodes: PositiveInt = _in("execution", 1)
+    wandb: Literal["offline", "online", "disabled"] = _in("execution", "offline")
+    wandb_project: str = _in("execution", "aevb-reproduction")
+    tags: tuple[str, ...] = _in("execution", ())
+
+    def __post_init__(self) -> None:
+        if isinstance(self.dataset, str) and self.dataset in DATASET_DEFAULTS:
             for key, value in DATASET_DEFAULTS[self.dataset].items():
                 if getattr(self, key) is None:
                     object.__setattr__(self, key, value)
+        hints = _hints(type(self))
+        for f in fields(self):  # each field against its own type, choices and bounds, in declaration order
+            object.__setattr__(self, f.name, _coerce(f.name, getattr(self, f.name), hints[f.name],
+                                                     f.metadata.get("null", "")))
         validate(self)
 
     def to_dict(self) -> dict[str, Any]:
@@ -100,14 +199,10 @@ class Config:
         return {k: list(v) if isinstance(v, tuple) else v for k, v in d.items()}
 
     def identity(self) -> dict[str, Any]:
-        """The keys that define the mathematics of a run; the others may change on resume."""
-        return {k: v for k, v in self.to_dict().items() if k not in EXECUTION_KEYS}
+        """The keys that define the mathematics of a run: all but the execution group's, which may change on resume."""
+        d = self.to_dict()
+        return {f.name: d[f.name] for f in fields(self) if f.metadata.get("group") != "execution"}
 
-
-EXECUTION_KEYS = frozenset(
-    {"samples", "steps_per_call", "checkpoint_minutes", "accelerator", "devices", "num_nodes", "wandb",
-     "wandb_project", "tags"}
-)
 
 DATASET_DEFAULTS: dict[str, dict[str, Any]] = {
     "mnist": {"n_train": 50000, "pixel_scale": 255.0},  # authors' 50k/10k/10k split, grey levels in [0, 1]
@@ -115,40 +210,9 @@ DATASET_DEFAULTS: dict[str, dict[str, Any]] = {
 }
 MAX_TRAIN = {"mnist": 50000, "frey": 1964}
 
-CHOICES: dict[str, tuple[Any, ...]] = {
-    "dataset": tuple(DATASET_DEFAULTS),
-    "binarize": ("none", "dynamic", "static"),
-    "algorithm": ("aevb", "wakesleep", "mcem"),
-    "eval_spacing": ("log", "linear"),
-    "evaluation": ("elbo", "marginal"),
-    "marginal_estimator": ("hmc", "is"),
-    "decoder": ("bernoulli", "gaussian", "gaussian-sigmoid-mean"),
-    "estimator": ("A", "B"),
-    "accelerator": ("auto", "cpu", "gpu", "cuda", "mps"),
-    "wandb": ("offline", "online", "disabled"),
-}
-
-POSITIVE = ("n_train", "nz", "hidden", "L", "M", "init_std", "prior_sd", "samples", "eval_start",
-            "eval_per_decade", "eval_batch", "steps_per_call", "pixel_scale", "adagrad_eps",
-            "checkpoint_minutes", "lr_select_samples", "devices", "num_nodes", "mcem_leapfrog", "mcem_msteps",
-            "hmc_step_size", "eval_every", "marginal_points", "marginal_samples", "marginal_leapfrog",
-            "marginal_is_k")
-
 
 def validate(cfg: Config) -> None:
-    for key, allowed in CHOICES.items():
-        if getattr(cfg, key) not in allowed:
-            raise ConfigError(f"{key}={getattr(cfg, key)!r} is not allowed; choose one of {list(allowed)}")
-    for key in POSITIVE:
-        value = getattr(cfg, key)
-        if not value > 0 or (isinstance(value, float) and not math.isfinite(value)):
-            raise ConfigError(f"{key}={value!r} must be a positive number")
-    if cfg.adagrad_warmup < 0:
-        raise ConfigError(f"adagrad_warmup={cfg.adagrad_warmup} must be >= 0")
-    if cfg.lr is not None and not cfg.lr > 0:
-        raise ConfigError(f"lr={cfg.lr!r} must be positive, or null to pick it from lr_candidates")
-    if not cfg.lr_candidates or any(not c > 0 for c in cfg.lr_candidates):
-        raise ConfigError(f"lr_candidates={list(cfg.lr_candidates)} must be a non-empty list of positive step sizes")
+    """The rules that tie fields together; each field alone is checked against its type by ``_coerce``."""
     if cfg.n_train > MAX_TRAIN[cfg.dataset]:
         raise ConfigError(f"n_train={cfg.n_train} exceeds the {MAX_TRAIN[cfg.dataset]} {cfg.dataset} images "
                           "available for training")
@@ -161,8 +225,6 @@ def validate(cfg: Config) -> None:
     if cfg.devices * cfg.num_nodes > cfg.M:
         raise ConfigError(f"devices * num_nodes = {cfg.devices * cfg.num_nodes} ranks exceed the minibatch M={cfg.M}: "
                           "every rank needs at least one datapoint of each minibatch")
-    if not 0 < cfg.hmc_target < 1 or cfg.marginal_burnin < 0:
-        raise ConfigError("hmc_target must lie in (0, 1) and marginal_burnin be >= 0")
     if cfg.algorithm == "mcem" and (cfg.evaluation != "marginal" or cfg.devices * cfg.num_nodes > 1):
         raise ConfigError("algorithm=mcem has no encoder and runs full-batch iterations: it needs "
                           "evaluation=marginal and a single device (devices=1, num_nodes=1)")
@@ -170,17 +232,28 @@ def validate(cfg: Config) -> None:
         raise ConfigError("binarize applies to the Bernoulli decoder only")
 
 
-def _coerce(key: str, value: Any, hint: Any) -> Any:
-    """Convert a YAML/CLI value to the field's type, or raise naming the key."""
+def _coerce(key: str, value: Any, hint: Any, null: str = "", nullable: bool = False) -> Any:
+    """Convert a YAML/CLI value to the field's type and check it against the type's choices and bounds,
+    or raise naming the key; ``null`` says what null means where the type allows it."""
     origin, args = get_origin(hint), get_args(hint)
-    if origin is Union:
+    if origin is Union or origin is types.UnionType:
         if value is None and type(None) in args:
             return None
-        return _coerce(key, value, next(a for a in args if a is not type(None)))
+        return _coerce(key, value, next(a for a in args if a is not type(None)), null, type(None) in args)
+    if origin is Annotated:
+        value = _coerce(key, value, args[0], null, nullable)
+        for mark in args[1:]:
+            if isinstance(mark, (Bounds, NonEmpty)):
+                mark.check(key, value, (f", or null {null}" if null else ", or null") if nullable else None)
+        return value
+    if origin is Literal:
+        if not any(type(value) is type(a) and value == a for a in args):
+            raise ConfigError(f"{key}={value!r} is not allowed; choose one of {list(args)}")
+        return value
     if origin is tuple:
         if not isinstance(value, (list, tuple)):
             raise ConfigError(f"{key} must be a list, got {value!r}")
-        return tuple(_coerce(key, v, args[0]) for v in value)
+        return tuple(_coerce(f"{key}[{i}]", v, args[0]) for i, v in enumerate(value))
     if hint is bool:
         if isinstance(value, bool):
             return value
@@ -188,15 +261,22 @@ def _coerce(key: str, value: Any, hint: Any) -> Any:
     if hint is int:
         if isinstance(value, str):
             value = _number(key, value)
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or float(value) != int(value):
+        if isinstance(value, float) and not math.isfinite(value):
+            raise ConfigError(f"{key}={value!r} must be a finite number")
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or (isinstance(value, float)
+                                                                             and not value.is_integer()):
             raise ConfigError(f"{key} must be a whole number, got {value!r}")
+        _as_float(key, value)
         return int(value)
     if hint is float:
         if isinstance(value, str):
             value = _number(key, value)
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise ConfigError(f"{key} must be a number, got {value!r}")
-        return float(value)
+        value = _as_float(key, value)
+        if not math.isfinite(value):
+            raise ConfigError(f"{key}={value!r} must be a finite number")
+        return value
     if hint is str:
         if not isinstance(value, str):
             raise ConfigError(f"{key} must be a string, got {value!r}")
@@ -204,23 +284,43 @@ def _coerce(key: str, value: Any, hint: Any) -> Any:
     raise ConfigError(f"{key}: unsupported type {hint}")
 
 
+def _as_float(key: str, value: int | float) -> float:
+    try:
+        return float(value)
+    except OverflowError:
+        raise ConfigError(f"{key} is too large to be a float, got a {len(str(abs(value)))}-digit number") from None
+
+
 def _number(key: str, text: str) -> float:
     try:
-        return float(text)
+        value = float(text)
     except ValueError:
         raise ConfigError(f"{key} must be a number, got {text!r}") from None
+    if math.isinf(value) and "inf" not in text.lower():
+        raise ConfigError(f"{key}={text!r} is too large to be a float")
+    return value
 
 
-_HINTS = get_type_hints(Config)
+@functools.cache
+def _hints(cls: type) -> dict[str, Any]:
+    return get_type_hints(cls, include_extras=True)
+
+
 FIELDS = tuple(f.name for f in fields(Config))
+GROUP_OF: dict[str, str] = {f.name: f.metadata["group"] for f in fields(Config)}
+EXECUTION_KEYS = frozenset(k for k, g in GROUP_OF.items() if g == "execution")
+CHOICES: dict[str, tuple[Any, ...]] = {  # derived from the Literal types, e.g. CHOICES["estimator"] == ("A", "B")
+    k: get_args(h) for k, h in _hints(Config).items() if get_origin(h) is Literal}
+if set(CHOICES["dataset"]) != set(DATASET_DEFAULTS) or set(CHOICES["dataset"]) != set(MAX_TRAIN):
+    raise TypeError("Config.dataset's choices, DATASET_DEFAULTS and MAX_TRAIN must name the same datasets")
 
 
 def make_config(values: dict[str, Any]) -> Config:
     """Build a Config from plain values; unknown keys and wrong types raise ConfigError."""
-    unknown = sorted(set(values) - set(FIELDS))
+    unknown = sorted(set(values) - set(FIELDS), key=str)
     if unknown:
         raise ConfigError(f"unknown config key(s) {unknown}; allowed keys: {list(FIELDS)}")
-    return Config(**{k: _coerce(k, v, _HINTS[k]) for k, v in values.items()})
+    return Config(**values)
 
 
 def parse_overrides(items: list[str]) -> dict[str, Any]:

@@ -14,11 +14,14 @@ import os
 import shutil
 import tempfile
 import urllib.request
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+import lightning as L
 import numpy as np
 import torch
+from torch.utils.data import DataLoader, IterableDataset
 
 from vae.config import Config
 
@@ -211,3 +214,32 @@ def load_dataset(cfg: Config, root: Path | None = None) -> tuple[torch.Tensor, t
     if cfg.binarize == "static":
         train, test = binarize_static(train, cfg.binarize_seed), binarize_static(test, cfg.binarize_seed + 1)
     return train, test
+
+
+class Ticks(IterableDataset):
+    """An endless stream of placeholders: the real minibatches are drawn on the device."""
+
+    def __iter__(self) -> Iterator[int]:
+        while True:
+            yield 0
+
+
+class RunData(L.LightningDataModule):
+    """A config's training and test sets as two tensors (``train_x``, ``test_x``), which the training module
+    keeps on its device and draws minibatches from; its dataloader only paces Lightning's loop. ``dtype``
+    converts them (float64 for the tests that compare two paths exactly)."""
+
+    def __init__(self, cfg: Config, root: Path | None = None, dtype: torch.dtype | None = None) -> None:
+        super().__init__()
+        self.cfg, self.root, self.dtype = cfg, root, dtype
+        self.train_x = self.test_x = torch.empty(0)
+        self._loaded = False
+
+    def setup(self, stage: str) -> None:
+        if not self._loaded:
+            train_x, test_x = load_dataset(self.cfg, self.root)
+            self.train_x, self.test_x = (t if self.dtype is None else t.to(self.dtype) for t in (train_x, test_x))
+            self._loaded = True
+
+    def train_dataloader(self) -> DataLoader:
+        return DataLoader(Ticks(), batch_size=None)

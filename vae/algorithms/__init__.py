@@ -1,10 +1,10 @@
-"""One LightningModule per learning algorithm of the paper, by the config's ``algorithm`` name."""
+"""The paper's learning algorithms as update rules for a stack of k models, by the config's ``algorithm``."""
 
 from vae.algorithms.aevb import AEVB
-from vae.algorithms.base import RunDiverged, SampleAxisModule
 from vae.algorithms.mcem import MCEM
+from vae.algorithms.stack import Stack
 from vae.algorithms.wakesleep import WakeSleep
 
-ALGORITHMS: dict[str, type[SampleAxisModule]] = {"aevb": AEVB, "wakesleep": WakeSleep, "mcem": MCEM}
+ALGORITHMS: dict[str, type[Stack]] = {"aevb": AEVB, "wakesleep": WakeSleep, "mcem": MCEM}
 
-__all__ = ["ALGORITHMS", "AEVB", "MCEM", "RunDiverged", "SampleAxisModule", "WakeSleep"]
+__all__ = ["ALGORITHMS", "AEVB", "MCEM", "Stack", "WakeSleep"]

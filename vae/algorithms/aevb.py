@@ -1,30 +1,25 @@
 """AEVB (Algorithm 1): the SGVB estimator A or B of eq. (8) plus the MAP prior, ascended jointly in the
-encoder and decoder parameters with Adagrad."""
+encoder and decoder parameters with Adagrad, for a stack of k models."""
 
 from __future__ import annotations
 
-from vae.algorithms.base import SampleAxisModule, share
-from vae.optim import Adagrad
+from vae.algorithms.stack import Stack, share
 
 
-class AEVB(SampleAxisModule):
+class AEVB(Stack):
     """Gaussian encoder (App. C.2), Bernoulli or two-head Gaussian decoder (App. C.1 / C.2)."""
 
-    def configure_optimizers(self) -> Adagrad:
-        return self.adagrad(self)
-
-    def train_steps(self, steps: int) -> None:
-        """``steps`` iterations of Algorithm 1: minibatch, noise, gradient of eq. (8) plus prior, Adagrad."""
-        (opt,) = self.adagrads()
-        params = list(self.parameters())
-        cfg, mine = self.cfg, share(self.cfg.M)
-        for _ in range(steps):
-            x = self.minibatch()
-            eps = self.noise(cfg.L, cfg.M, cfg.nz)[:, mine]
-            loss = self.elbo(x, eps=eps).sum() / -cfg.M  # = -sum / M exactly, one kernel fewer
-            for p in params:
-                p.grad = None
-            loss.backward()
-            self.reduce_gradients(params)
-            opt.step()
-        self.samples += steps * self.cfg.M
+    def step(self) -> None:
+        """One iteration of Algorithm 1 for every model: minibatch, noise, gradient of eq. (8) plus the prior,
+        Adagrad. The loss is the sum of the k models' losses, so model j's gradient is its own."""
+        cfg = self.cfg
+        (opt,) = self.optimizers
+        params = [p for group in opt.param_groups for p in group["params"]]
+        x = self.minibatch()
+        eps = self.normal(cfg.L, cfg.M)[:, :, share(cfg.M)]
+        loss = self.bound(x, eps).sum() / -cfg.M  # = -sum / M exactly, one kernel fewer
+        for p in params:
+            p.grad = None
+        loss.backward()
+        self.reduce_gradients(params)
+        opt.step()

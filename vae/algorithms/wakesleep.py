@@ -1,4 +1,5 @@
-"""The wake-sleep baseline of Figure 2 (Hinton, Dayan, Frey & Neal 1995) with the same networks as AEVB.
+"""The wake-sleep baseline of Figure 2 (Hinton, Dayan, Frey & Neal 1995) with the same networks as AEVB, for a
+stack of k models.
 
 Following the authors' ``wzoptim.step_wakesleep``: each iteration has a wake phase, an Adagrad step on the
 generative parameters theta along the gradient of log p(x, z) for z ~ q(z|x) on a minibatch of M training
@@ -11,53 +12,52 @@ evaluated exactly as for AEVB, with the recognition model as q.
 from __future__ import annotations
 
 import torch
+from torch import nn
 
-from vae.algorithms.base import SampleAxisModule, share
-from vae.bounds import reparameterize
-from vae.densities import log_normal
-from vae.nets import GaussianMLP
-from vae.optim import Adagrad
+from vae.algorithms.stack import Stack, share
+from vae.models.bounds import reparameterize
+from vae.models.densities import log_normal
+from vae.models.nets import GaussianMLP
 
 
-class WakeSleep(SampleAxisModule):
-    def configure_optimizers(self) -> list[Adagrad]:
-        return [self.adagrad(self.decoder), self.adagrad(self.encoder)]
+class WakeSleep(Stack):
+    def optimized_modules(self) -> list[nn.Module]:
+        return [self.decoder, self.encoder]
 
     def fantasies(self, n: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """(z, x) ~ p(z) p(x|z): Bernoulli draws, or Gaussian draws around the decoder mean."""
-        z = torch.randn((n, self.cfg.nz), device=self.device, generator=self.generator)
+        """(z, x) ~ p(z) p(x|z) for every model, (k, n, Nz) and (k, n, D): Bernoulli draws, or Gaussian draws
+        around the decoder mean."""
+        z = self.normal(n)
         if isinstance(self.decoder, GaussianMLP):
             mean, logvar = self.decoder(z)
-            noise = torch.randn(mean.shape, device=self.device, generator=self.generator)
+            noise = self.normal(n, sizes=[mean.shape[-1]] * self.k)
             return z, mean + torch.exp(0.5 * logvar) * noise
-        return z, torch.bernoulli(torch.sigmoid(self.decoder(z)), generator=self.generator)
+        return z, self.bernoulli(torch.sigmoid(self.decoder(z)))
 
-    def train_steps(self, steps: int) -> None:
+    def step(self) -> None:
         """Under DDP each rank takes its share of the M datapoints and of the M fantasies (drawn in full on
-        every rank, see ``SampleAxisModule``); both losses are sums divided by M, reduced over ranks."""
-        wake_opt, sleep_opt = self.adagrads()
-        M, nz, mine = self.cfg.M, self.cfg.nz, share(self.cfg.M)
+        every rank); both losses are sums divided by M, reduced over ranks."""
+        wake_opt, sleep_opt = self.optimizers
+        M, mine = self.cfg.M, share(self.cfg.M)
         encoder, decoder = self.encoder, self.decoder
         theta, phi = list(decoder.parameters()), list(encoder.parameters())
-        for _ in range(steps):
-            x = self.minibatch()
-            with torch.no_grad():
-                z = reparameterize(*encoder(x), self.noise(M, nz)[mine])
-            # log p(x, z) = log p(x|z) + log p(z); the prior term is constant in theta (z is a sample, no
-            # gradient), so only log p(x|z) is built: the same gradient, five kernels fewer
-            wake = decoder.log_prob(x, z).sum() / -M
-            for p in theta:
-                p.grad = None
-            wake.backward()
-            self.reduce_gradients(theta)
-            wake_opt.step()
+        x = self.minibatch()
+        with torch.no_grad():
+            z = reparameterize(*encoder(x), self.normal(M)[:, mine])
+        # log p(x, z) = log p(x|z) + log p(z); the prior term is constant in theta (z is a sample, no
+        # gradient), so only log p(x|z) is built: the same gradient, five kernels fewer
+        wake = decoder.log_prob(x, z).sum() / -M
+        for p in theta:
+            p.grad = None
+        wake.backward()
+        self.reduce_gradients(theta)
+        wake_opt.step()
 
-            with torch.no_grad():
-                z, x = self.fantasies(M)
-            sleep = log_normal(z[mine], *encoder(x[mine])).sum() / -M
-            for p in phi:
-                p.grad = None
-            sleep.backward()
-            self.reduce_gradients(phi)
-            sleep_opt.step()
-        self.samples += steps * self.cfg.M
+        with torch.no_grad():
+            z, x = self.fantasies(M)
+        sleep = log_normal(z[:, mine], *encoder(x[:, mine])).sum() / -M
+        for p in phi:
+            p.grad = None
+        sleep.backward()
+        self.reduce_gradients(phi)
+        sleep_opt.step()

@@ -1,10 +1,10 @@
-"""Stacked training (vae.batched) equals k separate trainings of the normal AEVB path, on real MNIST.
+"""A stack of k models (vae.algorithms.stack) equals k stacks of one trained separately, on real MNIST.
 
 Models of different Nz (3, 5, 10, padded to 10) and seeds, small hidden layers, 30 steps past a 5-step
 Adagrad warmup. In float32 the stack agrees to rounding (batched versus single matrix products sum in another
 order); in float64 they agree to ~1e-12 (parameters) and ~1e-9 (bounds), which pins every variant
-(minibatches without replacement, dynamic binarization, estimator A with L = 2, Gaussian decoders) far below
-any real discrepancy.
+(minibatches without replacement, dynamic binarization, estimator A with L = 2, Gaussian decoders, wake-sleep)
+far below any real discrepancy.
 """
 
 import dataclasses
@@ -14,10 +14,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from vae.algorithms.aevb import AEVB
-from vae.batched import StackedAEVB
+from vae.algorithms import AEVB, ALGORITHMS, Stack
 from vae.config import Config, ConfigError, make_config
 from vae.data import load_dataset
+from vae.models.vae import VAE
 
 BASE = dict(hidden=50, n_train=1000, lr=0.02, adagrad_warmup=5, eval_batch=700)
 MODELS = [(3, 0), (5, 1), (10, 7)]  # (nz, seed)
@@ -43,18 +43,15 @@ def float64() -> Iterator[None]:
     torch.set_default_dtype(old)
 
 
-def train_normal(cfg: Config, train_x: torch.Tensor, steps: int) -> AEVB:
-    """The normal path without the Trainer: AEVB.train_steps with the generator and Adagrad it sets up."""
-    model = AEVB(cfg)
-    model.train_x = train_x
-    model.generator = torch.Generator().manual_seed(cfg.seed + 1)
-    opt = model.adagrad(model)
-    model.adagrads = lambda: [opt]
+def train_alone(cfg: Config, train_x: torch.Tensor, steps: int) -> Stack:
+    """The run of ``cfg`` trained alone: a stack of one."""
+    model = ALGORITHMS[cfg.algorithm]([cfg]).to(train_x.device)
+    model.attach(train_x, train_x[:1])
     model.train_steps(steps)
     return model
 
 
-def assert_padding_is_zero(stack: StackedAEVB) -> None:
+def assert_padding_is_zero(stack: Stack) -> None:
     for name, p in stack.named_parameters():
         for j, shapes in enumerate(stack._shapes):
             padded = p.detach()[j].clone()
@@ -64,34 +61,34 @@ def assert_padding_is_zero(stack: StackedAEVB) -> None:
 
 def assert_stack_equals_separate(cfgs: list[Config], train_x: torch.Tensor, test_x: torch.Tensor,
                                  atol: float, rtol: float, bound_atol: float, lrs: list[float] | None = None) -> None:
-    """With ``lrs``, model j of the stack steps with ``lrs[j]`` and is compared with the normal path at that lr."""
-    stack = StackedAEVB(cfgs, train_x)
+    """With ``lrs``, model j of the stack steps with ``lrs[j]`` and is compared with the run alone at that lr."""
+    stack = ALGORITHMS[cfgs[0].algorithm](cfgs)
+    stack.attach(train_x, test_x)
     if lrs:
-        for j, lr in enumerate(lrs):
-            stack.optimizer.set_model_lr(j, lr)
+        stack.set_lrs(lrs)
         cfgs = [dataclasses.replace(cfg, lr=lr) for cfg, lr in zip(cfgs, lrs, strict=True)]
     stack.train_steps(STEPS)
     assert stack.samples == STEPS * cfgs[0].M
     assert_padding_is_zero(stack)
     bounds = stack.evaluate(test_x, stack.eval_generators())
     for j, cfg in enumerate(cfgs):
-        model = train_normal(cfg, train_x, STEPS)
-        start = AEVB(cfg).state_dict()
-        mine = stack.unstack(j)
-        for name, value in model.state_dict().items():
+        alone = train_alone(cfg, train_x, STEPS)
+        start = VAE(cfg).state_dict()
+        mine = stack.parameters_of(j)
+        for name, value in alone.parameters_of(0).items():
             assert not torch.allclose(value, start[name], atol=atol, rtol=rtol), f"{name} did not train"
             where = f"model {j} {name}"
             torch.testing.assert_close(mine[name], value, atol=atol, rtol=rtol, msg=lambda m, w=where: f"{w}: {m}")
-        normal = model.evaluate(test_x, model._eval_generator(model.samples))
+        (normal,) = alone.evaluate(test_x, alone.eval_generators())
         assert bounds[j] == pytest.approx(normal, abs=bound_atol), f"model {j}"
 
 
-def test_each_model_starts_from_its_own_initialisation_and_unstacks_into_aevb(mnist):
-    stack = StackedAEVB(configs(), mnist[0])
+def test_each_model_starts_from_its_own_initialisation_and_unstacks_into_a_vae(mnist):
+    stack = AEVB(configs())
     for j, cfg in enumerate(configs()):
-        model = AEVB(cfg)
+        model = VAE(cfg)
         expected = model.state_dict()
-        mine = stack.unstack(j)
+        mine = stack.parameters_of(j)
         assert mine.keys() == expected.keys()
         assert all(torch.equal(mine[k], expected[k]) for k in expected)
         model.load_state_dict(mine)  # strict: names and unpadded shapes match
@@ -110,14 +107,18 @@ def test_stacked_training_equals_separate_training_float32(mnist):
     dict(estimator="A", L=2),
     dict(decoder="gaussian"),
     dict(decoder="gaussian-sigmoid-mean", estimator="A"),
-], ids=["fig2", "permutation-dynamic", "estimatorA-L2", "gaussian", "gaussian-sigmoid-A"])
+    dict(algorithm="wakesleep"),
+    dict(algorithm="wakesleep", binarize="dynamic", replacement=False),
+    dict(algorithm="wakesleep", decoder="gaussian-sigmoid-mean"),
+], ids=["fig2", "permutation-dynamic", "estimatorA-L2", "gaussian", "gaussian-sigmoid-A", "wakesleep",
+        "wakesleep-permutation-dynamic", "wakesleep-gaussian"])
 def test_stacked_training_equals_separate_training_float64(mnist, float64, overrides):
     train_x, test_x = (t.double() for t in mnist)
     assert_stack_equals_separate(configs(**overrides), train_x, test_x, atol=1e-9, rtol=1e-8, bound_atol=1e-7)
 
 
 def test_each_model_of_a_stack_steps_with_its_own_step_size(mnist, float64):
-    """The step sizes the stack engine picks per model (§5) are per-model Adagrad step sizes in one optimizer."""
+    """The step sizes picked per model (§5) are per-model Adagrad step sizes in one optimizer."""
     train_x, test_x = (t.double() for t in mnist)
     assert_stack_equals_separate(configs(), train_x, test_x, atol=1e-9, rtol=1e-8, bound_atol=1e-7,
                                  lrs=[0.005, 0.02, 0.08])
@@ -126,10 +127,27 @@ def test_each_model_of_a_stack_steps_with_its_own_step_size(mnist, float64):
 @pytest.mark.parametrize("overrides, message", [
     ([dict(), dict(hidden=60)], r"differ in hidden: \[50, 60\]"),
     ([dict(), dict(lr=0.1, M=50)], r"differ in M: \[100, 50\]; lr: \[0.02, 0.1\]"),
-    ([dict(devices=2)], "one device"),
-    ([dict(algorithm="wakesleep")], "only AEVB"),
+    ([dict(devices=2), dict(devices=2, seed=1)], "one device"),
+    ([dict(), dict(algorithm="wakesleep")], "differ in algorithm"),
     ([], "at least one"),
 ])
-def test_stacks_that_cannot_match_the_normal_path_are_refused(mnist, overrides, message):
+def test_stacks_that_cannot_match_the_runs_alone_are_refused(overrides, message):
     with pytest.raises(ConfigError, match=message):
-        StackedAEVB([make_config({**BASE, **o}) for o in overrides], mnist[0])
+        AEVB([make_config({**BASE, **o}) for o in overrides])
+
+
+@pytest.mark.parametrize("fused", [True, False], ids=["fused-cpu-kernel", "multi-tensor"])
+def test_both_adagrad_updates_give_each_model_its_own_step_size(mnist, float64, fused):
+    """The CPU's fused kernel (run once per distinct step size) and the multi-tensor update that GPUs and CUDA
+    graphs use give each model the step of a run alone at its step size."""
+    train_x, test_x = (t.double() for t in mnist)
+    stack = AEVB(configs())
+    stack.attach(train_x, test_x)
+    for opt in stack.optimizers:
+        opt.fused = fused
+    stack.set_lrs([0.005, 0.02, 0.08])
+    stack.train_steps(STEPS)
+    for j, cfg in enumerate(configs()):
+        alone = train_alone(dataclasses.replace(cfg, lr=[0.005, 0.02, 0.08][j]), train_x, STEPS)
+        for name, value in alone.parameters_of(0).items():
+            torch.testing.assert_close(stack.parameters_of(j)[name], value, atol=1e-9, rtol=1e-8)

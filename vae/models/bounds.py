@@ -7,8 +7,8 @@ from __future__ import annotations
 
 import torch
 
-from vae.densities import log_normal, log_std_normal, neg_kl_std_normal
-from vae.nets import Decoder, GaussianMLP
+from vae.models.densities import log_normal, log_std_normal, neg_kl_std_normal
+from vae.models.nets import Decoder, GaussianMLP
 
 
 def reparameterize(mean: torch.Tensor, logvar: torch.Tensor, eps: torch.Tensor) -> torch.Tensor:

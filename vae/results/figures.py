@@ -1,8 +1,8 @@
 """The paper's figures from logged runs: Figures 2 and 3 from the CSVs, Figures 4 and 5 from checkpoints.
 
-Figure 2 is laid out as in the paper, with the paper's curves faintly behind. Top row: MNIST, Nz = 3, 5, 10, 20, 200; bottom row: the legend, then Frey Face, Nz = 2, 5, 10, 20. Red AEVB,
-green wake-sleep; solid train, dashed test; log x-axis "# Training samples evaluated". Several seeds of a
-curve are drawn as their mean. Figure 3: two panels (N_train = 1000 and 50000), estimated marginal
+Figure 2 is laid out as in the paper, with the paper's curves faintly behind. Top row: MNIST, Nz = 3, 5, 10,
+20, 200; bottom row: the legend, then Frey Face, Nz = 2, 5, 10, 20. Red AEVB, green wake-sleep; solid train,
+dashed test; log x-axis "# Training samples evaluated". Several seeds of a curve are drawn as their mean. Figure 3: two panels (N_train = 1000 and 50000), estimated marginal
 log-likelihood against millions of training samples evaluated, MCEM in blue.
 """
 
@@ -14,19 +14,16 @@ from typing import Any
 
 import matplotlib
 import numpy as np
-import pandas as pd
 import torch
-import yaml
 from scipy.stats import norm
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 from matplotlib.lines import Line2D  # noqa: E402
 
-from vae.algorithms import ALGORITHMS, SampleAxisModule  # noqa: E402
-from vae.config import make_config  # noqa: E402
-from vae.report import (PANEL, SERIES, LoggedRun, curve_mean, figure_runs, group_curves, load_paper,  # noqa: E402
-                        no_runs)
+from vae.models.vae import VAE  # noqa: E402
+from vae.results.report import PANEL, SERIES, LoggedRun, curve_mean, figure_runs, group_curves, load_paper, no_runs  # noqa: E402
+from vae.runs.folder import RunFolder  # noqa: E402
 
 COLOURS = {"aevb": (1.0, 0.0, 0.0), "wakesleep": (0.0, 0.5, 0.0), "mcem": (0.0, 0.0, 1.0)}
 NAMES = {"wakesleep": "Wake-Sleep", "mcem": "MCEM", "aevb": "AEVB"}
@@ -145,17 +142,8 @@ def save(fig: plt.Figure, path: Path) -> None:
 IMAGE_SHAPE = {"mnist": (28, 28), "frey": (28, 20)}
 
 
-def load_model(run_dir: Path) -> SampleAxisModule:
-    """The trained module of a run folder, from its config and last checkpoint."""
-    cfg = make_config(yaml.safe_load((run_dir / "config.yaml").read_text()))
-    model = ALGORITHMS[cfg.algorithm](cfg)
-    ckpt = torch.load(run_dir / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)
-    model.load_state_dict(ckpt["state_dict"])
-    return model.eval()
-
-
 @torch.no_grad()
-def decoded(model: SampleAxisModule, z: torch.Tensor) -> np.ndarray:
+def decoded(model: VAE, z: torch.Tensor) -> np.ndarray:
     """What p(x|z) shows for each z: Bernoulli probabilities, or the Gaussian mean, as images."""
     out = model.decoder(z)
     means = out[0] if isinstance(out, tuple) else torch.sigmoid(out)
@@ -191,14 +179,15 @@ def image_figures(results_dir: Path, out: Path, settings: dict[str, Any]) -> lis
     return written
 
 
-def trained(run_dir: Path) -> SampleAxisModule | None:
-    if (run_dir / "checkpoints" / "last.ckpt").is_file():
-        return load_model(run_dir)
+def trained(run_dir: Path) -> VAE | None:
+    folder = RunFolder(run_dir)
+    if folder.has_checkpoint():
+        return folder.load_model().eval()
     print(f"skipped {run_dir}: no checkpoint (train that run first)")
     return None
 
 
-def draw(model: SampleAxisModule, z: torch.Tensor, n: int, path: Path) -> Path:
+def draw(model: VAE, z: torch.Tensor, n: int, path: Path) -> Path:
     h, w = IMAGE_SHAPE[model.cfg.dataset]
     fig, ax = plt.subplots(figsize=(6 * w / h, 6))
     ax.imshow(tile(decoded(model, z), n, n), cmap="gray", vmin=0, vmax=1)
@@ -217,12 +206,13 @@ def log_to_wandb(run_dirs: list[Path], images: dict[str, Path]) -> int:
 
     updated = 0
     for run_dir in run_dirs:
-        cfg = yaml.safe_load((run_dir / "config.yaml").read_text())
-        if cfg["wandb"] == "disabled" or not (run_dir / "wandb_id").is_file():
+        folder = RunFolder(run_dir)
+        cfg = folder.config()
+        if cfg["wandb"] == "disabled" or not folder.wandb_id_file.is_file():
             continue
-        last = int(pd.read_csv(run_dir / "metrics.csv")["samples"].max())
-        run = wandb.init(project=cfg["wandb_project"], id=(run_dir / "wandb_id").read_text().strip(),
-                         dir=str(run_dir), mode=cfg["wandb"], resume="allow")
+        last = int(folder.metrics()["samples"].max())
+        run = wandb.init(project=cfg["wandb_project"], id=folder.wandb_id(), dir=str(run_dir), mode=cfg["wandb"],
+                         resume="allow")
         run.log({f"figures/{name}": wandb.Image(str(path)) for name, path in images.items()}, step=last)
         run.finish()
         updated += 1

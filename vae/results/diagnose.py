@@ -15,11 +15,11 @@ from typing import Any
 
 import torch
 
-from vae.bounds import reparameterize
 from vae.config import ConfigError
 from vae.data import load_dataset
-from vae.densities import neg_kl_std_normal
-from vae.figures import load_model
+from vae.models.bounds import reparameterize
+from vae.models.densities import neg_kl_std_normal
+from vae.runs.folder import RunFolder
 
 ACTIVE = 0.01  # Burda et al. (2016): Var_x(E_q[z_u|x]) above this marks an active latent dimension
 
@@ -28,12 +28,12 @@ ACTIVE = 0.01  # Burda et al. (2016): Var_x(E_q[z_u|x]) above this marks an acti
 def latent_report(run_dir: Path, data_dir: Path | None = None, points: int = 10000, seed: int = 0) -> dict[str, Any]:
     """The bound, its terms and the latent activity of the run's model on the first ``points`` test images,
     in nats per datapoint (one sample of z per image, as the evaluation of Figure 2)."""
-    run_dir = Path(run_dir)
-    if not (run_dir / "config.yaml").is_file() or not (run_dir / "checkpoints" / "last.ckpt").is_file():
-        raise ConfigError(f"{run_dir} has no config.yaml and checkpoints/last.ckpt: give a run folder "
+    folder = RunFolder(run_dir)
+    if folder.config() is None or not folder.has_checkpoint():
+        raise ConfigError(f"{run_dir} has no config and checkpoint: give a run folder "
                           "(results/runs/<sweep>/<run>) of a run that has been trained")
-    model = load_model(run_dir)
-    if not model.has_encoder:
+    model = folder.load_model()
+    if model.encoder is None:
         raise ConfigError(f"{run_dir}: {model.cfg.algorithm} has no encoder q(z|x), so no bound to split")
     x = load_dataset(model.cfg, data_dir)[1][:points]
     mean, logvar = model.encoder(x)

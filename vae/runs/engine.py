@@ -1,23 +1,30 @@
 """Where the runs of a sweep execute: one after another in this process ("local"); fanned out as Ray
 tasks ("ray"), one run per GPU (or per ``cpus_per_run`` cores) at a time, on this machine or on a cluster;
-or stacked ("stack", ``vae.stack``): the sweep's AEVB runs trained together by one process in batched
-kernels, the way to fill one GPU with models this small.
+or stacked ("stack"): runs that can share a stack trained together by one process in the same kernels, the
+way to fill one GPU with models this small.
 
 The Figure 2 and 3 sweeps are many small independent runs, so the fast way to use several GPUs is one run
-per GPU; a single run uses several GPUs through Lightning DDP instead (``devices``/``num_nodes``). Ray
-tasks call the same ``run_one`` as the local loop, so a run writes the same folder either way, and a rerun
-resumes it. On a cluster, the results and data folders must be on a file system every node sees.
+per GPU; a single run uses several GPUs through Lightning DDP instead (``devices``/``num_nodes``). Every
+engine calls the same ``train_stack`` (a run alone is a stack of one), so a run writes the same folder
+whichever engine trained it, and any engine resumes it. On a cluster, the results and data folders must be
+on a file system every node sees.
 """
 
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import lightning as L
+
+from vae.algorithms import ALGORITHMS
+from vae.algorithms.stack import STACKED_KEYS
 from vae.config import ConfigError, RunSpec, Sweep
-from vae.train import run_one, say
+from vae.runs.folder import RunFolder
+from vae.runs.train import finished, run_one, say, train_stack
 
 ENGINES = ("local", "ray", "stack")
 
@@ -44,20 +51,53 @@ class Engine:
             raise ConfigError("stack_size must be at least 1")
 
 
-def run_specs(engine: Engine, sweep: str, specs: list[RunSpec], results_dir: Path,
-              data_dir: Path | None) -> dict[str, dict[str, Any]]:
-    """Train every run; returns each run's status by name."""
+def run_specs(engine: Engine, sweep: str, specs: list[RunSpec], results_dir: Path, data_dir: Path | None,
+              data: L.LightningDataModule | None = None) -> dict[str, dict[str, Any]]:
+    """Train every run; returns each run's status by name. ``data`` replaces the datasets of ``data_dir`` (local
+    and stack engines: a Ray task loads its own)."""
     if engine.kind == "local":
-        return {s.name: run_one(sweep, s, results_dir, data_dir) for s in specs}
+        return {s.name: run_one(sweep, s, results_dir, data_dir, data) for s in specs}
     if engine.kind == "stack":
-        from vae.stack import run_stacked
-
-        return run_stacked(sweep, specs, results_dir, data_dir, engine.stack_size)
+        return run_stacked(sweep, specs, results_dir, data_dir, engine.stack_size, data)
+    if data is not None:
+        raise ConfigError("the ray engine loads the data in each task; give it a data folder, not a datamodule")
     if any(s.config.devices * s.config.num_nodes > 1 for s in specs):
         raise ConfigError("the ray engine runs one single-device run per task; use devices=1 with it, or the "
                           "local engine for a DDP run over several devices")
     return _run_ray(engine, sweep, specs, Path(results_dir).resolve(),
                     None if data_dir is None else Path(data_dir).resolve())
+
+
+def stack_groups(specs: Sequence[RunSpec], results_dir: Path, sweep: str,
+                 stack_size: int | None) -> tuple[list[list[RunSpec]], list[RunSpec]]:
+    """(stacks, the rest): runs that may share a stack, grouped by config (all but ``nz`` and ``seed``) and by
+    the sample count of their last checkpoint, at most ``stack_size`` per stack; the rest (algorithms that stack
+    no models, DDP runs, finished runs) train alone."""
+    groups: dict[tuple[Any, ...], list[RunSpec]] = {}
+    rest: list[RunSpec] = []
+    for spec in specs:
+        cfg, folder = spec.config, RunFolder.of(results_dir, sweep, spec.name)
+        if not ALGORITHMS[cfg.algorithm].stackable or cfg.devices * cfg.num_nodes > 1 or finished(folder, cfg):
+            rest.append(spec)
+            continue
+        key = tuple((k, repr(v)) for k, v in cfg.to_dict().items() if k not in STACKED_KEYS)
+        groups.setdefault(key + (folder.samples_done(),), []).append(spec)
+    size = stack_size or max((len(g) for g in groups.values()), default=1)
+    stacks = [g[i:i + size] for g in groups.values() for i in range(0, len(g), size)]
+    return stacks, rest
+
+
+def run_stacked(sweep: str, specs: Sequence[RunSpec], results_dir: Path, data_dir: Path | None = None,
+                stack_size: int | None = None, data: L.LightningDataModule | None = None) -> dict[str, dict[str, Any]]:
+    """Train a sweep's runs in stacks; the runs that cannot share one train alone."""
+    stacks, rest = stack_groups(specs, results_dir, sweep, stack_size)
+    results: dict[str, dict[str, Any]] = {}
+    for group in stacks:
+        say(f"stack: {', '.join(s.name for s in group)}")
+        results |= train_stack(sweep, group, results_dir, data_dir, data)
+    for spec in rest:
+        results[spec.name] = run_one(sweep, spec, results_dir, data_dir, data)
+    return {s.name: results[s.name] for s in specs}
 
 
 def _run_ray(engine: Engine, sweep: str, specs: list[RunSpec], results_dir: Path,
@@ -92,12 +132,12 @@ def _run_ray(engine: Engine, sweep: str, specs: list[RunSpec], results_dir: Path
 
 
 def run_sweep(sweep: Sweep, results_dir: Path, data_dir: Path | None = None, only: list[str] | None = None,
-              engine: Engine = Engine()) -> dict[str, dict[str, Any]]:
+              engine: Engine = Engine(), data: L.LightningDataModule | None = None) -> dict[str, dict[str, Any]]:
     """Train the sweep's runs (or those named in ``only``) on ``engine`` and print a summary."""
     specs = [s for s in sweep.runs if not only or s.name in only]
     if only and len(specs) != len(only):
         raise ConfigError(f"--only {only}: unknown run name(s); this sweep has {[s.name for s in sweep.runs]}")
-    results = run_specs(engine, sweep.name, specs, results_dir, data_dir)
+    results = run_specs(engine, sweep.name, specs, results_dir, data_dir, data)
     say(f"\nsweep {sweep.name}: {len(results)} run(s) in {Path(results_dir) / 'runs' / sweep.name}")
     nan = float("nan")
     keys = [k for k in ("train/elbo", "test/elbo", "train/marginal", "test/marginal")

@@ -18,9 +18,9 @@ from typing import NamedTuple
 
 import torch
 
-from vae.densities import LOG_2PI, log_normal, log_std_normal
-from vae.hmc import hmc_step, posterior_log_joint
-from vae.nets import Decoder, GaussianMLP
+from vae.models.densities import LOG_2PI, log_normal, log_std_normal
+from vae.models.hmc import hmc_step, posterior_log_joint
+from vae.models.nets import Decoder, GaussianMLP
 
 
 def scott_factor(n: int, d: int) -> float:

@@ -1,9 +1,9 @@
 """Logged runs to pandas tables beside the paper's values, and scorecards (Figures 2 and 3).
 
-Only logged runs are read (``<results>/runs/<sweep>/<run>/``: ``config.yaml``, ``metrics.csv``,
-``status.json``). Runs are grouped into curves by (sweep, dataset, algorithm, nz); runs in one curve must
-have the same config except the seed and execution settings, or the table is refused. Several seeds give
-a mean and a spread. Incomplete runs (budget not reached) are left out unless asked for.
+Only logged runs are read (``<results>/runs/<sweep>/<run>/``: config, metrics and status). Runs are grouped
+into curves by (sweep, dataset, algorithm, nz); runs in one curve must have the same config except the seed
+and execution settings, or the table is refused. Several seeds give a mean and a spread. Incomplete runs
+(budget not reached) are left out unless asked for.
 
 The paper's curves come from ``vae/reference/paper-figures.csv``: Figures 2 and 3 digitized from the
 vector data of the arXiv v10 PDF (±0.2 nats), Figure 2 on a 0.1-decade grid and Figure 3 on a 2 M grid;
@@ -26,12 +26,11 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-import yaml
 
 from vae.config import EXECUTION_KEYS
-from vae.runlog import atomic_write_text, read_status
+from vae.runs.folder import RunFolder, atomic_write_text
 
-PAPER_CSV = Path(__file__).parent / "reference" / "paper-figures.csv"
+PAPER_CSV = Path(__file__).parent.parent / "reference" / "paper-figures.csv"
 PANEL = {"mnist": "MNIST", "frey": "Frey"}
 SERIES = {"aevb": "AEVB", "wakesleep": "WS", "mcem": "MCEM"}
 METRIC = {2: "elbo", 3: "marginal"}
@@ -74,15 +73,14 @@ class LoggedRun:
 def load_runs(results_dir: Path, include_incomplete: bool = False) -> list[LoggedRun]:
     """Every run under ``<results_dir>/runs`` with a config and at least one logged point."""
     runs = []
-    for cfg_path in sorted(Path(results_dir).glob("runs/*/*/config.yaml")):
-        folder = cfg_path.parent
-        if not (folder / "metrics.csv").is_file():
+    for folder in RunFolder.all(results_dir):
+        metrics = folder.metrics()
+        if metrics is None:
             continue
-        config = yaml.safe_load(cfg_path.read_text())
-        status = read_status(folder)
-        complete = status.get("samples", 0) >= config["samples"]
+        config = folder.config()
+        complete = folder.status().get("samples", 0) >= config["samples"]
         if complete or include_incomplete:
-            runs.append(LoggedRun(folder, folder.parent.name, config, pd.read_csv(folder / "metrics.csv"), complete))
+            runs.append(LoggedRun(folder.path, folder.sweep, config, metrics, complete))
     return runs
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from vae.densities import log_bernoulli, log_normal, softplus
+from vae.models.densities import log_bernoulli, log_normal, softplus
 
 
 class GaussianMLP(nn.Module):

@@ -23,8 +23,8 @@ from dataclasses import dataclass
 
 import torch
 
-from vae.densities import log_std_normal
-from vae.nets import Decoder
+from vae.models.densities import log_std_normal
+from vae.models.nets import Decoder
 
 LogJoint = Callable[[torch.Tensor], torch.Tensor]
 

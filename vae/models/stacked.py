@@ -1,0 +1,72 @@
+"""Layers of k models as one: stacked parameters with a leading model dimension, every layer one batched
+matrix product. This is how one device steps many of the paper's small networks (App. C) at once.
+
+Models whose latent sizes differ share a stack by zero-padding to the largest size, with exact masking:
+
+* the encoder heads' outputs (mu, log sigma^2) are multiplied by a 0/1 mask, so a padded dimension has
+  mu = log sigma^2 = 0 whatever its weights, and its head weights get exactly zero gradient;
+* its noise eps is 0, so z = mu + sigma * eps = 0, and the decoder's padded input columns get zero gradient
+  and contribute exact zeros;
+* its KL term of eq. (10) is 0.5 (1 + 0 - 0 - 1) = 0 with zero gradient.
+
+Padded weights start at zero, get zero gradient and zero weight decay, and Adagrad moves them by
+0 / sqrt(eps): they stay exactly zero. Models of one shape (seeds, step-size candidates) need no padding and
+no mask. A stack of one runs each layer as a plain ``addmm``.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Sequence
+from typing import TypeVar
+
+import torch
+from torch import nn
+
+from vae.models.nets import BernoulliMLP, GaussianMLP
+
+Net = TypeVar("Net", GaussianMLP, BernoulliMLP)
+
+
+class StackedLinear(nn.Module):
+    """k linear layers y_j = W_j v_j + b_j in one batched matmul. ``weight`` is (k, out, in) and ``bias``
+    (k, out), each layer zero-padded to the largest in/out size; rows past a layer's own output size are
+    masked to exactly zero."""
+
+    def __init__(self, layers: Sequence[nn.Linear]) -> None:
+        super().__init__()
+        k, out = len(layers), max(layer.out_features for layer in layers)
+        weight = torch.zeros(k, out, max(layer.in_features for layer in layers))
+        bias = torch.zeros(k, out)
+        with torch.no_grad():
+            for j, layer in enumerate(layers):
+                weight[j, :layer.out_features, :layer.in_features] = layer.weight
+                bias[j, :layer.out_features] = layer.bias
+        self.weight = nn.Parameter(weight)
+        self.bias = nn.Parameter(bias)
+        sizes = torch.tensor([layer.out_features for layer in layers])
+        mask = (torch.arange(out) < sizes[:, None]).to(weight.dtype).unsqueeze(1)  # (k, 1, out)
+        self.register_buffer("mask", mask if len(set(sizes.tolist())) > 1 else None, persistent=False)
+
+    def forward(self, v: torch.Tensor) -> torch.Tensor:
+        """v: (..., k, N, in) -> (..., k, N, out); leading dimensions (the L samples of z) join N, so every
+        layer is one ``baddbmm`` (a view, no copy, when there are none or L = 1), or one ``addmm`` for k = 1."""
+        *lead, k, n, d = v.shape
+        if k == 1:
+            y = torch.addmm(self.bias[0], v.reshape(-1, d), self.weight[0].T)
+            return y.view(*lead, 1, n, -1)
+        y = torch.baddbmm(self.bias.unsqueeze(1), v.movedim(-3, 0).reshape(k, -1, d), self.weight.mT)
+        y = y.reshape(k, *lead, n, -1).movedim(0, -3)
+        return y if self.mask is None else y * self.mask
+
+
+def stack_nets(nets: Sequence[Net]) -> Net:
+    """The k networks of one kind (App. C) as one network of that kind whose linear layers are stacked: the
+    nets' own ``forward`` and ``log_prob`` (tanh, sigmoid mean, log-variance floor) then run all k at once."""
+    template = nets[0]
+    stacked = copy.deepcopy(template)
+    for name, layer in template.named_children():
+        if not isinstance(layer, nn.Linear):
+            raise TypeError(f"cannot stack {type(layer).__name__} layer {name!r}")
+        setattr(stacked, name, StackedLinear([getattr(net, name) for net in nets]))
+    return stacked

@@ -1,0 +1,232 @@
+"""The Figure 2 and 3 protocol on the "training samples evaluated" axis, written once for a stack of k >= 1
+models: the budget, the evaluation points, §5's step-size selection, the evaluations, the logged rows, the
+divergence check and the checkpointed state. The update rule is the stack's (``vae.algorithms``).
+
+Speed: one optimizer step of these networks costs less than Lightning's per-step overhead, so one Lightning
+``training_step`` runs up to ``steps_per_call`` iterations (manual optimization), replayed as one CUDA graph on
+a GPU. Data stays on the device; minibatch indices and noise come from device generators; nothing syncs with
+the host between evaluation points. The trajectory does not depend on ``steps_per_call``: blocks of steps are
+cut at evaluation points.
+
+Checkpoints: Lightning writes one checkpoint dictionary for the module; ``on_save_checkpoint`` replaces the
+stack's stacked ``state_dict`` and ``optimizer_states`` by one entry per run under ``"runs"`` (that model's
+unpadded parameters, hyper-parameters, optimizer states and ``sample_axis`` state), and the run folders'
+``CheckpointIO`` writes each run's entry, with Lightning's own keys, as that run's checkpoint. Loading reverses
+it, so a run's checkpoint has one format whatever the size of the stack that wrote it or reads it.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Sequence
+from typing import Any
+
+import lightning as L
+import torch
+from lightning.pytorch.loggers.logger import Logger
+
+from vae.algorithms.graphs import GraphedSteps, graph_unsupported
+from vae.algorithms.stack import Stack
+from vae.models.marginal import log_marginal_hmc, log_marginal_is
+from vae.protocol.schedule import round_up, run_points
+
+
+class RunDiverged(RuntimeError):
+    """The bound or the parameters stopped being finite."""
+
+
+class SampleAxis(L.LightningModule):
+    """Trains ``stack`` to its budget; run j is named ``names[j]`` and logs its evaluation points to
+    ``loggers[j]``. The data come from the Trainer's datamodule (``train_x``, ``test_x``)."""
+
+    def __init__(self, stack: Stack, names: Sequence[str], loggers: Sequence[Sequence[Logger]] | None = None) -> None:
+        super().__init__()
+        self.automatic_optimization = False
+        self.stack = stack
+        self.cfg = stack.cfg
+        self.names = list(names)
+        self.run_loggers = [list(group) for group in loggers] if loggers else [[] for _ in names]
+        self.lr_selection: list[dict[str, float]] = [{} for _ in names]
+        self.history: list[list[dict[str, float]]] = [[] for _ in names]
+        self.train_seconds = [0.0] * len(names)  # per run: runs stacked together may have different pasts
+        self._graph: GraphedSteps | None = None
+        self._since_eval = (0, 0.0)  # (samples, this session's train seconds) at the last evaluation
+        self._seconds = 0.0  # train seconds of this session
+
+    @property
+    def samples(self) -> int:
+        return self.stack.samples
+
+    @property
+    def lrs(self) -> list[float]:
+        return self.stack.lrs
+
+    # ---------------------------------------------------------------- Lightning plumbing
+    def configure_optimizers(self) -> list[torch.optim.Optimizer]:
+        return list(self.stack.optimizers)
+
+    def on_fit_start(self) -> None:
+        data = self.trainer.datamodule
+        self.stack.attach(data.train_x.to(self.device), data.test_x.to(self.device))
+        self.points = run_points(self.cfg, self.stack.samples_per_step)
+        self.budget = round_up(self.cfg.samples, self.stack.samples_per_step)
+
+    def on_train_start(self) -> None:
+        self._since_eval = (self.samples, self._seconds)
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        del checkpoint["state_dict"], checkpoint["optimizer_states"]
+        checkpoint["runs"] = [self._run_checkpoint(j) for j in range(self.stack.k)]
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        runs = checkpoint.pop("runs")
+        at = {run["sample_axis"]["samples"] for run in runs}
+        if len(at) > 1:
+            raise ValueError(f"the runs {self.names} stand at different sample counts {sorted(at)}; a stack needs "
+                             "them at the same count")
+        for j, run in enumerate(runs):
+            axis = run["sample_axis"]
+            self.stack.load_run_state(j, dict(
+                state_dict=run["state_dict"], optimizer_states=run["optimizer_states"], lr=axis["lr"],
+                stream=dict(rng=axis["rng"], perm=axis["perm"], pos=axis["pos"]), algorithm=axis["chain_state"]))
+            self.lr_selection[j], self.history[j] = axis["lr_selection"], axis["history"]
+            self.train_seconds[j] = axis["train_seconds"]
+        self.stack.samples = at.pop()
+        # what Lightning restores next: the stack's own state, just loaded
+        checkpoint["state_dict"] = self.state_dict()
+        checkpoint["optimizer_states"] = [opt.state_dict() for opt in self.stack.optimizers]
+
+    def _run_checkpoint(self, j: int) -> dict[str, Any]:
+        """Run j's part of a checkpoint: a ``VAE`` checkpoint (``state_dict``, ``hyper_parameters``) with the
+        optimizer states and the sample-axis state that resume it exactly."""
+        state = self.stack.run_state(j)
+        stream = state["stream"]
+        return {
+            "state_dict": state["state_dict"], "optimizer_states": state["optimizer_states"],
+            "hyper_parameters": {"config": self.stack.configs[j].to_dict()},
+            "sample_axis": dict(samples=self.samples, lr=state["lr"], lr_selection=self.lr_selection[j],
+                                history=self.history[j], train_seconds=self.train_seconds[j], rng=stream["rng"],
+                                perm=stream["perm"], pos=stream["pos"], chain_state=state["algorithm"]),
+        }
+
+    # ---------------------------------------------------------------- training
+    def training_step(self, batch: Any, batch_idx: int) -> None:
+        if self.cfg.lr is None and self.samples == 0:
+            self.select_lr()
+        self._evaluate_if_due()
+        if self.samples < self.budget:
+            target = next(p for p in self.points if p > self.samples)
+            self._timed_steps(min(self.cfg.steps_per_call, (target - self.samples) // self.stack.samples_per_step))
+            self._evaluate_if_due()
+        if self.samples >= self.budget:
+            self.trainer.should_stop = True
+
+    def _timed_steps(self, steps: int, stack: Stack | None = None) -> None:
+        """``steps`` iterations of ``stack`` (the run's by default), replayed from a CUDA graph where one
+        applies; the time is added to every run's training seconds."""
+        start = time.perf_counter()
+        if stack is None and steps == self.cfg.steps_per_call and graph_unsupported(self.stack) is None:
+            if self._graph is None:
+                self._graph = GraphedSteps(self.stack, steps)
+            self._graph.run()
+        else:
+            (stack or self.stack).train_steps(steps)
+        spent = time.perf_counter() - start
+        self._seconds += spent
+        self.train_seconds = [t + spent for t in self.train_seconds]
+
+    def select_lr(self) -> None:
+        """§5: pick each model's Adagrad global step size from ``lr_candidates`` by ``selection_score`` after the
+        first ``lr_select_samples`` samples. The candidates of every model train side by side as one stack (one
+        after another where the update rule stacks no models, or under DDP), each from the model's initial state
+        and random stream; each model continues from its winner, so it equals a run started with that step size."""
+        stack, candidates = self.stack, self.cfg.lr_candidates
+        steps = round_up(self.cfg.lr_select_samples, stack.samples_per_step) // stack.samples_per_step
+        trials = [(j, lr) for lr in candidates for j in range(stack.k)]
+        size = len(trials) if stack.stackable and self.cfg.devices * self.cfg.num_nodes == 1 else 1
+        scores: dict[tuple[int, float], float] = {}
+        finals: dict[tuple[int, float], dict[str, Any]] = {}
+        for first in range(0, len(trials), size):
+            chunk = trials[first:first + size]
+            trial = stack.replicate([j for j, _ in chunk])
+            trial.set_lrs([lr for _, lr in chunk])
+            self._timed_steps(steps, trial)
+            for i, (key, value) in enumerate(zip(chunk, trial.selection_score(trial.eval_generators()), strict=True)):
+                scores[key] = value if math.isfinite(value) else -math.inf
+                finals[key] = trial.run_state(i)
+            samples = trial.samples
+        for j, name in enumerate(self.names):
+            best = max(candidates, key=lambda lr: scores[j, lr])
+            if scores[j, best] == -math.inf:
+                raise RunDiverged(f"[{name}] every Adagrad step size in {list(candidates)} diverged during "
+                                  "selection; try smaller lr_candidates")
+            stack.load_run_state(j, finals[j, best])
+            self.lr_selection[j] = {str(lr): scores[j, lr] for lr in candidates}
+            self.print(f"[{name}] Adagrad step size {best} picked; training-set bound after {samples} samples: "
+                       + ", ".join(f"{lr}: {scores[j, lr]:.2f}" for lr in candidates))
+            for logger in self.run_loggers[j]:
+                logger.log_metrics({f"lr_select/{lr}": scores[j, lr] for lr in candidates}
+                                   | {"samples": samples, "lr": best})
+        stack.samples = samples
+        # the first rate counts one candidate's share of the selection time, as if the winner alone had trained
+        self._since_eval = (0, self._seconds - (self._seconds - self._since_eval[1]) / len(candidates))
+
+    # ---------------------------------------------------------------- evaluation and logging
+    def _evaluate_if_due(self) -> None:
+        s = self.samples
+        if s not in self.points or (self.history[0] and self.history[0][-1]["samples"] >= s):
+            return
+        rows = self.measure()
+        finite = torch.stack([torch.isfinite(p).flatten(1).all(1) for p in self.stack.parameters()]).all(0).tolist()
+        for j, row in enumerate(rows):
+            if not (finite[j] and all(math.isfinite(v) for v in row.values())):
+                shown = ", ".join(f"{k} {v}" for k, v in row.items())
+                raise RunDiverged(
+                    f"[{self.names[j]}] the evaluation or the parameters are not finite at step "
+                    f"{s // self.stack.samples_per_step} ({s} samples; {shown}); the Adagrad step size "
+                    f"{self.lrs[j]} is likely too large for this model. The last good checkpoint is kept and "
+                    "nothing was written for this point: restart with a smaller lr (in a new results folder) "
+                    "or rerun to retry from the checkpoint.")
+        done, secs = self._since_eval
+        rate = (s - done) / max(self._seconds - secs, 1e-9)
+        self._since_eval = (s, self._seconds)
+        for j, row in enumerate(rows):
+            row = {"samples": s} | row | {"lr": self.lrs[j], "time/train_s": self.train_seconds[j],
+                                          "time/samples_per_s": rate}
+            self.history[j].append(row)
+            for logger in self.run_loggers[j]:
+                logger.log_metrics(row)
+            shown = "  ".join(f"{k} {v:9.3f}" for k, v in row.items() if k.startswith(("train/", "test/")))
+            self.print(f"[{self.names[j]}] samples {s:>11,d}  {shown}  {rate:8.0f} samples/s")
+
+    def measure(self) -> list[dict[str, float]]:
+        """One evaluation point for every model: the bound on the full train and test sets (Fig. 2) and, with
+        ``evaluation: marginal``, log p(x) on the first ``marginal_points`` of each (Fig. 3, App. D)."""
+        stack = self.stack
+        rows: list[dict[str, float]] = [{} for _ in range(stack.k)]
+        generators = stack.eval_generators()  # one stream per model: train bound, test bound, then log p(x)
+        if stack.encoder is not None:
+            for split, x in (("train", stack.train_x), ("test", stack.test_x)):
+                for row, value in zip(rows, stack.evaluate(x, generators), strict=True):
+                    row[f"{split}/elbo"] = value
+        if self.cfg.evaluation == "marginal":
+            for j, row in enumerate(rows):
+                model = stack.model(j)
+                for split, x in (("train", stack.train_x), ("test", stack.test_x)):
+                    row[f"{split}/marginal"] = self.log_marginal(model, x[:self.cfg.marginal_points], generators[j])
+        return rows
+
+    def log_marginal(self, model: Any, x: torch.Tensor, generator: torch.Generator) -> float:
+        """Average estimated log p(x) over ``x`` (App. D's HMC estimator, or importance sampling with the
+        encoder as proposal). Every rank computes it in full: it is cheap next to training."""
+        cfg = self.cfg
+        if cfg.binarize == "dynamic":
+            x = torch.bernoulli(x, generator=generator)
+        if cfg.marginal_estimator == "is":
+            values = log_marginal_is(x, model.decoder, model.encoder, generator, k=cfg.marginal_is_k)
+        else:
+            values = log_marginal_hmc(x, model.decoder, model.encoder, generator, n_samples=cfg.marginal_samples,
+                                      n_burnin=cfg.marginal_burnin, n_steps=cfg.marginal_leapfrog,
+                                      step_size=cfg.hmc_step_size, target=cfg.hmc_target)
+        return float(values.double().mean())

@@ -1,0 +1,211 @@
+"""A run's folder and the loggers that write into it: CSV rows of evaluation points, and W&B.
+
+Every file is written atomically (temporary file, then rename), so a killed run never leaves a torn file.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import tempfile
+from argparse import Namespace
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import torch
+import yaml
+from lightning.pytorch.loggers import WandbLogger
+from lightning.pytorch.loggers.logger import Logger
+from lightning.pytorch.utilities import rank_zero_only
+
+from vae.config import Config, make_config
+from vae.models.vae import VAE
+
+
+class ResultsError(RuntimeError):
+    """The results folder cannot be written."""
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+class RunFolder:
+    """``<results>/runs/<sweep>/<run>/``: the only place that names a run's files.
+
+    ``config.yaml`` (the full config), ``metrics.csv`` (one row per evaluation point), ``status.json`` (samples
+    reached, step size, selection scores, wall time), ``checkpoints/last.ckpt``, the W&B run id in ``wandb_id``
+    with the last point sent in ``wandb_logged``, and the offline W&B files in ``wandb/``.
+    """
+
+    def __init__(self, path: str | os.PathLike[str]) -> None:
+        self.path = Path(path)
+        self.sweep, self.name = self.path.parent.name, self.path.name
+        self.config_file = self.path / "config.yaml"
+        self.metrics_file = self.path / "metrics.csv"
+        self.status_file = self.path / "status.json"
+        self.checkpoint = self.path / "checkpoints" / "last.ckpt"
+        self.wandb_id_file = self.path / "wandb_id"
+        self.wandb_mark = self.path / "wandb_logged"
+
+    @classmethod
+    def of(cls, results_dir: str | os.PathLike[str], sweep: str, name: str) -> RunFolder:
+        return cls(Path(results_dir) / "runs" / sweep / name)
+
+    @staticmethod
+    def all(results_dir: str | os.PathLike[str]) -> list[RunFolder]:
+        """Every run folder under ``results_dir`` that holds a config, sorted by path."""
+        return [RunFolder(p.parent) for p in sorted(Path(results_dir).glob("runs/*/*/config.yaml"))]
+
+    def check_writable(self) -> None:
+        """Fail before training, not after it, when the run folder cannot be written."""
+        try:
+            self.path.mkdir(parents=True, exist_ok=True)
+            with tempfile.TemporaryFile(dir=self.path):
+                pass
+        except OSError as e:
+            raise ResultsError(f"cannot write to the results folder {self.path} ({e.strerror}); choose a writable "
+                               "one with --results-dir or make RESULTS=...") from None
+
+    def config(self) -> dict[str, Any] | None:
+        return yaml.safe_load(self.config_file.read_text()) if self.config_file.is_file() else None
+
+    def write_config(self, config: dict[str, Any]) -> None:
+        atomic_write_text(self.config_file, yaml.safe_dump(config, sort_keys=False))
+
+    def metrics(self) -> pd.DataFrame | None:
+        return pd.read_csv(self.metrics_file) if self.metrics_file.is_file() else None
+
+    def status(self) -> dict[str, Any]:
+        return json.loads(self.status_file.read_text()) if self.status_file.is_file() else {}
+
+    def write_status(self, status: dict[str, Any]) -> None:
+        atomic_write_text(self.status_file, json.dumps(status, indent=2, sort_keys=True) + "\n")
+
+    def has_checkpoint(self) -> bool:
+        return self.checkpoint.is_file()
+
+    def samples_done(self) -> int:
+        """Where the run's last checkpoint stands on the sample axis (0 without one)."""
+        if not self.has_checkpoint():
+            return 0
+        # memory-mapped: only the small "sample_axis" entry is read here
+        checkpoint = torch.load(self.checkpoint, map_location="cpu", weights_only=False, mmap=True)
+        return int(checkpoint["sample_axis"]["samples"])
+
+    def load_model(self) -> VAE:
+        """The trained model of this run, from its config and last checkpoint."""
+        model = VAE(make_config(self.config()))
+        model.load_state_dict(torch.load(self.checkpoint, map_location="cpu", weights_only=False)["state_dict"])
+        return model
+
+    def wandb_id(self) -> str:
+        """The run's W&B id, made once and kept, so every session of the run logs into one W&B run."""
+        if not self.wandb_id_file.is_file():
+            atomic_write_text(self.wandb_id_file, secrets.token_hex(4))
+        return self.wandb_id_file.read_text().strip()
+
+
+def is_evaluation(metrics: dict[str, float]) -> bool:
+    """An evaluation point (not, e.g., the step-size selection record)."""
+    return "samples" in metrics and any(k.startswith("train/") for k in metrics)
+
+
+class RunCSVLogger(Logger):
+    """Writes every evaluation point (rows with ``samples`` and a ``train/`` metric) to ``metrics.csv``.
+
+    A point logged again after a resume replaces the rows at or beyond its ``samples``, so the file never
+    holds duplicated or stale points.
+    """
+
+    def __init__(self, folder: RunFolder) -> None:
+        super().__init__()
+        self.path = folder.metrics_file
+        metrics = folder.metrics()
+        self.rows: list[dict[str, Any]] = [] if metrics is None else metrics.to_dict("records")
+
+    @property
+    def name(self) -> str:
+        return "csv"
+
+    @property
+    def version(self) -> str:
+        return "0"
+
+    @rank_zero_only
+    def log_hyperparams(self, params: dict[str, Any] | Namespace, *args: Any, **kwargs: Any) -> None:
+        """The config is written by the runner as config.yaml."""
+
+    @rank_zero_only
+    def log_metrics(self, metrics: dict[str, float], step: int | None = None) -> None:
+        if not is_evaluation(metrics):
+            return
+        self.rows = [r for r in self.rows if r["samples"] < metrics["samples"]] + [dict(metrics)]
+        atomic_write_text(self.path, pd.DataFrame(self.rows).to_csv(index=False))
+
+
+class ResumeSafeWandbLogger(WandbLogger):
+    """A WandbLogger that uses ``samples`` as the W&B step and never logs an evaluation point twice.
+
+    Resume is exact, so the points a killed run logged after its last checkpoint come out identical when
+    the resumed run reaches them again; ``wandb_logged`` in the run folder records the last point sent,
+    and points at or before it are not sent again. The W&B step is the sample count, so the history of a
+    resumed run keeps increasing across sessions (and across ``wandb sync`` of their offline folders).
+    """
+
+    def __init__(self, folder: RunFolder, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.mark = folder.wandb_mark
+        self.logged_upto = int(self.mark.read_text()) if self.mark.is_file() else -1
+
+    @property
+    def experiment(self) -> Any:
+        """This run's own W&B run (``reinit="create_new"``). Lightning's logger would attach to whatever run is
+        active in the process, but the stack engine keeps one W&B run per model in one process."""
+        if self._experiment is None:
+            import wandb
+
+            mode = {"mode": "offline"} if self._offline else {}
+            self._experiment = wandb.init(**(self._wandb_init | mode), reinit="create_new")
+        return self._experiment
+
+    @rank_zero_only
+    def log_metrics(self, metrics: dict[str, float], step: int | None = None) -> None:
+        if "samples" not in metrics or metrics["samples"] <= self.logged_upto:
+            return
+        self.experiment.log(dict(metrics), step=int(metrics["samples"]))
+        if is_evaluation(metrics):
+            self.logged_upto = int(metrics["samples"])
+            atomic_write_text(self.mark, str(self.logged_upto))
+
+
+STEP_METRICS = ("train/*", "test/*", "lr", "time/*", "lr_select/*")
+
+
+def run_loggers(folder: RunFolder, config: Config) -> list[Logger]:
+    """The run's CSV logger and, unless ``wandb: disabled``, its W&B run: offline by default (``wandb sync
+    <run>/wandb/offline-run-*`` uploads later), one W&B group per sweep, ``samples`` as every metric's x-axis."""
+    loggers: list[Logger] = [RunCSVLogger(folder)]
+    if config.wandb == "disabled":
+        return loggers
+    wandb = ResumeSafeWandbLogger(
+        folder, project=config.wandb_project, name=f"{folder.sweep}/{folder.name}", group=folder.sweep,
+        id=folder.wandb_id(), save_dir=str(folder.path), offline=config.wandb == "offline", resume="allow",
+        tags=list(config.tags), job_type=config.algorithm, config=config.to_dict(),
+    )
+    wandb.experiment.define_metric("samples")
+    for key in STEP_METRICS:
+        wandb.experiment.define_metric(key, step_metric="samples")
+    return loggers + [wandb]

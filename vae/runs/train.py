@@ -1,0 +1,119 @@
+"""Trains runs: one Lightning ``Trainer.fit`` per stack of runs (a single run is a stack of one), resumable,
+logged to each run's CSV and W&B run.
+
+Running the same command again continues every run from its last checkpoint (or extends a finished one to a
+larger ``samples`` budget); a run whose stored config differs from the requested one in anything but execution
+settings is refused.
+
+With ``devices``/``num_nodes`` above 1 a run is one Lightning DDP job: Lightning starts the other local ranks
+by re-running this command (or torchrun / SLURM start them all); every rank runs the same sweep loop, and only
+global rank 0 writes the run folder (config, CSV, W&B, checkpoints, status).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+from lightning.pytorch.utilities import rank_zero_only
+
+from vae.algorithms import ALGORITHMS
+from vae.config import Config, ConfigError, RunSpec
+from vae.data import RunData
+from vae.protocol.sample_axis import SampleAxis
+from vae.protocol.schedule import round_up
+from vae.runs.checkpoint import PeriodicCheckpoint, RunCheckpointIO
+from vae.runs.folder import RunFolder, run_loggers
+
+say = rank_zero_only(print)  # under DDP only global rank 0 reports
+
+
+def check_same_config(folder: RunFolder, cfg: Config) -> None:
+    """Refuse to continue a run folder with a config whose mathematics differ from the one it was started with."""
+    old = folder.config()
+    if old is None:
+        return
+    defaults = Config().to_dict()  # a key an earlier version did not write is taken at its default
+    diff = {k: (old.get(k, defaults[k]), v) for k, v in cfg.identity().items() if old.get(k, defaults[k]) != v}
+    if diff:
+        shown = ", ".join(f"{k}: {a!r} -> {b!r}" for k, (a, b) in diff.items())
+        raise ConfigError(
+            f"{folder.path} was started with a different config ({shown}). Resume it with its own config, "
+            "give the new config another results folder (--results-dir / RESULTS=), or delete the run folder.")
+
+
+def finished(folder: RunFolder, cfg: Config) -> bool:
+    return folder.status().get("samples", 0) >= round_up(cfg.samples, ALGORITHMS[cfg.algorithm].step_samples(cfg))
+
+
+def train_stack(sweep: str, specs: Sequence[RunSpec], results_dir: Path, data_dir: Path | None = None,
+                data: L.LightningDataModule | None = None,
+                callbacks: Sequence[L.Callback] = ()) -> dict[str, dict[str, Any]]:
+    """Train the runs ``specs`` (configs that differ only in ``nz`` and ``seed``, at the same sample count) as
+    one stack to their budget, or continue them; returns each run's status. ``data`` replaces the datasets
+    read from ``data_dir``; ``callbacks`` join the Trainer's."""
+    configs = [s.config for s in specs]
+    cfg = configs[0]
+    folders = [RunFolder.of(results_dir, sweep, s.name) for s in specs]
+    for folder, config in zip(folders, configs, strict=True):
+        check_same_config(folder, config)
+        folder.check_writable()
+    statuses = {s.name: f.status() for s, f in zip(specs, folders, strict=True)}
+    todo = [i for i, (f, c) in enumerate(zip(folders, configs, strict=True)) if not finished(f, c)]
+    for i in set(range(len(specs))) - set(todo):
+        say(f"[{specs[i].name}] already at {statuses[specs[i].name]['samples']:,d} samples (budget "
+            f"{configs[i].samples:,d}): nothing to do")
+    if not todo:
+        return statuses
+    specs, configs, folders = [specs[i] for i in todo], [configs[i] for i in todo], [folders[i] for i in todo]
+    stack = ALGORITHMS[cfg.algorithm](configs)
+    writer = rank_zero_only.rank == 0
+    loggers = [run_loggers(f, c) if writer else [] for f, c in zip(folders, configs, strict=True)]
+    if writer:
+        for folder, config in zip(folders, configs, strict=True):
+            folder.write_config(config.to_dict())
+    module = SampleAxis(stack, [s.name for s in specs], loggers)
+    ranks = cfg.devices * cfg.num_nodes
+    trainer = L.Trainer(
+        accelerator=cfg.accelerator, devices=cfg.devices, num_nodes=cfg.num_nodes,
+        strategy="ddp" if ranks > 1 else "auto", max_epochs=-1, logger=False,
+        callbacks=[PeriodicCheckpoint(folders[0].checkpoint, cfg.checkpoint_minutes), *callbacks],
+        plugins=[RunCheckpointIO(folders)], enable_checkpointing=False, enable_progress_bar=False,
+        enable_model_summary=False, default_root_dir=folders[0].path,
+    )
+    resume = [f.has_checkpoint() for f in folders]
+    if any(resume) and not all(resume):
+        raise ConfigError(f"of the runs {[s.name for s in specs]} only some have a checkpoint; train them one "
+                          "by one (--engine local)")
+    began = time.time()
+    try:
+        trainer.fit(module, datamodule=data or RunData(cfg, data_dir),
+                    ckpt_path=folders[0].checkpoint if all(resume) else None)
+    finally:
+        for group in loggers:
+            for logger in group[1:]:
+                logger.experiment.finish()
+    wall = time.time() - began
+    for j, (spec, folder) in enumerate(zip(specs, folders, strict=True)):
+        status = {
+            "samples": module.samples, "budget": spec.config.samples, "lr": module.lrs[j],
+            "lr_selection": module.lr_selection[j], "last": module.history[j][-1] if module.history[j] else None,
+            "train_seconds": module.train_seconds[j],
+            "wall_seconds": statuses[spec.name].get("wall_seconds", 0.0) + wall,
+            "device": str(trainer.strategy.root_device), "ranks": ranks,
+        }
+        if len(specs) > 1:
+            status["stacked_with"] = [s.name for s in specs]
+        if writer:
+            folder.write_status(status)
+        statuses[spec.name] = status
+    return statuses
+
+
+def run_one(sweep: str, spec: RunSpec, results_dir: Path, data_dir: Path | None = None,
+            data: L.LightningDataModule | None = None, callbacks: Sequence[L.Callback] = ()) -> dict[str, Any]:
+    """Train one run to its budget (or continue it), as a stack of one; returns its status."""
+    return train_stack(sweep, [spec], results_dir, data_dir, data, callbacks)[spec.name]
