@@ -10,7 +10,10 @@
 #   make tables                    results/tables/ from the logged runs, beside the paper's values
 #   make figures                   results/figures/: Figure 2 from the logged runs, Figures 4-5 from checkpoints
 #   make smoke                     the same pipeline on a tiny budget (well under a minute)
-#   make bench                     training throughput: the suite against a plain loop and the usual Lightning loop
+#   make bench                     training throughput: the suite against a plain loop and the usual Lightning loop,
+#                                  and Figure 2's five MNIST models stacked against one after another
+#   make gpu-check                 on a GPU machine, with its own python3 and nothing installed: the GPU tests,
+#                                  stack throughput, then Figure 2 at 1e8 samples for FIG2_SECONDS; -> results/gpu/
 # Settings: DATA (data folder, default $VAE_DATA_DIR or ./data), RESULTS (default ./results),
 #   SAMPLES (budget per curve), DEVICES / NODES (one run over several GPUs with DDP),
 #   GPUS (fan the runs of a sweep out over this many local GPUs with Ray, one run per GPU),
@@ -34,14 +37,17 @@ ENGINE := $(if $(STACK),--engine stack,$(if $(or $(GPUS),$(ADDRESS)),--engine ra
 TRAIN := $(PY) -m vae train --results-dir $(RESULTS) --data-dir $(DATA) $(ENGINE)
 BUDGET := $(if $(SAMPLES),samples=$(SAMPLES)) $(if $(DEVICES),devices=$(DEVICES)) $(if $(NODES),num_nodes=$(NODES))
 
-.PHONY: install test test-full reproduce-mnist reproduce-frey reproduce-fig2 reproduce-fig45 reproduce-fig3 ablations smoke data tables figures bench
+GPU_PY ?= python3
+FIG2_SECONDS ?= 240
+
+.PHONY: gpu-check install test test-full reproduce-mnist reproduce-frey reproduce-fig2 reproduce-fig45 reproduce-fig3 ablations smoke data tables figures bench
 
 install: $(VENV)/.installed
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet torch==2.14.1 torchvision==0.29.1
+	$(PY) -m pip install --quiet torch==2.14.1  # this machine's build; the package itself takes torch>=2.6
 	$(PY) -m pip install --quiet -e '.[test]'
 	touch $@
 
@@ -83,6 +89,23 @@ smoke: install
 
 bench: install
 	$(PY) bench/train_speed.py
+	$(PY) bench/stack_speed.py
+
+# Not through .venv: a GPU machine brings its own torch and Lightning. Each sweep of Figure 2 is trained as
+# stacks at the paper's budget until FIG2_SECONDS run out in all (a cut run keeps its last checkpoint).
+FIG2 := fig2_mnist_aevb fig2_mnist_wakesleep fig2_frey_aevb fig2_frey_wakesleep
+gpu-check:
+	mkdir -p results/gpu
+	PYTHONPATH=. $(GPU_PY) -m pytest -p no:cacheprovider -q -m gpu tests/test_gpu.py 2>&1 | tee results/gpu/tests.txt
+	PYTHONPATH=. $(GPU_PY) bench/stack_speed.py --seconds 30 --out results/gpu/throughput.csv 2>&1 \
+		| tee results/gpu/throughput.txt
+	end=$$(( $$(date +%s) + $(FIG2_SECONDS) )); for sweep in $(FIG2); do \
+		left=$$(( end - $$(date +%s) )); [ $$left -gt 10 ] || break; \
+		PYTHONPATH=. timeout $$left $(GPU_PY) -m vae train experiments/$$sweep.yaml --engine stack \
+			--results-dir results/gpu/fig2 --data-dir $(DATA) \
+			--set samples=1e8 wandb=disabled accelerator=gpu steps_per_call=500 checkpoint_minutes=0.5 \
+			2>&1 | tee -a results/gpu/fig2.log; done
+	PYTHONPATH=. $(GPU_PY) -m vae tables --results-dir results/gpu/fig2 --include-incomplete 2>&1 | tee -a results/gpu/fig2.log
 
 tables: install
 	$(PY) -m vae tables --results-dir $(RESULTS)

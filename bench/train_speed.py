@@ -7,19 +7,21 @@ parameters from N(0, 0.01^2); minibatch M = 100, estimator B (eq. 10), L = 1, Nz
 
 Contenders, all in this one process, with torch's default thread settings:
 
-(a) ``suite``: ``vae.train.run_one``, the function ``make reproduce-mnist`` calls for every run, on a
+(a) ``suite``: ``vae.runs.train.run_one``, the function ``make reproduce-mnist`` calls for every run, on a
     temporary results folder: a real ``lightning.Trainer`` (its settings are run_one's, untouched), the
-    ``AEVB`` module, our Adagrad, manual optimization, ``steps_per_call`` optimizer steps per Lightning
-    ``training_step``, data resident, CSV logger and the periodic-checkpoint callback in place. Overrides:
-    ``lr`` fixed (0.02) so that no step-size selection runs, ``wandb=disabled``, and ``eval_start`` =
-    ``samples`` = 1e12 so that no evaluation falls inside the measurement. The bench adds one callback to
-    the Trainer (by wrapping ``lightning.Trainer`` as ``vae.train`` sees it) that timestamps the end of
-    every ``training_step`` and stops the fit after ``--seconds``. Throughput = training samples between
-    the end of the first ``training_step`` that reached 150 optimizer steps (past Adagrad's 100 warm-up
-    steps, which skip the update) and the last one, over the wall time between them: everything the
-    Trainer does between steps is included; data loading, Trainer setup and teardown (the final
-    checkpoint) are not. A fresh ``run_one`` (new model) per repetition; the datasets are loaded once
-    (``load_dataset`` memoized) only to keep the bench short.
+    ``SampleAxis`` module over an ``AEVB`` stack of one, our Adagrad, manual optimization, ``steps_per_call``
+    optimizer steps per Lightning ``training_step``, data resident, CSV logger and the periodic-checkpoint
+    callback in place. Overrides: ``lr`` fixed (0.02) so that no step-size selection runs, ``wandb=disabled``,
+    and ``eval_start`` = ``samples`` = 1e12 so that no evaluation falls inside the measurement. The bench
+    hands run_one two things through its own parameters (no module is patched): ``callbacks=[timer]``, one
+    callback that the Trainer gets after its own, which timestamps the end of every ``training_step`` (reading
+    the ``SampleAxis`` module's ``samples``) and stops the fit after ``--seconds``; and ``data=``, the
+    config's ``vae.data.RunData`` datamodule, one per config kept for the whole bench, so that the datasets
+    are read once (later fits find them loaded in ``setup``). Throughput = training samples between the end of
+    the first ``training_step`` that reached 150 optimizer steps (past Adagrad's 100 warm-up steps, which skip
+    the update) and the last one, over the wall time between them: everything the Trainer does between steps
+    is included; data loading, Trainer setup and teardown (the final checkpoint) are not. A fresh ``run_one``
+    (new model, new run folder) per repetition.
 (b) ``plain``: a minimal loop over data in memory: ``torch.randint`` minibatch indices, the model written
     as in pytorch/examples' VAE (``nn.Linear`` layers ``fc1, fc21, fc22, fc3, fc4``, the bound's terms
     inline, ``binary_cross_entropy_with_logits`` for the Bernoulli decoder), the paper's N(0, I) weight
@@ -36,15 +38,15 @@ Contenders, all in this one process, with torch's default thread settings:
 Repetitions round-robin over the contenders (``--repeats`` rounds of ``--seconds`` each) so that machine
 noise hits all alike; the table gives the median samples/s per contender and ratios of medians.
 
-Also measured: the seconds of one full evaluation as the suite does it at every evaluation point
-(``evaluate`` on the training set and on the test set, estimator B, L = 1, in ``eval_batch`` chunks), and a
-GEMM limit: the time of the matrix products alone of one step (forward ``addmm`` of each linear layer,
-backward products for the weight gradient and, past the first layer, the input gradient; ``out=`` buffers,
-so no allocation), converted to samples/s. No training step can be faster than that on this machine with
-these BLAS kernels; "(a) / GEMM" is the share of it the suite reaches. The projection is one curve of
-Figure 2 at the paper's 1e8 samples: training at (a)'s (or (a-ws)'s) rate, an evaluation at each of its
-log-spaced evaluation points, and §5's step-size selection (3 candidates x 1e5 samples, each with a
-training-set evaluation).
+Also measured: the seconds of one full evaluation as the suite does it at every evaluation point (a stack of
+one, ``AEVB([cfg])``: ``evaluate`` on the training set and on the test set with one set of ``eval_generators``,
+estimator B, L = 1, in ``eval_batch`` chunks), and a GEMM limit: the time of the matrix products alone of one
+step (forward ``addmm`` of each linear layer, backward products for the weight gradient and, past the first
+layer, the input gradient; ``out=`` buffers, so no allocation), converted to samples/s. No training step can
+be faster than that on this machine with these BLAS kernels; "(a) / GEMM" is the share of it the suite
+reaches. The projection is one curve of Figure 2 at the paper's 1e8 samples: training at (a)'s (or
+(a-ws)'s) rate, an evaluation at each of its log-spaced evaluation points, and §5's step-size selection
+(3 candidates x 1e5 samples, each with a training-set evaluation).
 
     .venv/bin/python bench/train_speed.py [--dataset mnist|frey|both] [--seconds 2] [--repeats 7] [--nz 20]
 """
@@ -72,12 +74,11 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
-import vae.algorithms.base as suite_base
-import vae.train as suite_train
 from vae.algorithms import AEVB
 from vae.config import Config, RunSpec, load_sweep
-from vae.data import load_dataset
-from vae.schedule import eval_points, round_up
+from vae.data import RunData
+from vae.protocol.schedule import eval_points, round_up
+from vae.runs.train import run_one
 
 ROOT = Path(__file__).resolve().parent.parent
 SWEEPS = {"mnist": ("fig2_mnist_aevb.yaml", "fig2_mnist_wakesleep.yaml"),
@@ -97,15 +98,11 @@ def sweep_config(dataset: str, nz: int, algorithm: str = "aevb") -> Config:
 
 
 @functools.cache
-def _cached_data(cfg: Config, root: str | None) -> tuple[torch.Tensor, torch.Tensor]:
-    return _load_dataset(cfg, root)
-
-
-_load_dataset = load_dataset
-
-
-def _memoized_load_dataset(cfg: Config, root: Any = None) -> tuple[torch.Tensor, torch.Tensor]:
-    return _cached_data(cfg, None if root is None else str(root))
+def run_data(cfg: Config) -> RunData:
+    """``cfg``'s datamodule (data from ``$VAE_DATA_DIR``), loaded once and reused by every fit of the bench."""
+    data = RunData(cfg)
+    data.setup("fit")
+    return data
 
 
 class StepTimer(L.Callback):
@@ -135,33 +132,18 @@ class StepTimer(L.Callback):
         return (self.end[1] - self.start[1]) / (self.end[0] - self.start[0])
 
 
-class _LightningWithTimer:
-    """``lightning`` as ``vae.train`` sees it, except that ``Trainer`` also gets the bench's timer."""
-
-    def __init__(self, timer: StepTimer) -> None:
-        self.timer = timer
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(L, name)
-
-    def Trainer(self, **kwargs: Any) -> L.Trainer:  # the name lightning.Trainer has
-        return L.Trainer(**{**kwargs, "callbacks": [*kwargs.get("callbacks", []), self.timer]})
-
-
 # ------------------------------------------------------------------ (a) the suite
 class Suite:
+    """(a), (a-ws): a fresh ``run_one`` per measurement, with the timer and the config's datamodule injected."""
+
     def __init__(self, cfg: Config, tmp: Path, label: str) -> None:
-        self.cfg, self.tmp, self.label, self.count = cfg, tmp, label, 0
+        self.cfg, self.data, self.tmp, self.label, self.count = cfg, run_data(cfg), tmp, label, 0
 
     def measure(self, seconds: float) -> float:
         timer = StepTimer(seconds, self.cfg.M, lambda module, batches: module.samples)
         self.count += 1
-        saved_l, saved_load = suite_train.L, suite_base.load_dataset
-        suite_train.L, suite_base.load_dataset = _LightningWithTimer(timer), _memoized_load_dataset
-        try:
-            suite_train.run_one("bench", RunSpec(f"{self.label}-{self.count}", self.cfg), self.tmp, None)
-        finally:
-            suite_train.L, suite_base.load_dataset = saved_l, saved_load
+        run_one("bench", RunSpec(f"{self.label}-{self.count}", self.cfg), self.tmp, data=self.data,
+                callbacks=[timer])
         return timer.rate()
 
 
@@ -279,15 +261,17 @@ class Lit:
 
 # ------------------------------------------------------------------ evaluation cost and GEMM limit
 def evaluation_seconds(cfg: Config, repeats: int) -> float:
-    """One evaluation point of the suite: the bound on the full training set and on the test set."""
-    model = AEVB(cfg)
-    model.train_x, model.test_x = _memoized_load_dataset(cfg)
+    """One evaluation point of the suite (as ``SampleAxis.measure`` does it) for a stack of one: the bound on the
+    full training set and on the test set."""
+    stack = AEVB([cfg])
+    data = run_data(cfg)
+    stack.attach(data.train_x, data.test_x)
     times = []
-    for r in range(repeats):
-        gen = model._eval_generator(r)
+    for _ in range(repeats):
+        generators = stack.eval_generators()
         start = time.perf_counter()
-        model.evaluate(model.train_x, gen)
-        model.evaluate(model.test_x, gen)
+        stack.evaluate(stack.train_x, generators)
+        stack.evaluate(stack.test_x, generators)
         times.append(time.perf_counter() - start)
     return statistics.median(times)
 
@@ -336,7 +320,7 @@ def curve_hours(cfg: Config, rate: float, eval_s: float) -> float:
 
 
 def _test_size(cfg: Config) -> int:
-    return len(_memoized_load_dataset(cfg)[1])
+    return len(run_data(cfg).test_x)
 
 
 # ------------------------------------------------------------------ Figure 2 projection
@@ -380,7 +364,7 @@ def figure2(seconds: float, repeats: int, tmp: Path) -> None:
 def bench(dataset: str, nz: int, seconds: float, repeats: int, tmp: Path) -> dict[str, float]:
     cfg = sweep_config(dataset, nz)
     ws_cfg = sweep_config(dataset, nz, "wakesleep")
-    train_x = _memoized_load_dataset(cfg)[0]
+    train_x = run_data(cfg).train_x
     x_dim = train_x.shape[1]
     names = {"a": "(a) suite: run_one, Lightning Trainer, AEVB", "b": "(b) plain loop, data in memory",
              "c": "(c) plain loop, DataLoader", "d": "(d) LightningModule, automatic optimization",

@@ -44,20 +44,61 @@ class StackedLinear(nn.Module):
                 bias[j, :layer.out_features] = layer.bias
         self.weight = nn.Parameter(weight)
         self.bias = nn.Parameter(bias)
+        self.sizes = [(layer.in_features, layer.out_features) for layer in layers]
+        self.padded = len(set(self.sizes)) > 1
         sizes = torch.tensor([layer.out_features for layer in layers])
         mask = (torch.arange(out) < sizes[:, None]).to(weight.dtype).unsqueeze(1)  # (k, 1, out)
-        self.register_buffer("mask", mask if len(set(sizes.tolist())) > 1 else None, persistent=False)
+        self.register_buffer("mask", mask if self.padded else None, persistent=False)
 
     def forward(self, v: torch.Tensor) -> torch.Tensor:
-        """v: (..., k, N, in) -> (..., k, N, out); leading dimensions (the L samples of z) join N, so every
-        layer is one ``baddbmm`` (a view, no copy, when there are none or L = 1), or one ``addmm`` for k = 1."""
+        """v: (..., k, N, in) -> (..., k, N, out); leading dimensions (the L samples of z) join N. On a GPU every
+        layer is one ``baddbmm`` (a view, no copy, when there are none or L = 1); a stack of one, and a stack on
+        the CPU (where batching saves nothing), runs one ``addmm`` per model on its unpadded block, whose
+        padded outputs stay exactly zero."""
         *lead, k, n, d = v.shape
         if k == 1:
             y = torch.addmm(self.bias[0], v.reshape(-1, d), self.weight[0].T)
             return y.view(*lead, 1, n, -1)
+        if v.device.type == "cpu":
+            return _BlockLinear.apply(v, self.weight, self.bias, self.sizes)
         y = torch.baddbmm(self.bias.unsqueeze(1), v.movedim(-3, 0).reshape(k, -1, d), self.weight.mT)
         y = y.reshape(k, *lead, n, -1).movedim(0, -3)
         return y if self.mask is None else y * self.mask
+
+
+class _BlockLinear(torch.autograd.Function):
+    """The CPU kernel of ``StackedLinear``: one ``addmm`` per model on the unpadded block of its weight. Padded
+    outputs are exactly zero and padded weights get exactly zero gradient, as with the mask; the gradients are
+    written block by block, so no model's step touches another model's (or the padding's) memory twice."""
+
+    @staticmethod
+    def forward(ctx: torch.autograd.function.FunctionCtx, v: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor,
+                sizes: list[tuple[int, int]]) -> torch.Tensor:
+        ctx.save_for_backward(v, weight)
+        ctx.sizes = sizes
+        *lead, k, n, _ = v.shape
+        padded = len(set(sizes)) > 1
+        y = (v.new_zeros if padded else v.new_empty)(*lead, k, n, weight.shape[1])
+        for j, (i, o) in enumerate(sizes):
+            y[..., j, :, :o] = torch.addmm(bias[j, :o], v[..., j, :, :i].reshape(-1, i),
+                                           weight[j, :o, :i].T).view(*lead, n, o)
+        return y
+
+    @staticmethod
+    def backward(ctx: torch.autograd.function.FunctionCtx,
+                 grad: torch.Tensor) -> tuple[torch.Tensor | None, torch.Tensor, torch.Tensor, None]:
+        v, weight = ctx.saved_tensors
+        *lead, k, n, _ = v.shape
+        grad_v = torch.zeros_like(v) if ctx.needs_input_grad[0] else None
+        grad_w = torch.zeros_like(weight)
+        grad_b = weight.new_zeros(weight.shape[:2])
+        for j, (i, o) in enumerate(ctx.sizes):
+            g = grad[..., j, :, :o].reshape(-1, o)
+            grad_w[j, :o, :i] = g.T @ v[..., j, :, :i].reshape(-1, i)
+            grad_b[j, :o] = g.sum(0)
+            if grad_v is not None:
+                grad_v[..., j, :, :i] = (g @ weight[j, :o, :i]).view(*lead, n, i)
+        return grad_v, grad_w, grad_b, None
 
 
 def stack_nets(nets: Sequence[Net]) -> Net:

@@ -1,0 +1,171 @@
+"""The GPU path (``pytest -m gpu``, skipped without CUDA; ``make gpu-check`` runs it on a GPU machine).
+
+CUDA against CPU needs the same random numbers on both devices, which their generators do not give: there
+the stacks draw from host generators (``HostDraws``) and copy the draws to the device, so the two devices run
+the same arithmetic, compared in float64. Everything else uses the suite's own device generators.
+"""
+
+import random
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import torch
+import yaml
+
+from vae.algorithms import AEVB, Stack, WakeSleep
+from vae.algorithms.graphs import GraphedSteps, graph_unsupported
+from vae.config import Config, make_config
+from vae.data import load_dataset
+from vae.runs.folder import RunFolder
+
+pytestmark = [pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")]
+
+BASE = dict(hidden=50, n_train=1000, lr=0.02, adagrad_warmup=5, eval_batch=700, steps_per_call=10)
+MODELS = [(3, 0), (5, 1), (10, 7)]  # (nz, seed): padded to Nz = 10
+STEPS = 30
+
+
+def configs(**overrides) -> list[Config]:
+    return [make_config({**BASE, **overrides, "nz": nz, "seed": seed}) for nz, seed in MODELS]
+
+
+@pytest.fixture(scope="module")
+def mnist(data_root: Path) -> tuple[torch.Tensor, torch.Tensor]:
+    train_x, test_x = load_dataset(make_config(BASE), data_root)
+    return train_x, test_x[:2000]
+
+
+@pytest.fixture
+def float64() -> Iterator[None]:
+    old = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float64)
+    yield
+    torch.set_default_dtype(old)
+
+
+class HostDraws(Stack):
+    """Draws every random number from CPU generators (one per model, seeded as the device streams) and copies
+    it to the device, so a CPU stack and a CUDA stack see the same numbers."""
+
+    def attach(self, train_x: torch.Tensor, test_x: torch.Tensor) -> None:
+        super().attach(train_x, test_x)
+        self.host = [torch.Generator().manual_seed(cfg.seed + 1) for cfg in self.configs]
+
+    def minibatch(self) -> torch.Tensor:
+        idx = torch.stack([torch.randint(len(self.train_x), (self.cfg.M,), generator=g) for g in self.host])
+        x = self.train_x[idx.to(self.device)]
+        return self.bernoulli(x) if self.cfg.binarize == "dynamic" else x
+
+    def bernoulli(self, p: torch.Tensor, generators: Sequence[torch.Generator] | None = None) -> torch.Tensor:
+        u = torch.stack([torch.rand(p.shape[1:], generator=g, dtype=torch.float64) for g in self.host])
+        return (u.to(self.device) < p).to(p.dtype)
+
+    def normal(self, *shape: int, generators: Sequence[torch.Generator] | None = None,
+               sizes: Sequence[int] | None = None) -> torch.Tensor:
+        sizes = sizes or [cfg.nz for cfg in self.configs]
+        *lead, n = shape
+        out = torch.zeros((*lead, self.k, n, max(sizes)), dtype=torch.float64)
+        for j, (size, g) in enumerate(zip(sizes, self.host, strict=True)):
+            out[..., j, :, :size] = torch.randn((*lead, n, size), generator=g, dtype=torch.float64)
+        return out.to(self.device, torch.get_default_dtype())
+
+
+class HostAEVB(HostDraws, AEVB):
+    pass
+
+
+class HostWakeSleep(HostDraws, WakeSleep):
+    pass
+
+
+def trained(kind: type[Stack], cfgs: list[Config], data: tuple[torch.Tensor, torch.Tensor], device: str,
+            steps: int = STEPS) -> Stack:
+    stack = kind(cfgs).to(device)
+    stack.attach(*(t.to(device) for t in data))
+    stack.train_steps(steps)
+    return stack
+
+
+def assert_same_parameters(a: Stack, b: Stack, rtol: float, atol: float) -> None:
+    for (name, p), q in zip(a.named_parameters(), b.parameters(), strict=True):
+        torch.testing.assert_close(p.detach().cpu(), q.detach().cpu(), rtol=rtol, atol=atol, msg=name)
+
+
+@pytest.mark.parametrize("kind, overrides", [(HostAEVB, {}), (HostWakeSleep, {}),
+                                             (HostAEVB, dict(binarize="dynamic", decoder="bernoulli")),
+                                             (HostWakeSleep, dict(decoder="gaussian-sigmoid-mean"))],
+                         ids=["aevb", "wakesleep", "aevb-dynamic", "wakesleep-gaussian"])
+def test_cuda_equals_cpu_in_float64(mnist, float64, kind, overrides):
+    data = tuple(t.double() for t in mnist)
+    cpu = trained(kind, configs(**overrides), data, "cpu")
+    cuda = trained(kind, configs(**overrides), data, "cuda")
+    assert_same_parameters(cpu, cuda, rtol=1e-6, atol=1e-9)
+    generators = [torch.Generator().manual_seed(5) for _ in MODELS]
+    x = data[1][:500]
+    eps = torch.randn((1, len(MODELS), 500, 10), generator=generators[0], dtype=torch.float64)
+    with torch.no_grad():
+        a = cpu.bound(x.expand(len(MODELS), *x.shape), eps)
+        b = cuda.bound(x.cuda().expand(len(MODELS), *x.shape), eps.cuda())
+    torch.testing.assert_close(a, b.cpu(), rtol=1e-6, atol=1e-6)
+
+
+@pytest.mark.parametrize("kind", [AEVB, WakeSleep])
+def test_graphed_steps_equal_eager_steps(mnist, kind):
+    """The same kernels on the same tensors, the generators registered with the graph: the same numbers."""
+    eager = trained(kind, configs(), mnist, "cuda", steps=10)  # past the warm-up of 5 steps
+    graphed = trained(kind, configs(), mnist, "cuda", steps=10)
+    assert graph_unsupported(graphed) is None
+    eager.train_steps(30)
+    block = GraphedSteps(graphed, 10)
+    for _ in range(3):
+        block.run()
+    assert graphed.samples == eager.samples
+    assert_same_parameters(eager, graphed, rtol=1e-6, atol=1e-7)
+    for e, g in zip(eager.generators(), graphed.generators(), strict=True):
+        assert torch.equal(e.get_state(), g.get_state()), "the graph left a generator elsewhere than eager steps"
+    assert eager.evaluate(mnist[1].cuda(), eager.eval_generators()) == pytest.approx(
+        graphed.evaluate(mnist[1].cuda(), graphed.eval_generators()), rel=1e-6)
+
+
+def test_a_stack_on_cuda_equals_its_runs_alone(mnist, float64):
+    data = tuple(t.double() for t in mnist)
+    stack = trained(AEVB, configs(), data, "cuda")
+    for j, cfg in enumerate(configs()):
+        alone = trained(AEVB, [cfg], data, "cuda")
+        for name, value in alone.parameters_of(0).items():
+            torch.testing.assert_close(stack.parameters_of(j)[name], value, rtol=1e-8, atol=1e-10)
+
+
+KILL = dict(hidden=50, nz=2, n_train=2000, samples=2_000_000, eval_start=5000, lr_select_samples=5000,
+            adagrad_warmup=10, wandb="disabled", checkpoint_minutes=0.005, accelerator="gpu", steps_per_call=20)
+
+
+def test_sigkill_then_rerun_on_cuda_equals_an_uninterrupted_run(tmp_path, data_root):
+    sweep = tmp_path / "kill.yaml"
+    sweep.write_text(yaml.safe_dump({"name": "kill", "base": KILL}))
+
+    def command(results: Path) -> list[str]:
+        return [sys.executable, "-m", "vae", "train", str(sweep), "--results-dir", str(results),
+                "--data-dir", str(data_root)]
+
+    run = RunFolder.of(tmp_path / "killed", "kill", "seed0")
+    proc = subprocess.Popen(command(tmp_path / "killed"), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 180
+    while not run.has_checkpoint():
+        assert proc.poll() is None and time.monotonic() < deadline, "no checkpoint before the run ended"
+        time.sleep(0.02)
+    time.sleep(random.uniform(0.5, 2.0))
+    proc.send_signal(signal.SIGKILL)
+    assert proc.wait() == -signal.SIGKILL, "the run finished before the kill"
+    subprocess.run(command(tmp_path / "killed"), check=True, capture_output=True)
+    subprocess.run(command(tmp_path / "clean"), check=True, capture_output=True)
+    killed, clean = run.metrics(), RunFolder.of(tmp_path / "clean", "kill", "seed0").metrics()
+    assert list(killed["samples"]) == list(clean["samples"])
+    cols = ["train/elbo", "test/elbo"]
+    pd.testing.assert_frame_equal(killed[cols], clean[cols], rtol=1e-6)
