@@ -18,7 +18,7 @@
 #   SAMPLES (budget per curve), DEVICES / NODES (one run over several GPUs with DDP),
 #   GPUS (fan the runs of a sweep out over this many local GPUs with Ray, one run per GPU),
 #   ADDRESS (fan them out over an existing Ray cluster, e.g. ADDRESS=auto on its head node),
-#   STACK=1 (train a sweep's AEVB runs together in one process, in batched kernels: for one GPU).
+#   STACK=1 (train the runs of a sweep that can share a stack together in one process: for one GPU).
 
 PYTHON ?= python3.11
 VENV := .venv

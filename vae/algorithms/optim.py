@@ -101,28 +101,26 @@ class StackedAdagrad(Adagrad):
     def __init__(self, params: Iterable[Any], lrs: Sequence[float], eps: float, warmup: int,
                  fused: bool | None = None) -> None:
         super().__init__(params, lr=1.0, eps=eps, warmup=warmup, fused=fused)
-        self.lrs = torch.tensor([float(lr) for lr in lrs], dtype=torch.float64)  # exact; see ``_device_lrs``
+        self.lr_values = [float(lr) for lr in lrs]  # exact, for logs and checkpoints
         self._on_device: torch.Tensor | None = None
-
-    @property
-    def lr_values(self) -> list[float]:
-        return self.lrs.tolist()
 
     def set_lrs(self, lrs: Sequence[float]) -> None:
         """The step size of every model (the device copy is updated in place: a captured graph keeps reading it)."""
-        self.lrs = torch.tensor([float(lr) for lr in lrs], dtype=torch.float64)
+        self.lr_values = [float(lr) for lr in lrs]
         if self._on_device is not None:
-            self._on_device.copy_(self.lrs)
+            self._on_device.copy_(torch.tensor(self.lr_values, dtype=torch.float64))
 
     def update(self, params: list[torch.Tensor], grads: list[torch.Tensor], sums: list[torch.Tensor], lr: float,
                decay: float) -> None:
         if self.use_fused(params):
             values = self.lr_values
+            if len(set(values)) == 1:  # one step size: the whole stacked tensors at once
+                super().update(params, grads, sums, values[0], decay)
+                return
             for value in sorted(set(values)):
                 models = [j for j, v in enumerate(values) if v == value]
                 p, g, s = ([t[j] for t in tensors for j in models] for tensors in (params, grads, sums))
-                torch._fused_adagrad_(p, g, s, [self._one(p[0].device)] * len(p), lr=value, lr_decay=0.0,
-                                      weight_decay=decay, eps=0.0, maximize=False)
+                super().update(p, g, s, value, decay)
             return
         grads = accumulate(params, grads, sums, decay)
         updates = torch._foreach_div(grads, torch._foreach_sqrt(sums))
@@ -133,5 +131,5 @@ class StackedAdagrad(Adagrad):
     def _device_lrs(self, like: torch.Tensor) -> torch.Tensor:
         """The step sizes on the parameters' device, copied once (a CUDA graph replays the same tensor)."""
         if self._on_device is None or self._on_device.device != like.device:
-            self._on_device = self.lrs.to(like.device, like.dtype)
+            self._on_device = torch.tensor(self.lr_values, device=like.device, dtype=like.dtype)
         return self._on_device

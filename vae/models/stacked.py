@@ -56,8 +56,8 @@ class StackedLinear(nn.Module):
         the CPU (where batching saves nothing), runs one ``addmm`` per model on its unpadded block, whose
         padded outputs stay exactly zero."""
         *lead, k, n, d = v.shape
-        if k == 1:
-            y = torch.addmm(self.bias[0], v.reshape(-1, d), self.weight[0].T)
+        if k == 1:  # views, not selects: their gradient is the same tensor, not a zero-filled copy
+            y = torch.addmm(self.bias.view(-1), v.reshape(-1, d), self.weight.view(self.weight.shape[1:]).T)
             return y.view(*lead, 1, n, -1)
         if v.device.type == "cpu":
             return _BlockLinear.apply(v, self.weight, self.bias, self.sizes)

@@ -2,7 +2,8 @@
 
 Lightning builds the checkpoint dictionary and calls the module's hooks (``vae.protocol.sample_axis``), which
 put one entry per run under ``"runs"``; ``RunCheckpointIO`` writes each run's entry with Lightning's own keys
-(version, loops, callbacks) to that run's ``checkpoints/last.ckpt``, and reads them back into one dictionary.
+(version, loops, callbacks) to that run's checkpoint file (``RunFolder.checkpoint``), and reads them back into one
+dictionary.
 """
 
 from __future__ import annotations
