@@ -1,4 +1,4 @@
-"""Synthetic logged runs for the table and figure tests."""
+"""Synthetic logged runs for the table and figure tests; the small stacks of the stack tests."""
 
 import json
 from pathlib import Path
@@ -6,7 +6,15 @@ from pathlib import Path
 import pandas as pd
 import yaml
 
-from vae.config import make_config
+from vae.config import Config, make_config
+
+# small MNIST models of three latent sizes (padded to 10) and seeds, for the stack tests
+STACK_BASE = dict(hidden=50, n_train=1000, lr=0.02, adagrad_warmup=5, eval_batch=700)
+STACK_MODELS = [(3, 0), (5, 1), (10, 7)]  # (nz, seed)
+
+
+def stack_configs(**overrides) -> list[Config]:
+    return [make_config({**STACK_BASE, **overrides, "nz": nz, "seed": seed}) for nz, seed in STACK_MODELS]
 
 
 def fake_run(results: Path, sweep: str, name: str, rows: list[tuple[int, float, float]], complete: bool = True,

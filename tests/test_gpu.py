@@ -10,43 +10,25 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 
 import pandas as pd
 import pytest
 import torch
 import yaml
+from helpers import STACK_MODELS, stack_configs
 
 from vae.algorithms import AEVB, Stack, WakeSleep
 from vae.algorithms.graphs import GraphedSteps, graph_unsupported
-from vae.config import Config, make_config
-from vae.data import load_dataset
+from vae.config import Config
 from vae.runs.folder import RunFolder
 
 pytestmark = [pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")]
 
-BASE = dict(hidden=50, n_train=1000, lr=0.02, adagrad_warmup=5, eval_batch=700, steps_per_call=10)
-MODELS = [(3, 0), (5, 1), (10, 7)]  # (nz, seed): padded to Nz = 10
 STEPS = 30
-
-
-def configs(**overrides) -> list[Config]:
-    return [make_config({**BASE, **overrides, "nz": nz, "seed": seed}) for nz, seed in MODELS]
-
-
-@pytest.fixture(scope="module")
-def mnist(data_root: Path) -> tuple[torch.Tensor, torch.Tensor]:
-    train_x, test_x = load_dataset(make_config(BASE), data_root)
-    return train_x, test_x[:2000]
-
-
-@pytest.fixture
-def float64() -> Iterator[None]:
-    old = torch.get_default_dtype()
-    torch.set_default_dtype(torch.float64)
-    yield
-    torch.set_default_dtype(old)
+MODELS = STACK_MODELS
+configs = stack_configs
 
 
 class HostDraws(Stack):

@@ -8,39 +8,18 @@ far below any real discrepancy.
 """
 
 import dataclasses
-from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 import torch
+from helpers import STACK_BASE, stack_configs
 
 from vae.algorithms import AEVB, ALGORITHMS, Stack
 from vae.config import Config, ConfigError, make_config
-from vae.data import load_dataset
 from vae.models.vae import VAE
 
-BASE = dict(hidden=50, n_train=1000, lr=0.02, adagrad_warmup=5, eval_batch=700)
-MODELS = [(3, 0), (5, 1), (10, 7)]  # (nz, seed)
 STEPS = 30
-
-
-def configs(**overrides) -> list[Config]:
-    return [make_config({**BASE, **overrides, "nz": nz, "seed": seed}) for nz, seed in MODELS]
-
-
-@pytest.fixture(scope="module")
-def mnist(data_root: Path) -> tuple[torch.Tensor, torch.Tensor]:
-    """The first 1000 training images and the first 2000 test images (three evaluation batches of 700)."""
-    train_x, test_x = load_dataset(make_config(BASE), data_root)
-    return train_x, test_x[:2000]
-
-
-@pytest.fixture
-def float64() -> Iterator[None]:
-    old = torch.get_default_dtype()
-    torch.set_default_dtype(torch.float64)
-    yield
-    torch.set_default_dtype(old)
+BASE = STACK_BASE
+configs = stack_configs
 
 
 def train_alone(cfg: Config, train_x: torch.Tensor, steps: int) -> Stack:

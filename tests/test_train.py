@@ -9,6 +9,8 @@ import yaml
 
 from vae.__main__ import main
 from vae.config import ConfigError, RunSpec, make_config
+from vae.models.vae import VAE
+from vae.runs.folder import RunFolder
 from vae.runs.train import run_one
 
 TINY = dict(hidden=20, nz=2, n_train=2000, samples=20000, eval_start=5000, lr_select_samples=5000,
@@ -89,3 +91,17 @@ def test_command_line_runs_a_sweep_file(tmp_path, data_root, capsys):
     assert (tmp_path / "runs" / "cli" / "nz3-seed0" / "metrics.csv").is_file()
     assert main(["train", str(sweep), "--set", "nz=0", "--results-dir", str(tmp_path)]) == 2
     assert "nz=0 must be a positive number" in capsys.readouterr().err
+
+
+def test_a_run_checkpoint_loads_as_a_vae_lightning_module(tmp_path, data_root):
+    """The README's reuse promise: a run's checkpoint is a ``VAE`` checkpoint (Lightning's own loader) with the
+    trained weights, the same that the run folder gives."""
+    train(tmp_path, data_root, lr=0.02)
+    folder = RunFolder.of(tmp_path, "test", "run")
+    model = VAE.load_from_checkpoint(folder.checkpoint, map_location="cpu")
+    assert model.cfg.nz == 2 and model.cfg.lr == 0.02
+    expected = folder.load_model().state_dict()
+    assert model.state_dict().keys() == expected.keys()
+    assert all(torch.equal(model.state_dict()[k], expected[k]) for k in expected)
+    x = torch.rand(5, 784)
+    assert model.elbo(x, eps=torch.zeros(1, 5, 2)).shape == (5,)
