@@ -113,7 +113,6 @@ class Stack(nn.Module):
             raise ConfigError(f"algorithm={configs[0].algorithm!r} trains one model per stack")
         self.configs = tuple(configs)
         self.cfg = configs[0]  # everything but nz and seed, shared by the stack
-        self.nz = max(cfg.nz for cfg in configs)
         models = [VAE(cfg) for cfg in configs]
         self._shapes = [{name: p.shape for name, p in m.named_parameters()} for m in models]
         self.encoder = None if models[0].encoder is None else stack_nets([m.encoder for m in models])
