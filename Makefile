@@ -1,19 +1,5 @@
-# Entry points of the AEVB reproduction suite. The first target run creates .venv and installs the package.
-#   make test                      fast test suite (CPU, a few minutes)
-#   make reproduce-mnist           Figure 2, MNIST, AEVB, Nz in {3,5,10,20,200}, to 1e8 samples
-#   make reproduce-mnist SAMPLES=1e6   the same, shorter; run again to continue or extend
-#   make reproduce-frey            Figure 2, Frey Face, AEVB and wake-sleep, Nz in {2,5,10,20}, to 1e8 samples
-#   make reproduce-fig2            all nine panels of Figure 2, AEVB and wake-sleep
-#   make reproduce-fig45           the MNIST Nz=2 model of Figures 4 and 5 (with fig2's runs for the rest)
-#   make reproduce-fig3            Figure 3: AEVB, wake-sleep and MCEM, N_train = 1000 and 50000, marginal likelihood
-#   make ablations                 the issue-3 ablations (Frey Face step size and init, MNIST wake-sleep Nz=200)
-#   make tables                    results/tables/ from the logged runs, beside the paper's values
-#   make figures                   results/figures/: Figure 2 from the logged runs, Figures 4-5 from checkpoints
-#   make smoke                     the same pipeline on a tiny budget (well under a minute)
-#   make bench                     training throughput: the suite against a plain loop and the usual Lightning loop,
-#                                  and Figure 2's five MNIST models stacked against one after another
-#   make gpu-check                 on a GPU machine, with its own python3 and nothing installed: the GPU tests,
-#                                  stack throughput, then Figure 2 at 1e8 samples for FIG2_SECONDS; -> results/gpu/
+# Entry points of the AEVB reproduction suite (`make help` lists them). The first target run creates .venv and
+# installs the package. `make reproduce-mnist SAMPLES=1e6` shortens a budget; run again to continue or extend.
 # Settings: DATA (data folder, default $VAE_DATA_DIR or ./data), RESULTS (default ./results),
 #   SAMPLES (budget per curve), DEVICES / NODES (one run over several GPUs with DDP),
 #   GPUS (fan the runs of a sweep out over this many local GPUs with Ray, one run per GPU),
@@ -40,10 +26,12 @@ BUDGET := $(if $(SAMPLES),samples=$(SAMPLES)) $(if $(DEVICES),devices=$(DEVICES)
 GPU_PY ?= python3
 FIG2_SECONDS ?= 240
 
-.PHONY: gpu-check install test test-full reproduce-mnist reproduce-frey reproduce-fig2 reproduce-fig45 reproduce-fig3 ablations smoke data tables figures bench
+help:  ## list the targets
+	@grep -E '^[a-z0-9-]+:.*## ' $(firstword $(MAKEFILE_LIST)) | sed -E 's/^([a-z0-9-]+):.*## (.*)/  make \1\t\2/' | expand -t 24
 
-install: $(VENV)/.installed
+.PHONY: help gpu-check install test test-full reproduce-mnist reproduce-frey reproduce-fig2 reproduce-fig45 reproduce-fig3 ablations smoke data tables figures bench
 
+install: $(VENV)/.installed  ## create .venv and install the package with its test dependencies
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
@@ -51,50 +39,50 @@ $(VENV)/.installed: pyproject.toml
 	$(PY) -m pip install --quiet -e '.[test]'
 	touch $@
 
-test: install
+test: install  ## fast test suite (CPU, a few minutes)
 	$(PY) -m pytest -q -m "not slow"
 
-test-full: install
+test-full: install  ## the test suite with the slow tests
 	$(PY) -m pytest -q
 
-data: install
+data: install  ## verify (and download if missing) MNIST and Frey Face; print their facts
 	$(PY) -m vae data --data-dir $(DATA)
 
-reproduce-mnist: install
+reproduce-mnist: install  ## Figure 2, MNIST, AEVB, Nz in {3,5,10,20,200}, to 1e8 samples
 	$(TRAIN) experiments/fig2_mnist_aevb.yaml --set $(BUDGET)
 
-reproduce-frey: install
+reproduce-frey: install  ## Figure 2, Frey Face, AEVB and wake-sleep, Nz in {2,5,10,20}, to 1e8 samples
 	$(TRAIN) experiments/fig2_frey_aevb.yaml --set $(BUDGET)
 	$(TRAIN) experiments/fig2_frey_wakesleep.yaml --set $(BUDGET)
 
-reproduce-fig45: install
+reproduce-fig45: install  ## the MNIST Nz=2 model of Figures 4 and 5 (with fig2's runs for the rest)
 	$(TRAIN) experiments/fig45_mnist_aevb.yaml --set $(BUDGET)
 
-reproduce-fig2: reproduce-mnist reproduce-frey
+reproduce-fig2: reproduce-mnist reproduce-frey  ## all nine panels of Figure 2, AEVB and wake-sleep
 	$(TRAIN) experiments/fig2_mnist_wakesleep.yaml --set $(BUDGET)
 
-reproduce-fig3: install
+reproduce-fig3: install  ## Figure 3: AEVB, wake-sleep and MCEM, N_train = 1000 and 50000, marginal likelihood
 	$(TRAIN) experiments/fig3_n1000.yaml --set $(BUDGET)
 	$(TRAIN) experiments/fig3_n1000_mcem.yaml --set $(BUDGET)
 	$(TRAIN) experiments/fig3_n50000.yaml --set $(BUDGET)
 	$(TRAIN) experiments/fig3_n50000_mcem.yaml --set $(BUDGET)
 
-ablations: install
+ablations: install  ## the ablations: Frey Face step size and initialisation, MNIST wake-sleep Nz=200 step size
 	$(TRAIN) experiments/ablation_frey_lr.yaml --set $(BUDGET)
 	$(TRAIN) experiments/ablation_frey_init.yaml --set $(BUDGET)
 	$(TRAIN) experiments/ablation_mnist_ws200_lr.yaml --set $(BUDGET)
 
-smoke: install
+smoke: install  ## the whole pipeline on a tiny budget (well under a minute)
 	$(PY) -m vae train experiments/smoke.yaml --results-dir $(RESULTS)/smoke --data-dir $(DATA) $(ENGINE)
 
-bench: install
+bench: install  ## throughput: the suite against plain and Lightning loops; a stack against its runs one after another
 	$(PY) bench/train_speed.py
 	$(PY) bench/stack_speed.py
 
 # Not through .venv: a GPU machine brings its own torch and Lightning. Each sweep of Figure 2 is trained as
 # stacks at the paper's budget until FIG2_SECONDS run out in all (a cut run keeps its last checkpoint).
 FIG2 := fig2_mnist_aevb fig2_mnist_wakesleep fig2_frey_aevb fig2_frey_wakesleep
-gpu-check:
+gpu-check:  ## on a GPU machine (its python3, nothing installed): GPU tests, throughput, Figure 2 at 1e8 -> results/gpu/
 	mkdir -p results/gpu
 	PYTHONPATH=. $(GPU_PY) -m pytest -p no:cacheprovider -q -m gpu tests/test_gpu.py 2>&1 | tee results/gpu/tests.txt
 	PYTHONPATH=. $(GPU_PY) bench/stack_speed.py --seconds 30 --out results/gpu/throughput.csv 2>&1 \
@@ -107,8 +95,8 @@ gpu-check:
 			2>&1 | tee -a results/gpu/fig2.log; done
 	PYTHONPATH=. $(GPU_PY) -m vae tables --results-dir results/gpu/fig2 --include-incomplete 2>&1 | tee -a results/gpu/fig2.log
 
-tables: install
+tables: install  ## results/tables/ from the logged runs, beside the paper's values
 	$(PY) -m vae tables --results-dir $(RESULTS)
 
-figures: install
+figures: install  ## results/figures/: Figures 2 and 3 from the logged runs, Figures 4-5 from checkpoints
 	$(PY) -m vae figures --results-dir $(RESULTS)
