@@ -1,0 +1,22 @@
+"""A reproduction of Kingma & Welling, Auto-Encoding Variational Bayes (ICLR 2014).
+
+``load_run(path)`` gives back a trained run's model (``vae.models.vae.VAE``) and its config.
+"""
+
+from __future__ import annotations
+
+import os
+
+from vae.config import Config
+from vae.models.vae import VAE
+
+
+def load_run(path: str | os.PathLike[str]) -> tuple[VAE, Config]:
+    """The trained model of a run folder (``results/runs/<sweep>/<run>``), in eval mode, and its config."""
+    from vae.runs.folder import RunFolder
+
+    model = RunFolder(path).load_model().eval()
+    return model, model.cfg
+
+
+__all__ = ["VAE", "load_run"]

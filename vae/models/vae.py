@@ -16,6 +16,7 @@ import torch
 from vae.config import Config, make_config
 from vae.data import X_DIM
 from vae.models.bounds import elbo
+from vae.models.marginal import log_marginal_is
 from vae.models.nets import Decoder, GaussianMLP, init_normal_, make_decoder
 
 
@@ -38,9 +39,34 @@ class VAE(L.LightningModule):
         self.decoder: Decoder = make_decoder(cfg.decoder, cfg.nz, cfg.hidden, x_dim, cfg.decoder_logvar_floor)
         init_normal_(self, cfg.init_std, torch.Generator().manual_seed(cfg.seed))
 
+    def _encoder(self) -> GaussianMLP:
+        if self.encoder is None:
+            raise ValueError("a model trained by MCEM has no encoder q(z|x)")
+        return self.encoder
+
+    def encode(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """q(z|x) for a batch x (n, D): its mean and log-variance (n, Nz), eq. (9)/(12)."""
+        return self._encoder()(x)
+
+    def decode(self, z: torch.Tensor) -> torch.Tensor:
+        """The mean of p(x|z) for a batch z (n, Nz): Bernoulli probabilities (eq. 11) or the Gaussian mean
+        (eq. 12), (n, D)."""
+        out = self.decoder(z)
+        return out[0] if isinstance(out, tuple) else torch.sigmoid(out)
+
+    def sample(self, n: int, generator: torch.Generator | None = None) -> torch.Tensor:
+        """n draws z ~ p(z) = N(0, I) decoded to the mean of p(x|z), as Figure 5 shows them, (n, D)."""
+        z = torch.randn((n, self.cfg.nz), generator=generator, device=self.device)
+        return self.decode(z)
+
     def elbo(self, x: torch.Tensor, estimator: str | None = None, L: int | None = None,
              generator: torch.Generator | None = None, eps: torch.Tensor | None = None) -> torch.Tensor:
         """Lower bound per datapoint (eq. 6 or eq. 7) with this model's encoder and decoder."""
-        if self.encoder is None:
-            raise ValueError("a model trained by MCEM has no encoder, hence no lower bound")
-        return elbo(x, self.encoder, self.decoder, estimator or self.cfg.estimator, L or self.cfg.L, generator, eps)
+        return elbo(x, self._encoder(), self.decoder, estimator or self.cfg.estimator, L or self.cfg.L, generator,
+                    eps)
+
+    def log_marginal(self, x: torch.Tensor, k: int = 5000, generator: torch.Generator | None = None) -> torch.Tensor:
+        """log p(x) per datapoint by importance sampling with q(z|x) as proposal and k samples (the prior when
+        there is no encoder): a stochastic lower bound that rises towards log p(x) with k."""
+        generator = generator or torch.Generator(self.device).manual_seed(0)
+        return log_marginal_is(x, self.decoder, self.encoder, generator, k=k)
