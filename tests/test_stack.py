@@ -13,7 +13,7 @@ import yaml
 from vae.config import RunSpec, load_sweep, make_config
 from vae.data import RunData
 from vae.runs.engine import Engine, run_sweep, stack_groups
-from vae.runs.folder import RunFolder
+from vae.runs.folder import ResultsError, RunFolder
 
 # Three latent sizes, so the stack pads; n_train 1000 keeps the full-set evaluations cheap. The step size is
 # selected from three candidates, per model. (Different seeds in one stack: tests/test_batched.py.)
@@ -140,3 +140,13 @@ def test_stacks_group_runs_that_can_share_one(tmp_path):
     assert [s.name for s in rest] == ["ddp", "mcem"]
     stacks, _ = stack_groups(specs, tmp_path, "s", 2)
     assert [[s.name for s in g] for g in stacks] == [["a", "b"], ["c"], ["ws", "ws2"], ["h"]]
+
+
+def test_grouping_refuses_an_unreadable_checkpoint_with_a_message(tmp_path):
+    spec = RunSpec("a", make_config({"samples": 10**6}))
+    folder = RunFolder.of(tmp_path, "s", "a")
+    folder.checkpoint.parent.mkdir(parents=True)
+    folder.checkpoint.write_bytes(b"not a checkpoint")
+    with pytest.raises(ResultsError, match=r"last.ckpt cannot be read.*delete"):
+        stack_groups([spec], tmp_path, "s", None)
+    assert folder.checkpoint.read_bytes() == b"not a checkpoint"

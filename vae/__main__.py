@@ -1,5 +1,6 @@
 """Command line: ``python -m vae train EXPERIMENT.yaml [--set key=value ...]``, ``tables``, ``figures``,
-``diagnose`` and ``data``."""
+``diagnose`` and ``data``. Exit status 2: a known error, said in one line; 130 / 143: training stopped by SIGINT /
+SIGTERM, checkpointed."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import warnings
 from pathlib import Path
 
 import yaml
+from lightning.pytorch.utilities import rank_zero_only
 
 from vae.config import ConfigError, load_sweep, parse_overrides
 from vae.data import DATA_ENV, DataError, data_dir, load_frey, load_mnist
@@ -17,6 +19,7 @@ from vae.protocol.sample_axis import RunDiverged
 from vae.results.report import ReportError
 from vae.runs.engine import SweepFailed
 from vae.runs.folder import ResultsError
+from vae.runs.signals import Interrupted
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -97,6 +100,10 @@ def main(argv: list[str] | None = None) -> int:
     except (ConfigError, DataError, ReportError, ResultsError, RunDiverged, SweepFailed) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    except Interrupted as e:
+        if rank_zero_only.rank == 0:  # under DDP every rank stops; one says so
+            print(e, file=sys.stderr)
+        return e.exit_status
     return 0
 
 

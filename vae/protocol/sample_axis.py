@@ -12,7 +12,8 @@ Checkpoints: Lightning writes one checkpoint dictionary for the module; ``on_sav
 stack's stacked ``state_dict`` and ``optimizer_states`` by one entry per run under ``"runs"`` (that model's
 unpadded parameters, hyper-parameters, optimizer states and ``sample_axis`` state), and the run folders'
 ``CheckpointIO`` writes each run's entry, with Lightning's own keys, as that run's checkpoint. Loading reverses
-it, so a run's checkpoint has one format whatever the size of the stack that wrote it or reads it.
+it, so a run's checkpoint has one format whatever the size of the stack that wrote it or reads it. A state that
+is not finite is never saved: the run stops (``RunDiverged``) and keeps its last good checkpoints.
 """
 
 from __future__ import annotations
@@ -34,6 +35,17 @@ from vae.protocol.schedule import round_up, run_points
 
 class RunDiverged(RuntimeError):
     """The bound or the parameters stopped being finite."""
+
+
+def not_finite(state: Any, at: str = "") -> list[str]:
+    """Where ``state`` (nested dicts, lists and tensors) holds a floating-point tensor with a NaN or infinity."""
+    if isinstance(state, torch.Tensor):
+        return [at] if state.is_floating_point() and not bool(torch.isfinite(state).all()) else []
+    if isinstance(state, dict):
+        return [p for k, v in state.items() for p in not_finite(v, f"{at}.{k}" if at else str(k))]
+    if isinstance(state, (list, tuple)):
+        return [p for i, v in enumerate(state) for p in not_finite(v, f"{at}[{i}]")]
+    return []
 
 
 class SampleAxis(L.LightningModule):
@@ -76,8 +88,21 @@ class SampleAxis(L.LightningModule):
         self._since_eval = (self.samples, self._seconds)
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        """Refuses (``RunDiverged``) before any run's file is written when a run's state is not finite, so the
+        last good checkpoints stay."""
+        runs = [self._run_checkpoint(j) for j in range(self.stack.k)]
+        for j, run in enumerate(runs):
+            bad = not_finite(run)
+            if bad:
+                s = self.samples
+                raise RunDiverged(
+                    f"[{self.names[j]}] the parameters or the optimizer state are not finite at step "
+                    f"{s // self.stack.samples_per_step} ({s} samples; {', '.join(bad[:3])}"
+                    f"{', ...' if len(bad) > 3 else ''}), before the next evaluation point; the Adagrad step size "
+                    f"{self.lrs[j]} is likely too large for this model. No checkpoint was written: the last good "
+                    "one is kept. Restart with a smaller lr (in a new results folder).")
         del checkpoint["state_dict"], checkpoint["optimizer_states"]
-        checkpoint["runs"] = [self._run_checkpoint(j) for j in range(self.stack.k)]
+        checkpoint["runs"] = runs
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         runs = checkpoint.pop("runs")
@@ -186,8 +211,7 @@ class SampleAxis(L.LightningModule):
                     f"[{self.names[j]}] the evaluation or the parameters are not finite at step "
                     f"{s // self.stack.samples_per_step} ({s} samples; {shown}); the Adagrad step size "
                     f"{self.lrs[j]} is likely too large for this model. The last good checkpoint is kept and "
-                    "nothing was written for this point: restart with a smaller lr (in a new results folder) "
-                    "or rerun to retry from the checkpoint.")
+                    "nothing was written for this point: restart with a smaller lr (in a new results folder).")
         done, secs = self._since_eval
         rate = (s - done) / max(self._seconds - secs, 1e-9)
         self._since_eval = (s, self._seconds)

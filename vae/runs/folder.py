@@ -1,15 +1,20 @@
 """A run's folder and the loggers that write into it: CSV rows of evaluation points, and W&B.
 
-Every file is written atomically (temporary file, then rename), so a killed run never leaves a torn file.
+Every file is written atomically (temporary file, then rename), so a killed run never leaves a torn file, with the
+mode the umask gives a new file. One process at a time trains a run: it holds the folder's lock.
 """
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import secrets
+import socket
 import tempfile
 from argparse import Namespace
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -29,8 +34,10 @@ class ResultsError(RuntimeError):
 
 
 def atomic_write_text(path: Path, text: str) -> None:
+    """Write ``text`` to a new file beside ``path`` (mode 0666 less the umask, as any new file), then rename it."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
+    tmp = path.with_name(f"{path.name}.{secrets.token_hex(6)}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
     try:
         with os.fdopen(fd, "w") as f:
             f.write(text)
@@ -47,7 +54,8 @@ class RunFolder:
 
     ``config.yaml`` (the full config), ``metrics.csv`` (one row per evaluation point), ``status.json`` (samples
     reached, step size, selection scores, wall time), ``checkpoints/last.ckpt``, the W&B run id in ``wandb_id``
-    with the last point sent in ``wandb_logged``, and the offline W&B files in ``wandb/``.
+    with the last point sent in ``wandb_logged``, the offline W&B files in ``wandb/``, and ``lock``, locked by the
+    process training the run, which writes its PID and host into it.
     """
 
     def __init__(self, path: str | os.PathLike[str]) -> None:
@@ -59,6 +67,7 @@ class RunFolder:
         self.checkpoint = self.path / "checkpoints" / "last.ckpt"
         self.wandb_id_file = self.path / "wandb_id"
         self.wandb_mark = self.path / "wandb_logged"
+        self.lock_file = self.path / "lock"
 
     @classmethod
     def of(cls, results_dir: str | os.PathLike[str], sweep: str, name: str) -> RunFolder:
@@ -78,6 +87,29 @@ class RunFolder:
         except OSError as e:
             raise ResultsError(f"cannot write to the results folder {self.path} ({e.strerror}); choose a writable "
                                "one with --results-dir or make RESULTS=...") from None
+
+    @contextmanager
+    def lock(self) -> Iterator[None]:
+        """Hold the run for this process until the block ends; refuse it if another process holds it. The lock
+        is the kernel's (``flock``), so it goes with the process however the process ends, even by SIGKILL."""
+        self.path.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.lock_file, os.O_RDWR | os.O_CREAT, 0o666)
+        try:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                holder = os.pread(fd, 300, 0).decode(errors="replace").split() or ["(not yet written)"]
+                raise ResultsError(
+                    f"{self.path} is being trained by process {' on '.join(holder)}. Wait for it to end, or stop "
+                    "it, then run the same command again.") from None
+            except OSError as e:  # a file system without flock (some cluster mounts)
+                raise ResultsError(f"cannot lock {self.lock_file} ({e.strerror}): choose a results folder on a file "
+                                   "system with file locks (--results-dir / RESULTS=)") from None
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, f"{os.getpid()} {socket.gethostname()}\n".encode(), 0)
+            yield
+        finally:
+            os.close(fd)
 
     def config(self) -> dict[str, Any] | None:
         return yaml.safe_load(self.config_file.read_text()) if self.config_file.is_file() else None
@@ -102,8 +134,12 @@ class RunFolder:
         if not self.has_checkpoint():
             return 0
         # memory-mapped: only the small "sample_axis" entry is read here
-        checkpoint = torch.load(self.checkpoint, map_location="cpu", weights_only=False, mmap=True)
-        return int(checkpoint["sample_axis"]["samples"])
+        try:
+            checkpoint = torch.load(self.checkpoint, map_location="cpu", weights_only=False, mmap=True)
+            return int(checkpoint["sample_axis"]["samples"])
+        except Exception as e:  # any unreadable file: torch raises many kinds
+            raise ResultsError(f"{self.checkpoint} cannot be read ({type(e).__name__}); put back this run's "
+                               f"checkpoint or delete {self.checkpoint.parent} to restart the run from zero") from None
 
     def load_model(self) -> VAE:
         """The trained model of this run, from its config and last checkpoint."""

@@ -3,7 +3,8 @@ logged to each run's CSV and W&B run.
 
 Running the same command again continues every run from its last checkpoint (or extends a finished one to a
 larger ``samples`` budget); a run whose stored config differs from the requested one in anything but execution
-settings is refused.
+settings is refused, and so is a run that another process is training (each run folder's lock). SIGINT or SIGTERM
+stops the runs at the end of the current step, checkpointed (``vae.runs.signals``).
 
 With ``devices``/``num_nodes`` above 1 a run is one Lightning DDP job: Lightning starts the other local ranks
 by re-running this command (or torchrun / SLURM start them all); every rank runs the same sweep loop, and only
@@ -12,13 +13,16 @@ global rank 0 writes the run folder (config, CSV, W&B, checkpoints, status).
 
 from __future__ import annotations
 
+import signal
 import time
 from collections.abc import Sequence
+from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
 import lightning as L
 from lightning.pytorch.utilities import rank_zero_only
+from lightning.pytorch.utilities.exceptions import SIGTERMException
 
 from vae.algorithms import ALGORITHMS
 from vae.config import Config, ConfigError, RunSpec
@@ -27,6 +31,7 @@ from vae.protocol.sample_axis import SampleAxis
 from vae.protocol.schedule import round_up
 from vae.runs.checkpoint import PeriodicCheckpoint, RunCheckpointIO
 from vae.runs.folder import RunFolder, run_loggers
+from vae.runs.signals import Interrupted, StopOnSignal
 
 say = rank_zero_only(print)  # under DDP only global rank 0 reports
 
@@ -54,13 +59,23 @@ def train_stack(sweep: str, specs: Sequence[RunSpec], results_dir: Path, data_di
                 callbacks: Sequence[L.Callback] = ()) -> dict[str, dict[str, Any]]:
     """Train the runs ``specs`` (configs that differ only in ``nz`` and ``seed``, at the same sample count) as
     one stack to their budget, or continue them; returns each run's status. ``data`` replaces the datasets
-    read from ``data_dir``; ``callbacks`` join the Trainer's."""
+    read from ``data_dir``; ``callbacks`` join the Trainer's. Global rank 0 holds every run folder's lock
+    meanwhile; a signal stops training with every run checkpointed and raises ``Interrupted``."""
+    folders = [RunFolder.of(results_dir, sweep, s.name) for s in specs]
+    with ExitStack() as locks:
+        for folder in folders:
+            folder.check_writable()
+            if rank_zero_only.rank == 0:
+                locks.enter_context(folder.lock())
+        return _train_stack(specs, folders, data_dir, data, callbacks)
+
+
+def _train_stack(specs: Sequence[RunSpec], folders: Sequence[RunFolder], data_dir: Path | None,
+                 data: L.LightningDataModule | None, callbacks: Sequence[L.Callback]) -> dict[str, dict[str, Any]]:
     configs = [s.config for s in specs]
     cfg = configs[0]
-    folders = [RunFolder.of(results_dir, sweep, s.name) for s in specs]
     for folder, config in zip(folders, configs, strict=True):
         check_same_config(folder, config)
-        folder.check_writable()
     statuses = {s.name: f.status() for s, f in zip(specs, folders, strict=True)}
     todo = [i for i, (f, c) in enumerate(zip(folders, configs, strict=True)) if not finished(f, c)]
     for i in set(range(len(specs))) - set(todo):
@@ -77,25 +92,29 @@ def train_stack(sweep: str, specs: Sequence[RunSpec], results_dir: Path, data_di
             folder.write_config(config.to_dict())
     module = SampleAxis(stack, [s.name for s in specs], loggers)
     ranks = cfg.devices * cfg.num_nodes
-    trainer = L.Trainer(
-        accelerator=cfg.accelerator, devices=cfg.devices, num_nodes=cfg.num_nodes,
-        strategy="ddp" if ranks > 1 else "auto", max_epochs=-1, logger=False,
-        callbacks=[PeriodicCheckpoint(folders[0].checkpoint, cfg.checkpoint_minutes), *callbacks],
-        plugins=[RunCheckpointIO(folders)], enable_checkpointing=False, enable_progress_bar=False,
-        enable_model_summary=False, default_root_dir=folders[0].path,
-    )
     resume = [f.has_checkpoint() for f in folders]
     if any(resume) and not all(resume):
         raise ConfigError(f"of the runs {[s.name for s in specs]} only some have a checkpoint; train them one "
                           "by one (--engine local)")
     began = time.time()
-    try:
-        trainer.fit(module, datamodule=data or RunData(cfg, data_dir),
-                    ckpt_path=folders[0].checkpoint if all(resume) else None)
-    finally:
-        for group in loggers:
-            for logger in group[1:]:
-                logger.experiment.finish()
+    # the handlers go in before fit, so that a signal during the Trainer's setup stops training too
+    with StopOnSignal(folders[0].checkpoint) as stop:
+        trainer = L.Trainer(
+            accelerator=cfg.accelerator, devices=cfg.devices, num_nodes=cfg.num_nodes,
+            strategy="ddp" if ranks > 1 else "auto", max_epochs=-1, logger=False,
+            callbacks=[PeriodicCheckpoint(folders[0].checkpoint, cfg.checkpoint_minutes), stop, *callbacks],
+            plugins=[RunCheckpointIO(folders)], enable_checkpointing=False, enable_progress_bar=False,
+            enable_model_summary=False, default_root_dir=folders[0].path,
+        )
+        try:
+            trainer.fit(module, datamodule=data or RunData(cfg, data_dir),
+                        ckpt_path=folders[0].checkpoint if all(resume) else None)
+        except SIGTERMException:  # raised at a step's end after the checkpoint was saved: the runs stop here
+            stop.signum = stop.signum or signal.SIGTERM  # a DDP rank without a signal of its own stops with rank 0
+        finally:
+            for group in loggers:
+                for logger in group[1:]:
+                    logger.experiment.finish()
     wall = time.time() - began
     for j, (spec, folder) in enumerate(zip(specs, folders, strict=True)):
         status = {
@@ -110,6 +129,10 @@ def train_stack(sweep: str, specs: Sequence[RunSpec], results_dir: Path, data_di
         if writer:
             folder.write_status(status)
         statuses[spec.name] = status
+    if stop.signum:
+        raise Interrupted(stop.signum, f"{signal.Signals(stop.signum).name}: {', '.join(s.name for s in specs)} "
+                                       f"stopped at {module.samples:,d} of {cfg.samples:,d} samples, checkpointed; "
+                                       "run the same command again to continue")
     return statuses
 
 

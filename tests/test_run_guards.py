@@ -1,0 +1,200 @@
+"""Guards around a training process: SIGINT / SIGTERM stop it checkpointed and a rerun continues exactly; one
+process at a time per run folder; results files get the mode the umask gives."""
+
+import contextlib
+import json
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import lightning as L
+import pandas as pd
+import pytest
+import torch
+import yaml
+
+from vae.config import RunSpec, make_config
+from vae.protocol.schedule import eval_points
+from vae.runs.folder import ResultsError, RunFolder
+from vae.runs.signals import Interrupted
+from vae.runs.train import run_one, train_stack
+
+# checkpoint_minutes: none periodic, so a checkpoint that exists after a signal was written on the signal
+STOP = dict(hidden=20, nz=2, n_train=2000, samples=100000, eval_start=5000, lr_select_samples=5000,
+            adagrad_warmup=10, wandb="disabled", checkpoint_minutes=10.0)
+
+
+def command(sweep: Path, results: Path, data_root: Path) -> list[str]:
+    return [sys.executable, "-m", "vae", "train", str(sweep), "--results-dir", str(results),
+            "--data-dir", str(data_root)]
+
+
+def sweep_file(tmp_path: Path, **overrides) -> Path:
+    sweep = tmp_path / "stop.yaml"
+    sweep.write_text(yaml.safe_dump({"name": "stop", "base": {**STOP, **overrides}}))
+    return sweep
+
+
+def wait_for(path: Path, proc: subprocess.Popen) -> None:
+    deadline = time.monotonic() + 120
+    while not path.is_file():
+        assert proc.poll() is None and time.monotonic() < deadline, f"no {path.name} before the run ended"
+        time.sleep(0.02)
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(tmp_path_factory, data_root) -> Path:
+    """The run folder of the STOP run trained without interruption."""
+    tmp = tmp_path_factory.mktemp("clean")
+    subprocess.run(command(sweep_file(tmp), tmp, data_root), check=True, capture_output=True)
+    return tmp / "runs" / "stop" / "seed0"
+
+
+@pytest.mark.parametrize("signum, status", [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
+def test_signal_stops_at_a_step_end_checkpointed_and_a_rerun_continues_exactly(tmp_path, data_root, uninterrupted,
+                                                                              signum, status):
+    sweep = sweep_file(tmp_path)
+    run = tmp_path / "runs" / "stop" / "seed0"
+    proc = subprocess.Popen(command(sweep, tmp_path, data_root), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                            text=True)
+    wait_for(run / "metrics.csv", proc)  # training, past the step-size selection
+    proc.send_signal(signum)
+    err = proc.communicate(timeout=60)[1]
+    assert proc.returncode == status, err
+    assert "Traceback" not in err
+    (line,) = [s for s in err.splitlines() if "stopped" in s]
+    reached = int(re.search(r"seed0 stopped at ([\d,]+) of 100,000 samples", line)[1].replace(",", ""))
+    assert line.startswith(signum.name) and "run the same command again" in line
+    assert torch.load(run / "checkpoints" / "last.ckpt", weights_only=False)["sample_axis"]["samples"] == reached
+    assert json.loads((run / "status.json").read_text())["samples"] == reached < STOP["samples"]
+
+    subprocess.run(command(sweep, tmp_path, data_root), check=True, capture_output=True)
+    resumed, clean = pd.read_csv(run / "metrics.csv"), pd.read_csv(uninterrupted / "metrics.csv")
+    assert resumed["samples"].tolist() == eval_points(5000, STOP["samples"], 10, 100)
+    cols = ["samples", "train/elbo", "test/elbo", "lr"]
+    pd.testing.assert_frame_equal(resumed[cols], clean[cols], check_exact=True)
+    a = torch.load(run / "checkpoints" / "last.ckpt", weights_only=False)["state_dict"]
+    b = torch.load(uninterrupted / "checkpoints" / "last.ckpt", weights_only=False)["state_dict"]
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_sigterm_to_every_ddp_rank_stops_them_at_one_step_and_rank_0_alone_says_so(tmp_path, data_root):
+    """As a scheduler or Ctrl+C does, the signal goes to the whole process group: both ranks of a 2-process CPU
+    DDP run (gloo) stop at the same step, save, and exit; one line says so."""
+    sweep = sweep_file(tmp_path, hidden=50, nz=3, lr=0.02, M=101, samples=40000, eval_start=1000, eval_per_decade=2,
+                       eval_batch=3000, checkpoint_minutes=0.002, devices=2, accelerator="cpu")
+    run = tmp_path / "runs" / "stop" / "seed0"
+    proc = subprocess.Popen(command(sweep, tmp_path, data_root), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                            text=True, start_new_session=True)
+    try:
+        wait_for(run / "checkpoints" / "last.ckpt", proc)
+        os.killpg(proc.pid, signal.SIGTERM)
+        err = proc.communicate(timeout=120)[1]
+    finally:
+        with contextlib.suppress(ProcessLookupError):  # nothing is left unless a rank hung
+            os.killpg(proc.pid, signal.SIGKILL)
+    assert proc.returncode == 143, err
+    assert "Traceback" not in err
+    (line,) = [s for s in err.splitlines() if "stopped" in s]
+    reached = int(re.search(r"seed0 stopped at ([\d,]+) of 40,000 samples", line)[1].replace(",", ""))
+    assert RunFolder(run).samples_done() == reached
+    subprocess.run(command(sweep, tmp_path, data_root), check=True, capture_output=True)
+    assert json.loads((run / "status.json").read_text())["samples"] >= 40000
+
+
+class SendSignal(L.Callback):
+    """Sends SIGTERM to this process at the end of the first training step past ``samples``."""
+
+    def __init__(self, samples: int) -> None:
+        self.samples = samples
+
+    def on_train_batch_end(self, trainer, module, *args):
+        if module.samples > self.samples:
+            os.kill(os.getpid(), signal.SIGTERM)
+            self.samples = float("inf")
+
+
+def test_a_signal_checkpoints_every_run_of_a_stack_and_the_handlers_are_restored(tmp_path, data_root):
+    before = signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)
+    specs = [RunSpec(f"nz{nz}", make_config(dict(STOP, samples=20000, lr=0.02, nz=nz))) for nz in (2, 3)]
+    with pytest.raises(Interrupted, match=r"^SIGTERM: nz2, nz3 stopped at ([\d,]+) of 20,000 samples") as stopped:
+        train_stack("t", specs, tmp_path, data_root, callbacks=[SendSignal(6300)])
+    assert stopped.value.exit_status == 143
+    assert (signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)) == before
+    reached = int(re.search(r"at ([\d,]+) of", str(stopped.value))[1].replace(",", ""))
+    assert 6300 < reached < 20000
+    for name in ("nz2", "nz3"):
+        folder = RunFolder.of(tmp_path, "t", name)
+        assert folder.samples_done() == folder.status()["samples"] == reached
+    assert {s["samples"] for s in train_stack("t", specs, tmp_path, data_root).values()} == {20000}
+    assert (signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)) == before
+
+
+def test_training_runs_outside_the_main_thread(tmp_path, data_root):
+    """Signal handlers can only be set in the main thread; elsewhere training runs without them."""
+    spec = RunSpec("r", make_config(dict(STOP, samples=10000, lr=0.02)))
+    results = []
+    thread = threading.Thread(target=lambda: results.append(run_one("t", spec, tmp_path, data_root)))
+    thread.start()
+    thread.join()
+    assert results[0]["samples"] == 10000
+
+
+def snapshot(folder: Path) -> dict[str, tuple[int, int, bytes]]:
+    """(inode, mtime, content) of every file of a run folder; of ``wandb/``, which the first run's W&B process
+    keeps writing, only the entries at its top (a second W&B session would add a run folder there)."""
+    files = {p: p.lstat() for p in folder.rglob("*") if p.parent == folder / "wandb" or "wandb" not in p.parts}
+    return {str(p): (s.st_ino, s.st_mtime_ns, p.read_bytes() if p.is_file() and not p.is_symlink() else b"")
+            for p, s in files.items()}
+
+
+def test_a_second_process_on_the_same_run_is_refused_and_a_killed_holder_frees_the_run(tmp_path, data_root):
+    sweep = sweep_file(tmp_path, wandb="offline", checkpoint_minutes=0.002)
+    run = tmp_path / "runs" / "stop" / "seed0"
+    # each command its own W&B service, as from a shell (not the one an earlier test started in this process)
+    env = {k: v for k, v in os.environ.items() if k != "WANDB_SERVICE"} | {"WANDB_SILENT": "true"}
+    first = subprocess.Popen(command(sweep, tmp_path, data_root), stdout=subprocess.DEVNULL,
+                             stderr=subprocess.DEVNULL, env=env)
+    try:
+        wait_for(run / "checkpoints" / "last.ckpt", first)
+        first.send_signal(signal.SIGSTOP)  # still holding the run, and changing no file while the second tries
+        before = snapshot(run)
+        assert (run / "wandb_id").is_file() and list((run / "wandb").glob("offline-run-*"))
+        second = subprocess.run(command(sweep, tmp_path, data_root), check=False, capture_output=True, text=True,
+                                env=env | {"PYTHONWARNINGS": "ignore"})
+        assert second.returncode == 2, second.stderr
+        (line,) = second.stderr.splitlines()
+        assert line.startswith("error: ") and str(run) in line
+        assert f"process {first.pid} on {socket.gethostname()}" in line
+        assert snapshot(run) == before
+    finally:
+        first.kill()
+        first.wait()
+    third = subprocess.run(command(sweep, tmp_path, data_root), check=False, capture_output=True, text=True, env=env)
+    assert third.returncode == 0, third.stderr
+    assert json.loads((run / "status.json").read_text())["samples"] == STOP["samples"]
+
+
+def test_every_run_of_a_stack_is_locked_before_anything_is_written(tmp_path, data_root):
+    specs = [RunSpec(f"nz{nz}", make_config(dict(STOP, samples=10000, lr=0.02, nz=nz))) for nz in (2, 3)]
+    held = rf"runs/t/nz3 is being trained by process {os.getpid()} "
+    with RunFolder.of(tmp_path, "t", "nz3").lock(), pytest.raises(ResultsError, match=held):
+        train_stack("t", specs, tmp_path, data_root)
+    for name in ("nz2", "nz3"):
+        assert not (tmp_path / "runs" / "t" / name / "config.yaml").exists()
+    assert set(train_stack("t", specs, tmp_path, data_root)) == {"nz2", "nz3"}
+
+
+@pytest.mark.parametrize("umask, mode", [(0o022, 0o644), (0o002, 0o664)])
+def test_results_files_get_the_mode_the_umask_gives(tmp_path, data_root, umask, mode):
+    sweep = sweep_file(tmp_path, samples=10000, lr=0.02)
+    subprocess.run(command(sweep, tmp_path, data_root), check=True, capture_output=True, umask=umask)
+    run = tmp_path / "runs" / "stop" / "seed0"
+    for name in ("config.yaml", "metrics.csv", "status.json", "lock"):
+        assert (run / name).stat().st_mode & 0o777 == mode, name
