@@ -72,7 +72,7 @@ def test_divergence_stops_with_a_message_and_keeps_the_last_good_state(tmp_path,
 
         def on_train_batch_start(self, trainer, module, *args):
             with torch.no_grad():
-                module.stack.decoder.hidden.weight[0, 0, 0] = float("nan")
+                module.stack.decoder.hidden.weight.view(-1)[0] = float("nan")
 
     with pytest.raises(RunDiverged, match=r"not finite at step 251 \(25100 samples.*step size 0.02"):
         run_one("t", RunSpec("r", make_config(dict(cfg, samples=40000))), tmp_path, data_root, callbacks=[Poison()])

@@ -281,6 +281,9 @@ class Stack(nn.Module):
 
     # ---------------------------------------------------------------- one model's state
     def _slice(self, j: int, name: str) -> tuple[Any, ...]:
+        """Model j's block of a stacked tensor; a stack of one holds its tensors unstacked."""
+        if self.k == 1:
+            return (...,)
         return (j, *(slice(0, n) for n in self._shapes[j][name]))
 
     def model(self, j: int) -> VAE:

@@ -34,6 +34,7 @@ class StackedLinear(nn.Module):
     masked to exactly zero."""
 
     def __init__(self, layers: Sequence[nn.Linear]) -> None:
+        """``weight`` is (k, out, in) and ``bias`` (k, out); for k = 1, (out, in) and (out)."""
         super().__init__()
         k, out = len(layers), max(layer.out_features for layer in layers)
         weight = torch.zeros(k, out, max(layer.in_features for layer in layers))
@@ -42,8 +43,9 @@ class StackedLinear(nn.Module):
             for j, layer in enumerate(layers):
                 weight[j, :layer.out_features, :layer.in_features] = layer.weight
                 bias[j, :layer.out_features] = layer.bias
-        self.weight = nn.Parameter(weight)
-        self.bias = nn.Parameter(bias)
+        # a stack of one keeps the layer's own shapes: no view of a parameter (and its gradient) per step
+        self.weight = nn.Parameter(weight[0] if k == 1 else weight)
+        self.bias = nn.Parameter(bias[0] if k == 1 else bias)
         self.sizes = [(layer.in_features, layer.out_features) for layer in layers]
         self.padded = len(set(self.sizes)) > 1
         sizes = torch.tensor([layer.out_features for layer in layers])
@@ -56,9 +58,8 @@ class StackedLinear(nn.Module):
         the CPU (where batching saves nothing), runs one ``addmm`` per model on its unpadded block, whose
         padded outputs stay exactly zero."""
         *lead, k, n, d = v.shape
-        if k == 1:  # views, not selects: their gradient is the same tensor, not a zero-filled copy
-            y = torch.addmm(self.bias.view(-1), v.reshape(-1, d), self.weight.view(self.weight.shape[1:]).T)
-            return y.view(*lead, 1, n, -1)
+        if k == 1:
+            return torch.addmm(self.bias, v.reshape(-1, d), self.weight.T).view(*lead, 1, n, -1)
         if v.device.type == "cpu":
             return _BlockLinear.apply(v, self.weight, self.bias, self.sizes)
         y = torch.baddbmm(self.bias.unsqueeze(1), v.movedim(-3, 0).reshape(k, -1, d), self.weight.mT)

@@ -203,7 +203,8 @@ class SampleAxis(L.LightningModule):
         if s not in self.points or (self.history[0] and self.history[0][-1]["samples"] >= s):
             return
         rows = self.measure()
-        finite = torch.stack([torch.isfinite(p).flatten(1).all(1) for p in self.stack.parameters()]).all(0).tolist()
+        finite = torch.stack([torch.isfinite(p).reshape(self.stack.k, -1).all(1)
+                              for p in self.stack.parameters()]).all(0).tolist()
         for j, row in enumerate(rows):
             if not (finite[j] and all(math.isfinite(v) for v in row.values())):
                 shown = ", ".join(f"{k} {v}" for k, v in row.items())
