@@ -1,5 +1,5 @@
 """Training throughput of the paper's models: the suite's own training path against the straightforward
-PyTorch code a user would write for the same model (issue 7). ``make bench`` runs it.
+PyTorch code a user would write for the same model. ``make bench`` runs it.
 
 Models (§5, App. C): MNIST 784-500-Nz with a Bernoulli decoder, Frey Face 560-200-Nz with a Gaussian decoder
 whose mean is a sigmoid (and the suite's log-variance floor); Gaussian encoder with two linear heads; all

@@ -5,7 +5,7 @@ A config fully determines a run. Each field's type says what it accepts (``Liter
 ``GROUPS``) what it configures. Every group but ``execution`` defines the mathematics of a run
 (``Config.identity``). Sweep files under ``experiments/`` hold a ``base`` config and a ``grid`` of values to
 expand (e.g. ``nz: [3, 5, 10, 20, 200]`` for Figure 2). Where the paper is silent the default follows the
-evidence in the paper digest; each such field says so in its comment.
+evidence of the authors' code; each such field says so in its comment.
 """
 
 from __future__ import annotations
@@ -118,7 +118,7 @@ class Config:
     nz: PositiveInt = _in("model", 20)
     hidden: PositiveInt = _in("model", 500)
     decoder: Literal["bernoulli", "gaussian", "gaussian-sigmoid-mean"] = _in("model", "bernoulli")
-    init_std: PositiveFloat = _in("model", 0.01)  # "N(0, 0.01)" read as a standard deviation (digest §3.6)
+    init_std: PositiveFloat = _in("model", 0.01)  # "N(0, 0.01)" read as a standard deviation (the authors' init_w(std=1e-2))
     # Gaussian decoder only: smooth floor on log sigma^2 (log of 1/(12*256^2), the variance of one grey
     # level's quantization noise), so a collapsing variance cannot make the density infinite; null = none
     decoder_logvar_floor: Optional[float] = _in("model", -13.3, null="for none")

@@ -156,7 +156,7 @@ class Splits:
 
 
 def load_mnist(root: Path | None = None, pixel_scale: float = 255.0, n_train: int = 50000) -> Splits:
-    """MNIST with the authors' split (digest §3.6): the first 50,000 training images for training, the last
+    """MNIST with the authors' split (their MNIST pickle): the first 50,000 training images for training, the last
     10,000 as validation, the 10,000 test images as test. Grey levels are ``byte / pixel_scale``.
     ``n_train`` keeps only the first n_train training images (Fig. 3, N_train = 1000).
     """

@@ -5,7 +5,7 @@ Chains: z has shape (*chains, Nz): one chain per datapoint, (n, Nz), or S chains
 from ``torch.autograd.grad``. Unit mass matrix. All randomness is drawn from the given generator, and the
 step size stays a device tensor, so a step never syncs with the host.
 
-Step size, following the author's ``hmc.hmc_step_autotune`` (digest §3.6): one scalar for the whole batch,
+Step size, following the author's ``hmc.hmc_step_autotune`` (anglepy): one scalar for the whole batch,
 with a random sign per chain; after each step it is multiplied by a factor when the batch's mean acceptance
 is at least the target (0.9, App. E) and divided by it otherwise. The factor is 1.02**(number of accept
 decisions), capped at 1.25 as in the author's 2014 version of that function in anglepy's hmc.py (uncapped,
@@ -61,7 +61,7 @@ def leapfrog(log_joint: LogJoint, z: torch.Tensor, p: torch.Tensor, eps: torch.T
 
 def tune_step_size(step_size: torch.Tensor, accept: torch.Tensor, target: float = 0.9, alpha: float = 1.02,
                    max_factor: float | None = 1.25) -> torch.Tensor:
-    """The author's autotuning (digest §3.6): multiply by min(max_factor, alpha**n) when the mean of the n
+    """The author's autotuning (anglepy's ``hmc_step_autotune``): multiply by min(max_factor, alpha**n) when the mean of the n
     accept decisions is at least ``target``, divide otherwise; ``max_factor=None`` is the uncapped 2013 rule."""
     log_factor = accept.numel() * math.log(alpha)
     if max_factor is not None:

@@ -3,7 +3,7 @@
 ``log_marginal_hmc``: the estimator of App. D (Figure 3): HMC samples of p(z|x), a density q(z) fitted to the
 first half, and 1/p(x) ~ mean q(z)/p(x, z) over the second half, in log space.
 ``log_marginal_is``: importance sampling with the encoder as proposal, log (1/k) sum_j p(x, z_j)/q(z_j|x),
-the k-sample bound of Burda et al. (digest §6.1, k = 5000); a lower bound in expectation that rises with k.
+the k-sample bound of Burda et al. (2016; k = 5000); a lower bound in expectation that rises with k.
 
 What App. D/E leave open, and the choices here: the burn-in (``n_burnin``, ours), the initial step size
 (``step_size``, ours), the chains' start (z ~ q(z|x) as in the author's ``ll_estimator``), the density q(z)

@@ -68,7 +68,7 @@ def make_decoder(kind: str, nz: int, hidden: int, x_dim: int, logvar_floor: floa
 
 
 def init_normal_(module: nn.Module, std: float, generator: torch.Generator) -> None:
-    """Every parameter, weights and biases, drawn from N(0, std^2) (§5; std = 0.01 per the digest §3.6)."""
+    """Every parameter, weights and biases, drawn from N(0, std^2) (§5; std = 0.01 as in the authors' code)."""
     with torch.no_grad():
         for p in module.parameters():
             p.copy_(torch.randn(p.shape, generator=generator) * std)
