@@ -1,4 +1,5 @@
-"""Exact resume after SIGKILL, divergence that keeps the last good state, and unwritable results."""
+"""Exact resume after SIGKILL, W&B runs that lose nothing to kills, divergence that keeps the last good state,
+and unwritable results."""
 
 import random
 import signal
@@ -11,7 +12,9 @@ import lightning as L
 import pandas as pd
 import pytest
 import torch
+import wandb
 import yaml
+from wandb.proto import wandb_internal_pb2
 
 from vae.__main__ import main
 from vae.config import RunSpec, make_config
@@ -19,6 +22,7 @@ from vae.protocol.sample_axis import RunDiverged
 from vae.protocol.schedule import eval_points
 from vae.runs.folder import ResumeSafeWandbLogger, RunFolder
 from vae.runs.train import run_one
+from vae.runs.wandb_history import durable_steps, records
 
 KILL = dict(hidden=20, nz=2, n_train=2000, samples=400000, eval_start=5000, lr_select_samples=5000,
             adagrad_warmup=10, wandb="disabled", checkpoint_minutes=0.002)
@@ -98,12 +102,72 @@ class FakeRun:
         self.calls.append((step, metrics))
 
 
-def test_wandb_logger_never_sends_a_point_twice_and_steps_by_samples(tmp_path):
-    (tmp_path / "wandb_logged").write_text("6300")
+def offline_session(folder: RunFolder, steps: list[int]) -> Path:
+    """A real offline W&B session of the run in ``folder`` that logged ``steps``; returns its ``.wandb`` file."""
+    run = wandb.init(mode="offline", project="p", id=folder.wandb_id(), dir=str(folder.path), resume="allow",
+                     reinit="create_new")
+    for s in steps:
+        run.log({"samples": s, "train/elbo": -s / 1000}, step=s)
+    run.finish()
+    wandb.teardown()  # the W&B service ends with the session, so later subprocesses do not attach to it
+    (session,) = [p for p in (folder.path / "wandb").glob(f"offline-run-*-{folder.wandb_id()}/*.wandb")]
+    return session
+
+
+def history_step(raw: bytes) -> int | None:
+    record = wandb_internal_pb2.Record()
+    record.ParseFromString(raw)
+    return record.history.step.num if record.WhichOneof("record_type") == "history" else None
+
+
+def test_wandb_points_count_as_sent_only_once_on_disk_and_the_rest_is_sent_from_the_csv(tmp_path):
+    folder = RunFolder(tmp_path)
+    pd.DataFrame({"samples": [100, 200, 300, 400, 500], "train/elbo": [-1.0] * 5, "test/elbo": [-2.0] * 5,
+                  "test/marginal": [None, None, None, None, -3.0]}).to_csv(folder.metrics_file, index=False)
+    session = offline_session(folder, [100, 200, 300, 400])
+    assert durable_steps(tmp_path / "wandb", folder.wandb_id()) == [100, 200, 300, 400]
+    # the writer was killed in the middle of the third history record: only the first two count as sent
+    data = session.read_bytes()
+    third = [r for r in records(session) if history_step(r) == 300][0]
+    session.write_bytes(data[:data.index(third) + len(third) // 2])
+    assert durable_steps(tmp_path / "wandb", folder.wandb_id()) == [100, 200]
     fake = FakeRun()
-    logger = ResumeSafeWandbLogger(RunFolder(tmp_path), experiment=fake)
-    for s in (5000, 6300, 7900):
+    logger = ResumeSafeWandbLogger(folder, experiment=fake)
+    logger.send_missing()
+    assert [step for step, _ in fake.calls] == [300, 400, 500]
+    assert "test/marginal" not in fake.calls[0][1] and fake.calls[2][1]["test/marginal"] == -3.0
+    for s in (400, 500, 600):  # a resumed run reaches 400 and 500 again, then goes on
         logger.log_metrics({"samples": s, "train/elbo": -1.0, "test/elbo": -1.0})
-    assert [step for step, _ in fake.calls] == [7900]
-    assert (tmp_path / "wandb_logged").read_text() == "7900"
-    assert ResumeSafeWandbLogger(RunFolder(tmp_path), experiment=FakeRun()).logged_upto == 7900
+    assert [step for step, _ in fake.calls] == [300, 400, 500, 600]
+    # a file that is not W&B's, or holds only its header, holds no points
+    session.write_bytes(data[:7])
+    assert durable_steps(tmp_path / "wandb", folder.wandb_id()) == []
+    session.write_bytes(b"garbage" * 100)
+    assert durable_steps(tmp_path / "wandb", folder.wandb_id()) == []
+
+
+def test_wandb_run_holds_every_csv_point_exactly_once_after_repeated_sigkills(tmp_path, data_root):
+    sweep = tmp_path / "kill.yaml"
+    sweep.write_text(yaml.safe_dump({"name": "kill", "base": dict(KILL, wandb="offline")}))
+    folder = RunFolder(tmp_path / "runs" / "kill" / "seed0")
+    kills = 0
+    for attempt in range(6):
+        proc = subprocess.Popen(command(sweep, tmp_path, data_root), stdout=subprocess.DEVNULL,
+                                stderr=subprocess.DEVNULL)
+        before = len(folder.metrics()) if folder.metrics_file.is_file() else 0
+        deadline = time.monotonic() + 120
+        # kill it while it logs: once it has written a new point, after a random delay
+        while proc.poll() is None and (not folder.metrics_file.is_file() or len(folder.metrics()) <= before):
+            assert time.monotonic() < deadline
+            time.sleep(0.02)
+        time.sleep(random.uniform(0.0, 0.3))
+        proc.send_signal(signal.SIGKILL)
+        kills += proc.wait() == -signal.SIGKILL
+        if kills == 3:
+            break
+    assert kills == 3
+    subprocess.run(command(sweep, tmp_path, data_root), check=True, capture_output=True)
+    samples = folder.metrics()["samples"].tolist()
+    assert samples == eval_points(5000, KILL["samples"], 10, 100)
+    assert len(list((folder.path / "wandb").glob("offline-run-*"))) >= 4
+    assert durable_steps(folder.path / "wandb", folder.wandb_id()) == samples

@@ -14,6 +14,7 @@ from vae.config import RunSpec, load_sweep, make_config
 from vae.data import RunData
 from vae.runs.engine import Engine, run_sweep, stack_groups
 from vae.runs.folder import ResultsError, RunFolder
+from vae.runs.wandb_history import durable_steps
 
 # Three latent sizes, so the stack pads; n_train 1000 keeps the full-set evaluations cheap. The step size is
 # selected from three candidates, per model. (Different seeds in one stack: tests/test_batched.py.)
@@ -124,7 +125,7 @@ def test_each_model_of_a_stack_has_its_own_wandb_run(tmp_path, data_root):
         (offline,) = (folder.path / "wandb").glob("offline-run-*")
         ids.add(offline.name.rsplit("-", 1)[-1])
         assert offline.name.endswith(folder.wandb_id())
-        assert folder.wandb_mark.read_text() == "2000"
+        assert durable_steps(folder.path / "wandb", folder.wandb_id()) == folder.metrics()["samples"].tolist()
     assert len(ids) == len(RUNS)
 
 

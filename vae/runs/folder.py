@@ -27,6 +27,7 @@ from lightning.pytorch.utilities import rank_zero_only
 
 from vae.config import Config, make_config
 from vae.models.vae import VAE
+from vae.runs.wandb_history import durable_steps
 
 
 class ResultsError(RuntimeError):
@@ -53,9 +54,9 @@ class RunFolder:
     """``<results>/runs/<sweep>/<run>/``: the only place that names a run's files.
 
     ``config.yaml`` (the full config), ``metrics.csv`` (one row per evaluation point), ``status.json`` (samples
-    reached, step size, selection scores, wall time), ``checkpoints/last.ckpt``, the W&B run id in ``wandb_id``
-    with the last point sent in ``wandb_logged``, the offline W&B files in ``wandb/``, and ``lock``, locked by the
-    process training the run, which writes its PID and host into it.
+    reached, step size, selection scores, wall time), ``checkpoints/last.ckpt``, the W&B run id in ``wandb_id``,
+    the W&B files of every session in ``wandb/``, and ``lock``, locked by the process training the run, which
+    writes its PID and host into it.
     """
 
     def __init__(self, path: str | os.PathLike[str]) -> None:
@@ -66,7 +67,6 @@ class RunFolder:
         self.status_file = self.path / "status.json"
         self.checkpoint = self.path / "checkpoints" / "last.ckpt"
         self.wandb_id_file = self.path / "wandb_id"
-        self.wandb_mark = self.path / "wandb_logged"
         self.lock_file = self.path / "lock"
 
     @classmethod
@@ -193,18 +193,19 @@ class RunCSVLogger(Logger):
 
 
 class ResumeSafeWandbLogger(WandbLogger):
-    """A WandbLogger that uses ``samples`` as the W&B step and never logs an evaluation point twice.
+    """A WandbLogger whose W&B run holds every point of the run's ``metrics.csv`` exactly once, whatever kills it.
 
-    Resume is exact, so the points a killed run logged after its last checkpoint come out identical when
-    the resumed run reaches them again; ``wandb_logged`` in the run folder records the last point sent,
-    and points at or before it are not sent again. The W&B step is the sample count, so the history of a
-    resumed run keeps increasing across sessions (and across ``wandb sync`` of their offline folders).
+    W&B's writer keeps records in memory for a while, so a killed session loses some of what it logged. A point
+    counts as sent only once it is on disk: a new session reads the steps its earlier sessions' files hold
+    (``vae.runs.wandb_history``) and, before training, sends the CSV rows beyond them. The W&B step is the sample
+    count, so the history keeps increasing across sessions (and across ``wandb sync`` of their folders); points
+    a resumed run reaches again (resume is exact, so they are identical) are not sent twice.
     """
 
     def __init__(self, folder: RunFolder, **kwargs: Any) -> None:
         super().__init__(**kwargs)
-        self.mark = folder.wandb_mark
-        self.logged_upto = int(self.mark.read_text()) if self.mark.is_file() else -1
+        self.folder = folder
+        self.logged_upto = max(durable_steps(folder.path / "wandb", folder.wandb_id()), default=-1)
 
     @property
     def experiment(self) -> Any:
@@ -217,6 +218,13 @@ class ResumeSafeWandbLogger(WandbLogger):
             self._experiment = wandb.init(**(self._wandb_init | mode), reinit="create_new")
         return self._experiment
 
+    def send_missing(self) -> None:
+        """Send the CSV rows that no earlier session put on disk."""
+        metrics = self.folder.metrics()
+        if metrics is not None:
+            for row in metrics[metrics["samples"] > self.logged_upto].to_dict("records"):
+                self.log_metrics({k: v for k, v in row.items() if pd.notna(v)})
+
     @rank_zero_only
     def log_metrics(self, metrics: dict[str, float], step: int | None = None) -> None:
         if "samples" not in metrics or metrics["samples"] <= self.logged_upto:
@@ -224,7 +232,6 @@ class ResumeSafeWandbLogger(WandbLogger):
         self.experiment.log(dict(metrics), step=int(metrics["samples"]))
         if is_evaluation(metrics):
             self.logged_upto = int(metrics["samples"])
-            atomic_write_text(self.mark, str(self.logged_upto))
 
 
 STEP_METRICS = ("train/*", "test/*", "lr", "time/*", "lr_select/*")
@@ -244,4 +251,5 @@ def run_loggers(folder: RunFolder, config: Config) -> list[Logger]:
     wandb.experiment.define_metric("samples")
     for key in STEP_METRICS:
         wandb.experiment.define_metric(key, step_metric="samples")
+    wandb.send_missing()
     return loggers + [wandb]
