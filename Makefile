@@ -1,7 +1,8 @@
 # Entry points of the AEVB reproduction suite (`make help` lists them). The first target run creates .venv and
 # installs the package. `make reproduce-mnist SAMPLES=1e6` shortens a budget; run again to continue or extend.
-# Settings: DATA (data folder, default $VAE_DATA_DIR or ./data), RESULTS (default ./results),
-#   SAMPLES (budget per curve), DEVICES / NODES (one run over several GPUs with DDP),
+# Settings: DATA (data folder, default $VAE_DATA_DIR or ./data), RESULTS (your runs, default ./results, which
+#   git ignores), REFERENCE (the committed reference runs, default ./reference), SAMPLES (budget per curve),
+#   RESTART=1 (train again from zero the runs that have results but no checkpoint), DEVICES / NODES (one run over several GPUs with DDP),
 #   GPUS (fan the runs of a sweep out over this many local GPUs with Ray, one run per GPU),
 #   ADDRESS (fan them out over an existing Ray cluster, e.g. ADDRESS=auto on its head node),
 #   STACK=1 (train the runs of a sweep that can share a stack together in one process: for one GPU).
@@ -11,6 +12,8 @@ VENV := .venv
 PY := $(VENV)/bin/python
 DATA ?= $(or $(VAE_DATA_DIR),./data)
 RESULTS ?= results
+REFERENCE ?= reference
+RESTART ?=
 SAMPLES ?=
 DEVICES ?=
 NODES ?=
@@ -20,7 +23,7 @@ STACK ?=
 export VAE_DATA_DIR := $(DATA)
 
 ENGINE := $(if $(STACK),--engine stack,$(if $(or $(GPUS),$(ADDRESS)),--engine ray $(if $(GPUS),--gpus $(GPUS)) $(if $(ADDRESS),--address $(ADDRESS))))
-TRAIN := $(PY) -m vae train --results-dir $(RESULTS) --data-dir $(DATA) $(ENGINE)
+TRAIN := $(PY) -m vae train --results-dir $(RESULTS) --data-dir $(DATA) $(ENGINE) $(if $(RESTART),--restart)
 BUDGET := $(if $(SAMPLES),samples=$(SAMPLES)) $(if $(DEVICES),devices=$(DEVICES)) $(if $(NODES),num_nodes=$(NODES))
 
 GPU_PY ?= python3
@@ -95,8 +98,8 @@ gpu-check:  ## on a GPU machine (its python3, nothing installed): GPU tests, thr
 			2>&1 | tee -a results/gpu/fig2.log; done
 	PYTHONPATH=. $(GPU_PY) -m vae tables --results-dir results/gpu/fig2 --include-incomplete 2>&1 | tee -a results/gpu/fig2.log
 
-tables: install  ## results/tables/ from the logged runs, beside the paper's values
-	$(PY) -m vae tables --results-dir $(RESULTS)
+tables: install  ## results/tables/: your runs beside the paper and the reference runs (reference/tables/ if none)
+	$(PY) -m vae tables --results-dir $(RESULTS) --reference $(REFERENCE)
 
-figures: install  ## results/figures/: Figures 2 and 3 from the logged runs, Figures 4-5 from checkpoints
-	$(PY) -m vae figures --results-dir $(RESULTS)
+figures: install  ## results/figures/: Figures 2-3 from your runs over the paper's and the reference's, 4-5 from checkpoints
+	$(PY) -m vae figures --results-dir $(RESULTS) --reference $(REFERENCE)

@@ -28,8 +28,23 @@ def test_figures_command_draws_figure_3_from_marginal_likelihood_runs(tmp_path):
 
 
 def test_figures_without_runs_fail_with_a_message(tmp_path, capsys):
-    assert main(["figures", "--results-dir", str(tmp_path)]) == 2
+    assert main(["figures", "--results-dir", str(tmp_path), "--reference", str(tmp_path / "none")]) == 2
     assert "no complete runs" in capsys.readouterr().err
+
+
+def test_figures_draw_the_reference_behind_the_user_runs_and_alone_without_them(tmp_path, capsys):
+    user, reference = tmp_path / "results", tmp_path / "reference"
+    fake_run(reference, "m", "nz5-seed0", [(100000, -170, -169), (1000000, -136, -135)], nz=5, wandb="offline")
+    (reference / "runs" / "m" / "nz5-seed0" / "wandb_id").write_text("abcd0123")
+    assert main(["figures", "--results-dir", str(user), "--reference", str(reference)]) == 0
+    assert "showing the committed reference runs" in capsys.readouterr().out
+    assert (reference / "figures" / "fig2.png").is_file() and not user.exists()
+    assert not (reference / "runs" / "m" / "nz5-seed0" / "wandb").exists()  # the reference's W&B is not touched
+    fake_run(user, "m", "nz5-seed0", [(100000, -160, -159), (1000000, -130, -129)], nz=5)
+    alone = plt.imread(reference / "figures" / "fig2.png")
+    assert main(["figures", "--results-dir", str(user), "--reference", str(reference), "--no-wandb"]) == 0
+    both = plt.imread(user / "figures" / "fig2.png")
+    assert alone.shape == both.shape and not np.array_equal(alone, both)
 
 
 def test_manifold_grid_is_the_gaussian_inverse_cdf_of_cell_centres():

@@ -4,14 +4,14 @@ import math
 
 import pandas as pd
 import pytest
+import yaml
+from helpers import fake_run
 
+from vae.__main__ import main
 from vae.results.report import ReportError, load_paper, paper_value, write_tables
 
 FIG2 = {"table_points": [100000, 1000000], "tolerance": {"mnist": {"nats": 6}}}
 SETTINGS = {"fig2": FIG2, "fig3": FIG2 | {"table_points": [2000000]}, "ablations": {"table_points": [1000000]}}
-
-
-from helpers import fake_run
 
 
 @pytest.fixture
@@ -122,3 +122,34 @@ def test_ablation_sweeps_get_their_own_table_and_stay_out_of_the_scorecards(tmp_
     fast = table[(table["run"] == "lr0.1") & (table["split"] == "test")].set_index("samples")
     assert list(fast.index) == [1000000, 2000000]  # the table point and the last point, not 1e5
     assert fast.loc[1000000, "paper_elbo"] == -138.7 and fast.loc[1000000, "delta"] == pytest.approx(-1.3)
+
+
+def test_user_runs_are_tabulated_beside_the_reference_runs(tmp_path, capsys):
+    user, reference = tmp_path / "results", tmp_path / "reference"
+    fake_run(user, "s", "nz5-seed0", [(100000, -170, -169), (1000000, -136, -135)], nz=5)
+    fake_run(reference, "s", "nz5-seed0", [(100000, -171, -168), (1000000, -137, -139)], nz=5)
+    fake_run(reference, "s", "nz3-seed0", [(1000000, -150, -151)], nz=3)  # a curve the user has not run
+    main(["tables", "--results-dir", str(user), "--reference", str(reference), "--settings", str(settings(tmp_path))])
+    fig2 = pd.read_csv(user / "tables" / "fig2.csv").set_index(["split", "samples"])
+    assert set(fig2["nz"]) == {5}
+    assert fig2.loc[("test", 1000000), "reference_elbo"] == -139.0
+    assert fig2.loc[("test", 1000000), "delta_reference"] == pytest.approx(4.0)
+    assert fig2.loc[("train", 100000), "delta_reference"] == pytest.approx(1.0)
+    assert not (reference / "tables").exists()
+
+
+def test_without_user_runs_the_reference_is_shown_alone(tmp_path, capsys):
+    user, reference = tmp_path / "results", tmp_path / "reference"
+    fake_run(reference, "s", "nz5-seed0", [(100000, -171, -168), (1000000, -137, -139)], nz=5)
+    assert main(["tables", "--results-dir", str(user), "--reference", str(reference),
+                 "--settings", str(settings(tmp_path))]) == 0
+    assert "showing the committed reference runs" in capsys.readouterr().out
+    fig2 = pd.read_csv(reference / "tables" / "fig2.csv")
+    assert "reference_elbo" not in fig2 and len(fig2) == 4
+    assert not user.exists()
+
+
+def settings(tmp_path):
+    path = tmp_path / "tables.yaml"
+    path.write_text(yaml.safe_dump(SETTINGS))
+    return path

@@ -198,3 +198,24 @@ def test_results_files_get_the_mode_the_umask_gives(tmp_path, data_root, umask, 
     run = tmp_path / "runs" / "stop" / "seed0"
     for name in ("config.yaml", "metrics.csv", "status.json", "lock"):
         assert (run / name).stat().st_mode & 0o777 == mode, name
+
+
+def test_a_run_ahead_of_its_missing_checkpoint_is_never_restarted_silently(tmp_path, data_root, uninterrupted):
+    """Results copied without their checkpoint (the committed reference runs, say) at a larger budget: refused,
+    unchanged; with --restart trained again from zero, exactly as a fresh run."""
+    run = tmp_path / "runs" / "stop" / "seed0"
+    run.mkdir(parents=True)
+    for name in ("config.yaml", "metrics.csv", "status.json"):
+        (run / name).write_bytes((uninterrupted / name).read_bytes())
+    before = snapshot(run)
+    sweep = sweep_file(tmp_path, samples=200000)
+    refused = subprocess.run(command(sweep, tmp_path, data_root), capture_output=True, text=True)
+    assert refused.returncode == 2 and "Traceback" not in refused.stderr
+    assert "has reached 100,000 samples but has no checkpoint" in refused.stderr and "--restart" in refused.stderr
+    assert snapshot(run) == before
+    subprocess.run(command(sweep_file(tmp_path, samples=10000), tmp_path, data_root) + ["--restart"], check=True,
+                   capture_output=True)
+    cols = ["samples", "train/elbo", "test/elbo"]
+    clean = pd.read_csv(uninterrupted / "metrics.csv")[cols]
+    pd.testing.assert_frame_equal(pd.read_csv(run / "metrics.csv")[cols], clean[clean["samples"] <= 10000])
+    assert json.loads((run / "status.json").read_text())["samples"] == 10000

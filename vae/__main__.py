@@ -30,6 +30,9 @@ def main(argv: list[str] | None = None) -> int:
     train.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="override config keys")
     train.add_argument("--only", nargs="*", help="run only these run names of the sweep")
     train.add_argument("--results-dir", type=Path, default=Path("results"))
+    train.add_argument("--restart", action="store_true",
+                       help="train again from zero the runs that have results but no checkpoint (their "
+                            "metrics, status and W&B run are discarded)")
     train.add_argument("--data-dir", type=Path, help=f"data folder (default ${DATA_ENV} or ./data)")
     train.add_argument("--engine", choices=["local", "ray", "stack"], default="local",
                        help="local: runs one after another here; ray: one run per task on a Ray cluster; "
@@ -45,11 +48,15 @@ def main(argv: list[str] | None = None) -> int:
     data.add_argument("--data-dir", type=Path, help=f"data folder (default ${DATA_ENV} or ./data)")
     tables = sub.add_parser("tables", help="tables and scorecards from the logged runs, beside the paper")
     tables.add_argument("--results-dir", type=Path, default=Path("results"))
+    tables.add_argument("--reference", type=Path, default=Path("reference"),
+                        help="the committed reference runs, compared beside the user's (alone when there are none)")
     tables.add_argument("--settings", type=Path, default=Path("experiments/tables.yaml"))
     tables.add_argument("--include-incomplete", action="store_true", help="also use runs below their budget")
     figures = sub.add_parser("figures", help="Figures 2-5 from the logged runs, with the paper's curves behind")
     figures.add_argument("--results-dir", type=Path, default=Path("results"))
     figures.add_argument("--include-incomplete", action="store_true", help="also use runs below their budget")
+    figures.add_argument("--reference", type=Path, default=Path("reference"),
+                         help="the committed reference runs, drawn behind the user's (alone when there are none)")
     figures.add_argument("--settings", type=Path, default=Path("experiments/figures.yaml"))
     figures.add_argument("--no-wandb", dest="wandb", action="store_false",
                          help="do not add the figures to the runs' W&B pages")
@@ -69,19 +76,21 @@ def main(argv: list[str] | None = None) -> int:
             sweep = load_sweep(args.experiment, parse_overrides(args.set))
             engine = Engine(args.engine, args.address, args.gpus, args.gpus_per_run, args.cpus_per_run,
                             args.stack_size)
-            run_sweep(sweep, args.results_dir, args.data_dir, args.only, engine)
+            run_sweep(sweep, args.results_dir, args.data_dir, args.only, engine, restart=args.restart)
         elif args.command == "tables":
-            from vae.results.report import write_tables
+            from vae.results.report import with_reference, write_tables
 
-            write_tables(args.results_dir, yaml.safe_load(args.settings.read_text()), args.include_incomplete)
+            shown, reference = with_reference(args.results_dir, args.reference, args.include_incomplete)
+            write_tables(shown, yaml.safe_load(args.settings.read_text()), args.include_incomplete, reference)
         elif args.command == "figures":
             from vae.results.figures import image_figures, log_to_wandb, paper_figures
+            from vae.results.report import with_reference
 
-            out = args.results_dir / "figures"
-            written, runs = paper_figures(args.results_dir, out, args.include_incomplete)
-            written += image_figures(args.results_dir, out, yaml.safe_load(args.settings.read_text()))
+            shown, reference = with_reference(args.results_dir, args.reference, args.include_incomplete)
+            written, runs = paper_figures(shown, args.include_incomplete, reference)
+            written += image_figures(shown, shown / "figures", yaml.safe_load(args.settings.read_text()))
             print("wrote " + ", ".join(str(p) for p in written))
-            if args.wandb:
+            if args.wandb and shown == args.results_dir:  # the reference runs' W&B pages are not the user's
                 updated = log_to_wandb(runs, {p.stem: p for p in written})
                 print(f"added the figures to the W&B pages of {updated} run(s)")
         elif args.command == "diagnose":

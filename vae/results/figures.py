@@ -1,9 +1,10 @@
 """The paper's figures from logged runs: Figures 2 and 3 from the CSVs, Figures 4 and 5 from checkpoints.
 
-Figure 2 is laid out as in the paper, with the paper's curves faintly behind. Top row: MNIST, Nz = 3, 5, 10,
-20, 200; bottom row: the legend, then Frey Face, Nz = 2, 5, 10, 20. Red AEVB, green wake-sleep; solid train,
-dashed test; log x-axis "# Training samples evaluated". Several seeds of a curve are drawn as their mean. Figure 3: two panels (N_train = 1000 and 50000), estimated marginal
-log-likelihood against millions of training samples evaluated, MCEM in blue.
+Figure 2 is laid out as in the paper, with the paper's curves faintly behind and, when the user's runs are drawn,
+the committed reference runs thin between them. Top row: MNIST, Nz = 3, 5, 10, 20, 200; bottom row: the legend,
+then Frey Face, Nz = 2, 5, 10, 20. Red AEVB, green wake-sleep; solid train, dashed test; log x-axis "# Training
+samples evaluated". Several seeds of a curve are drawn as their mean. Figure 3: two panels (N_train = 1000 and
+50000), estimated marginal log-likelihood against millions of training samples evaluated, MCEM in blue.
 """
 
 from __future__ import annotations
@@ -22,7 +23,16 @@ import matplotlib.pyplot as plt  # noqa: E402
 from matplotlib.lines import Line2D  # noqa: E402
 
 from vae.models.vae import VAE  # noqa: E402
-from vae.results.report import PANEL, SERIES, LoggedRun, curve_mean, figure_runs, group_curves, load_paper, no_runs  # noqa: E402
+from vae.results.report import (  # noqa: E402
+    PANEL,
+    SERIES,
+    LoggedRun,
+    curve_mean,
+    figure_runs,
+    group_curves,
+    load_paper,
+    no_runs,
+)
 from vae.runs.folder import RunFolder  # noqa: E402
 
 COLOURS = {"aevb": (1.0, 0.0, 0.0), "wakesleep": (0.0, 0.5, 0.0), "mcem": (0.0, 0.0, 1.0)}
@@ -31,9 +41,12 @@ STYLES = {"train": "-", "test": "--"}
 LAYOUT = {"mnist": (0, [3, 5, 10, 20, 200], (-150, -95)), "frey": (1, [2, 5, 10, 20], (0, 1600))}
 
 
-def figure2(runs: list[LoggedRun], out: Path) -> Path:
-    """Write ``out/fig2.png`` and ``out/fig2.pdf`` from the Figure 2 runs; returns the PNG path."""
-    curves = group_curves(runs)
+REFERENCE_STYLE = dict(lw=0.9, alpha=0.55)
+
+
+def figure2(runs: list[LoggedRun], out: Path, reference: list[LoggedRun]) -> Path:
+    """Write ``out/fig2.png`` and ``out/fig2.pdf`` from the Figure 2 runs, the ``reference`` runs thin behind
+    them; returns the PNG path."""
     paper = load_paper()
     fig, axes = plt.subplots(2, 5, figsize=(17, 6.6))
     panels = {}
@@ -54,13 +67,14 @@ def figure2(runs: list[LoggedRun], out: Path) -> Path:
                                 & (paper["series"] == f"{series} {split}")].sort_values("log10_x")
                     ax.plot(ref["x_samples_evaluated"], ref["value"], style, color=COLOURS[algorithm],
                             alpha=0.25, lw=3)
-    for (_, dataset, algorithm, nz), members in curves.items():
-        ax = panels.get((dataset, nz))
-        if ax is None:
-            continue
-        for split, style in STYLES.items():
-            mean = curve_mean(members, f"{split}/elbo")
-            ax.plot(mean["samples"], mean["value"], style, color=COLOURS[algorithm], lw=1.6)
+    for drawn, look in ((reference, REFERENCE_STYLE), (runs, dict(lw=1.6))):
+        for (_, dataset, algorithm, nz), members in group_curves(drawn).items():
+            ax = panels.get((dataset, nz))
+            if ax is None:
+                continue
+            for split, style in STYLES.items():
+                mean = curve_mean(members, f"{split}/elbo")
+                ax.plot(mean["samples"], mean["value"], style, color=COLOURS[algorithm], **look)
     axes[0, 0].set_ylabel(r"$\mathcal{L}$")
     axes[1, 1].set_ylabel(r"$\mathcal{L}$")
     axes[0, 0].set_xlabel("# Training samples evaluated")
@@ -68,16 +82,24 @@ def figure2(runs: list[LoggedRun], out: Path) -> Path:
     legend.axis("off")
     handles = [Line2D([], [], color=COLOURS[a], ls=STYLES[s], label=f"{n} ({s})")
                for a, n in (("wakesleep", "Wake-Sleep"), ("aevb", "AEVB")) for s in ("test", "train")]
-    handles.append(Line2D([], [], color="grey", alpha=0.25, lw=3, label="paper (digitized)"))
-    legend.legend(handles=handles, loc="center", frameon=False)
+    legend.legend(handles=handles + sources(reference), loc="center", frameon=False)
     return save_both(fig, out, "fig2")
+
+
+def sources(reference: list[LoggedRun]) -> list[Line2D]:
+    """Legend entries for the paper's curves and, if drawn, the reference runs."""
+    handles = [Line2D([], [], color="grey", alpha=0.25, lw=3, label="paper (digitized)")]
+    if reference:
+        handles.append(Line2D([], [], color="grey", label="committed reference runs", **REFERENCE_STYLE))
+    return handles
 
 
 FIG3_PANELS = {1000: (60, (-160, -100)), 50000: (68, (-160, -125))}  # x limit (millions), y limits
 
 
-def figure3(runs: list[LoggedRun], out: Path) -> Path:
-    """Write ``out/fig3.png`` and ``out/fig3.pdf`` from the Figure 3 runs; returns the PNG path."""
+def figure3(runs: list[LoggedRun], out: Path, reference: list[LoggedRun]) -> Path:
+    """Write ``out/fig3.png`` and ``out/fig3.pdf`` from the Figure 3 runs, the ``reference`` runs thin behind
+    them; returns the PNG path."""
     paper = load_paper()
     fig, axes = plt.subplots(1, 3, figsize=(13, 4.2), gridspec_kw={"width_ratios": [1, 1, 0.45]})
     panels = {}
@@ -93,28 +115,32 @@ def figure3(runs: list[LoggedRun], out: Path) -> Path:
                 ax.plot(ref["x_samples_evaluated"] / 1e6, ref["value"], style, color=COLOURS[algorithm],
                         alpha=0.25, lw=3)
     axes[0].set_ylabel("Marginal log-likelihood")
-    for (_, _, algorithm, _), members in group_curves(runs).items():
-        ax = panels.get(members[0].config["n_train"])
-        if ax is None:
-            continue
-        for split, style in STYLES.items():
-            mean = curve_mean(members, f"{split}/marginal")
-            ax.plot(mean["samples"] / 1e6, mean["value"], style, color=COLOURS[algorithm], lw=1.6)
+    for drawn, look in ((reference, REFERENCE_STYLE), (runs, dict(lw=1.6))):
+        for (_, _, algorithm, _), members in group_curves(drawn).items():
+            ax = panels.get(members[0].config["n_train"])
+            if ax is None:
+                continue
+            for split, style in STYLES.items():
+                mean = curve_mean(members, f"{split}/marginal")
+                ax.plot(mean["samples"] / 1e6, mean["value"], style, color=COLOURS[algorithm], **look)
     axes[2].axis("off")
     handles = [Line2D([], [], color=COLOURS[a], ls=STYLES[s], label=f"{NAMES[a]} ({s})")
                for a in NAMES for s in ("train", "test")]
-    handles.append(Line2D([], [], color="grey", alpha=0.25, lw=3, label="paper (digitized)"))
-    axes[2].legend(handles=handles, loc="center", frameon=False)
+    axes[2].legend(handles=handles + sources(reference), loc="center", frameon=False)
     return save_both(fig, out, "fig3")
 
 
-def paper_figures(results_dir: Path, out: Path, include_incomplete: bool = False) -> tuple[list[Path], list[Path]]:
-    """Figures 2 and 3 where there are runs for them; returns the PNGs and the run folders drawn."""
+def paper_figures(results_dir: Path, include_incomplete: bool = False,
+                  reference_dir: Path | None = None) -> tuple[list[Path], list[Path]]:
+    """Figures 2 and 3 in ``<results>/figures/`` where there are runs for them, with the runs under
+    ``reference_dir`` behind; returns the PNGs and the run folders drawn."""
+    out = results_dir / "figures"
     written, drawn = [], []
     for figure, draw_figure in ((2, figure2), (3, figure3)):
         runs = figure_runs(results_dir, figure, include_incomplete)
         if runs:
-            written.append(draw_figure(runs, out))
+            reference = figure_runs(reference_dir, figure, include_incomplete) if reference_dir else []
+            written.append(draw_figure(runs, out, reference))
             drawn += [r.path for r in runs]
     if not written:
         raise no_runs(results_dir, include_incomplete)

@@ -5,10 +5,14 @@ into curves by (sweep, dataset, algorithm, nz); runs in one curve must have the 
 and execution settings, or the table is refused. Several seeds give a mean and a spread. Incomplete runs
 (budget not reached) are left out unless asked for.
 
-The paper's curves come from ``vae/reference/paper-figures.csv``: Figures 2 and 3 digitized from the
+The paper's curves come from ``vae/paper/paper-figures.csv``: Figures 2 and 3 digitized from the
 vector data of the arXiv v10 PDF (±0.2 nats), Figure 2 on a 0.1-decade grid and Figure 3 on a 2 M grid;
 only points inside the published axes are used, and values are interpolated linearly (Figure 2 in
 log10(samples)) between neighbouring grid points, never across a gap in the paper's curve.
+
+User runs and the committed reference runs live apart (``results/`` and ``reference/`` by default): the tables of
+the user's runs carry the reference's value at the same curve, split and sample count beside the paper's
+(``reference_<metric>``, ``delta_reference``); without user runs the reference's own tables are written.
 
 A run belongs to Figure 3 when it estimates the marginal likelihood (``evaluation: marginal``), otherwise
 to Figure 2. Sweeps named ``ablation-*`` change the protocol on purpose (e.g. a step size outside the
@@ -30,7 +34,7 @@ import pandas as pd
 from vae.config import EXECUTION_KEYS
 from vae.runs.folder import RunFolder, atomic_write_text
 
-PAPER_CSV = Path(__file__).parent.parent / "reference" / "paper-figures.csv"
+PAPER_CSV = Path(__file__).parent.parent / "paper" / "paper-figures.csv"
 PANEL = {"mnist": "MNIST", "frey": "Frey"}
 SERIES = {"aevb": "AEVB", "wakesleep": "WS", "mcem": "MCEM"}
 METRIC = {2: "elbo", 3: "marginal"}
@@ -179,24 +183,55 @@ def figure_runs(results_dir: Path, figure: int, include_incomplete: bool = False
 
 
 def no_runs(results_dir: Path, include_incomplete: bool) -> ReportError:
-    return ReportError(f"no {'logged' if include_incomplete else 'complete'} runs under {results_dir}/runs "
-                       "(pass --include-incomplete to use unfinished runs)")
+    hint = "" if include_incomplete else " (pass --include-incomplete to use unfinished runs)"
+    return ReportError(f"no {'logged' if include_incomplete else 'complete'} runs under {results_dir}/runs{hint}")
 
 
-def write_tables(results_dir: Path, settings: dict[str, Any], include_incomplete: bool = False) -> None:
-    """Every table there are runs for: ``results/tables/fig2*``, ``fig3*`` and ``ablations.*``."""
+def with_reference(results_dir: Path, reference_dir: Path | None, include_incomplete: bool) -> tuple[Path, Path | None]:
+    """The folder to tabulate and the reference to compare it with: the user's runs beside the reference, or,
+    when the user has no runs yet, the reference alone."""
+    if reference_dir is None or not reference_dir.is_dir() or reference_dir.resolve() == results_dir.resolve():
+        return results_dir, None
+    if not load_runs(results_dir, include_incomplete):
+        print(f"no {'logged' if include_incomplete else 'complete'} runs under {results_dir}/runs yet: showing the "
+              f"committed reference runs of {reference_dir} alone")
+        return reference_dir, None
+    return results_dir, reference_dir
+
+
+def write_tables(results_dir: Path, settings: dict[str, Any], include_incomplete: bool = False,
+                 reference_dir: Path | None = None) -> None:
+    """Every table there are runs for: ``<results>/tables/fig2*``, ``fig3*`` and ``ablations.*``, with the runs
+    under ``reference_dir`` beside the paper's values."""
     written = 0
     for figure in (2, 3):
         runs = figure_runs(results_dir, figure, include_incomplete)
         if runs:
-            write_figure_tables(results_dir, figure, runs, settings[f"fig{figure}"])
+            reference = figure_runs(reference_dir, figure, include_incomplete) if reference_dir else []
+            write_figure_tables(results_dir, figure, runs, settings[f"fig{figure}"], reference)
             written += 1
-    ablations = [r for r in load_runs(results_dir, include_incomplete) if r.ablation and r.figure == 2]
+    ablations = ablation_runs(results_dir, include_incomplete)
     if ablations:
-        write_ablation_table(results_dir, ablations, settings["ablations"])
+        reference = ablation_runs(reference_dir, include_incomplete) if reference_dir else []
+        write_ablation_table(results_dir, ablations, settings["ablations"], reference)
         written += 1
     if not written:
         raise no_runs(results_dir, include_incomplete)
+
+
+def ablation_runs(results_dir: Path, include_incomplete: bool) -> list[LoggedRun]:
+    return [r for r in load_runs(results_dir, include_incomplete) if r.ablation and r.figure == 2]
+
+
+def beside_reference(ours: pd.DataFrame, reference: pd.DataFrame, keys: list[str], metric: str) -> pd.DataFrame:
+    """``ours`` with the reference runs' value at the same ``keys`` (``reference_<metric>``) and the difference
+    (``delta_reference``); without reference rows, ``ours`` unchanged."""
+    if reference.empty:
+        return ours
+    ref = reference[keys + [metric]].rename(columns={metric: f"reference_{metric}"})
+    out = ours.merge(ref, on=keys, how="left", validate="many_to_one")
+    out["delta_reference"] = out[metric] - out[f"reference_{metric}"]
+    return out
 
 
 def ablation_rows(runs: list[LoggedRun], paper: pd.DataFrame, points: list[float]) -> list[dict[str, Any]]:
@@ -221,26 +256,34 @@ def ablation_rows(runs: list[LoggedRun], paper: pd.DataFrame, points: list[float
     return rows
 
 
-def write_ablation_table(results_dir: Path, runs: list[LoggedRun], settings: dict[str, Any]) -> None:
-    table = pd.DataFrame(ablation_rows(runs, load_paper(), settings["table_points"]))
+def write_ablation_table(results_dir: Path, runs: list[LoggedRun], settings: dict[str, Any],
+                         reference: list[LoggedRun]) -> None:
+    paper = load_paper()
+    table = pd.DataFrame(ablation_rows(runs, paper, settings["table_points"]))
+    table = beside_reference(table, pd.DataFrame(ablation_rows(reference, paper, settings["table_points"])),
+                             ["sweep", "run", "split", "samples"], "elbo")
     out = Path(results_dir) / "tables"
     atomic_write_text(out / "ablations.csv", table.to_csv(index=False, float_format="%.3f"))
     atomic_write_text(out / "ablations.md", table.to_markdown(index=False, floatfmt=".2f") + "\n")
     print(f"Ablation table from {len(runs)} run(s): wrote {out}/ablations.csv/.md")
 
 
-def write_figure_tables(results_dir: Path, figure: int, runs: list[LoggedRun], settings: dict[str, Any]) -> None:
-    """``fig<N>.csv``/``.md`` (rows at ``table_points`` and the last point), ``fig<N>_scorecard.csv``/``.md``,
-    ``fig<N>_runs_used.csv`` and, for Figure 3, ``fig3_order.csv``/``.md``."""
+def write_figure_tables(results_dir: Path, figure: int, runs: list[LoggedRun], settings: dict[str, Any],
+                        reference: list[LoggedRun]) -> None:
+    """``fig<N>.csv``/``.md`` (rows at ``table_points`` and the last point, beside the ``reference`` runs),
+    ``fig<N>_scorecard.csv``/``.md``, ``fig<N>_runs_used.csv`` and, for Figure 3, ``fig3_order.csv``/``.md``."""
     paper = load_paper()
-    table, every = [], []
+    table, every, reference_every = [], [], []
     for curve, members in group_curves(runs).items():
         t, e = curve_rows(curve, members, paper, settings["table_points"])
         table += t
         every += e
+    for curve, members in group_curves(reference).items():
+        reference_every += curve_rows(curve, members, paper, settings["table_points"])[1]
     metric = METRIC[figure]
     order = ["sweep", "dataset", "algorithm", "nz"]
-    main = pd.DataFrame(table).sort_values(order, kind="stable")
+    main = beside_reference(pd.DataFrame(table), pd.DataFrame(reference_every), order + ["split", "samples"], metric)
+    main = main.sort_values(order, kind="stable")
     score = scorecard(pd.DataFrame(every), settings["tolerance"], metric).sort_values(order, kind="stable")
     used = pd.DataFrame([dict(run=str(r.path), sweep=r.sweep, nz=r.config["nz"], seed=r.config["seed"],
                               samples=int(r.metrics["samples"].max()), complete=r.complete) for r in runs])

@@ -19,11 +19,12 @@ from pathlib import Path
 from typing import Any
 
 import lightning as L
+from lightning.pytorch.utilities import rank_zero_only
 
 from vae.algorithms import ALGORITHMS
 from vae.algorithms.stack import STACKED_KEYS
 from vae.config import ConfigError, RunSpec, Sweep
-from vae.runs.folder import RunFolder
+from vae.runs.folder import ResultsError, RunFolder
 from vae.runs.train import finished, run_one, say, train_stack
 
 ENGINES = ("local", "ray", "stack")
@@ -132,11 +133,24 @@ def _run_ray(engine: Engine, sweep: str, specs: list[RunSpec], results_dir: Path
 
 
 def run_sweep(sweep: Sweep, results_dir: Path, data_dir: Path | None = None, only: list[str] | None = None,
-              engine: Engine = Engine(), data: L.LightningDataModule | None = None) -> dict[str, dict[str, Any]]:
-    """Train the sweep's runs (or those named in ``only``) on ``engine`` and print a summary."""
+              engine: Engine = Engine(), data: L.LightningDataModule | None = None,
+              restart: bool = False) -> dict[str, dict[str, Any]]:
+    """Train the sweep's runs (or those named in ``only``) on ``engine`` and print a summary. A run that has
+    results but no checkpoint to continue from is refused, or with ``restart`` trained again from zero."""
     specs = [s for s in sweep.runs if not only or s.name in only]
     if only and len(specs) != len(only):
         raise ConfigError(f"--only {only}: unknown run name(s); this sweep has {[s.name for s in sweep.runs]}")
+    for spec in specs if rank_zero_only.rank == 0 else ():  # DDP: rank 0 checks before it starts the others
+        folder = RunFolder.of(results_dir, sweep.name, spec.name)
+        if not finished(folder, spec.config) or restart:
+            try:
+                folder.check_resumable()
+            except ResultsError:
+                if not restart:
+                    raise
+                with folder.lock():
+                    folder.discard_results()
+                say(f"[{spec.name}] --restart: discarded its results; training again from zero")
     results = run_specs(engine, sweep.name, specs, results_dir, data_dir, data)
     say(f"\nsweep {sweep.name}: {len(results)} run(s) in {Path(results_dir) / 'runs' / sweep.name}")
     nan = float("nan")

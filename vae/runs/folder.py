@@ -10,6 +10,7 @@ import fcntl
 import json
 import os
 import secrets
+import shutil
 import socket
 import tempfile
 from argparse import Namespace
@@ -128,6 +129,24 @@ class RunFolder:
 
     def has_checkpoint(self) -> bool:
         return self.checkpoint.is_file()
+
+    def check_resumable(self) -> None:
+        """Refuse a run whose status is ahead of a missing checkpoint (copied results, a deleted checkpoint):
+        training it would start from zero and replace the points it logged."""
+        reached = self.status().get("samples", 0)
+        if reached and not self.has_checkpoint():
+            raise ResultsError(
+                f"{self.path} has reached {reached:,d} samples but has no checkpoint to continue from; put the "
+                "checkpoint back, train in another results folder (--results-dir / RESULTS=), or pass --restart "
+                "(make RESTART=1) to discard its results and train it again from zero")
+
+    def discard_results(self) -> None:
+        """Delete what the run has logged (metrics, status, checkpoints, W&B run), keeping its config."""
+        for path in (self.metrics_file, self.status_file, self.wandb_id_file):
+            path.unlink(missing_ok=True)
+        for folder in (self.checkpoint.parent, self.path / "wandb"):
+            if folder.is_dir():
+                shutil.rmtree(folder)
 
     def samples_done(self) -> int:
         """Where the run's last checkpoint stands on the sample axis (0 without one)."""

@@ -76,6 +76,8 @@ def _train_stack(specs: Sequence[RunSpec], folders: Sequence[RunFolder], data_di
     cfg = configs[0]
     for folder, config in zip(folders, configs, strict=True):
         check_same_config(folder, config)
+        if not finished(folder, config):
+            folder.check_resumable()
     statuses = {s.name: f.status() for s, f in zip(specs, folders, strict=True)}
     todo = [i for i, (f, c) in enumerate(zip(folders, configs, strict=True)) if not finished(f, c)]
     for i in set(range(len(specs))) - set(todo):
