@@ -24,7 +24,7 @@ def test_the_bound_splits_into_reconstruction_and_kl_and_two_of_six_dimensions_a
     run = RunFolder.of(tmp_path, "s", "r")
     run.write_config(cfg.to_dict())
     run.checkpoint.parent.mkdir()
-    torch.save({"state_dict": model.state_dict()}, run.checkpoint)
+    torch.save({"state_dict": model.state_dict(), "hyper_parameters": {"config": cfg.to_dict()}}, run.checkpoint)
 
     report = latent_report(run.path, data_root, points=500, seed=3)
 

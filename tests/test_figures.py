@@ -70,7 +70,7 @@ def test_tile_places_image_k_at_row_k_div_cols_and_column_k_mod_cols():
 
 def test_figures_4_and_5_come_from_a_trained_checkpoint(tmp_path, data_root):
     from vae.config import RunSpec, make_config
-    from vae.results.figures import image_figures
+    from vae.results.figures import image_figures, planned_images
     from vae.runs.train import run_one
 
     cfg = make_config({"nz": 2, "hidden": 20, "n_train": 2000, "samples": 10000, "eval_start": 5000,
@@ -78,7 +78,7 @@ def test_figures_4_and_5_come_from_a_trained_checkpoint(tmp_path, data_root):
     run_one("f", RunSpec("nz2", cfg), tmp_path, data_root)
     settings = {"seed": 0, "figure4": {"mnist": {"run": "runs/f/nz2", "grid": 5}},
                 "figure5": ["runs/f/nz2", "runs/f/missing"]}
-    written = image_figures(tmp_path, tmp_path / "figures", settings)
+    written = image_figures(planned_images(tmp_path, settings), tmp_path / "figures")
     assert [p.name for p in written] == ["fig4_mnist.png", "fig5_mnist_nz2.png"]
     assert all(p.read_bytes()[:4] == b"\x89PNG" for p in written)
 

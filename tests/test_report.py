@@ -8,7 +8,7 @@ import yaml
 from helpers import fake_run
 
 from vae.__main__ import main
-from vae.results.report import ReportError, load_paper, paper_value, write_tables
+from vae.results.report import ReportError, gather, load_paper, paper_value, write_tables
 
 FIG2 = {"table_points": [100000, 1000000], "tolerance": {"mnist": {"nats": 6}}}
 SETTINGS = {"fig2": FIG2, "fig3": FIG2 | {"table_points": [2000000]}, "ablations": {"table_points": [1000000]}}
@@ -41,7 +41,7 @@ def test_the_shipped_paper_curves_give_the_digest_values():
 def test_seeds_are_averaged_and_compared_with_the_paper(tmp_path):
     fake_run(tmp_path, "s", "nz5-seed0", [(100000, -170, -169), (1000000, -136, -135)], nz=5, seed=0)
     fake_run(tmp_path, "s", "nz5-seed1", [(100000, -172, -171), (1000000, -138, -141)], nz=5, seed=1)
-    write_tables(tmp_path, SETTINGS)
+    write_tables(gather(tmp_path), SETTINGS)
     fig2 = pd.read_csv(tmp_path / "tables" / "fig2.csv")
     row = fig2[(fig2["split"] == "test") & (fig2["samples"] == 1000000)].iloc[0]
     assert row["elbo"] == -138.0 and row["seeds"] == 2 and row["elbo_std"] == pytest.approx(math.sqrt(18), abs=1e-3)
@@ -53,7 +53,7 @@ def test_seeds_are_averaged_and_compared_with_the_paper(tmp_path):
 
 def test_a_point_beyond_tolerance_fails_the_scorecard(tmp_path):
     fake_run(tmp_path, "s", "nz5-seed0", [(1000000, -150, -142)], nz=5)
-    write_tables(tmp_path, SETTINGS)
+    write_tables(gather(tmp_path), SETTINGS)
     score = pd.read_csv(tmp_path / "tables" / "fig2_scorecard.csv").set_index("split")
     assert not score.loc["train", "within_tolerance"] and score.loc["test", "within_tolerance"]
     assert score.loc["train", "worst_delta"] == pytest.approx(-9.2)
@@ -63,22 +63,22 @@ def test_different_configs_under_one_curve_are_refused(tmp_path):
     fake_run(tmp_path, "s", "a", [(100000, -170, -169)], nz=5, lr=0.01)
     fake_run(tmp_path, "s", "b", [(100000, -170, -169)], nz=5, lr=0.1, seed=1)
     with pytest.raises(ReportError, match=r"differ in \['lr'\]"):
-        write_tables(tmp_path, SETTINGS)
+        write_tables(gather(tmp_path), SETTINGS)
 
 
 def test_incomplete_runs_are_left_out_unless_asked(tmp_path):
     fake_run(tmp_path, "s", "done", [(100000, -170, -169)], nz=5)
     fake_run(tmp_path, "s", "half", [(100000, -180, -179)], complete=False, nz=10)
-    write_tables(tmp_path, SETTINGS)
+    write_tables(gather(tmp_path), SETTINGS)
     assert set(pd.read_csv(tmp_path / "tables" / "fig2.csv")["nz"]) == {5}
-    write_tables(tmp_path, SETTINGS, include_incomplete=True)
+    write_tables(gather(tmp_path, include_incomplete=True), SETTINGS)
     used = pd.read_csv(tmp_path / "tables" / "fig2_runs_used.csv")
     assert set(used["nz"]) == {5, 10} and used.set_index("nz").loc[10, "complete"] == False  # noqa: E712
 
 
 def test_no_runs_is_an_error_that_says_what_to_do(tmp_path):
     with pytest.raises(ReportError, match="--include-incomplete"):
-        write_tables(tmp_path, SETTINGS)
+        write_tables(gather(tmp_path), SETTINGS)
 
 
 def test_figure_3_values_interpolate_linearly_in_samples():
@@ -97,7 +97,7 @@ def test_figure_3_tables_compare_with_the_paper_and_rank_the_algorithms(tmp_path
     fake_run(tmp_path, "f3", "aevb", [(2000000, -120.0, -144.0)], algorithm="aevb", **MARGINAL)
     fake_run(tmp_path, "f3", "ws", [(2000000, -140.0, -150.0)], algorithm="wakesleep", **MARGINAL)
     fake_run(tmp_path, "f3", "mcem", [(2000000, -125.0, -140.0)], algorithm="mcem", **MARGINAL)
-    write_tables(tmp_path, SETTINGS)
+    write_tables(gather(tmp_path), SETTINGS)
     assert not (tmp_path / "tables" / "fig2.csv").exists()
     fig3 = pd.read_csv(tmp_path / "tables" / "fig3.csv")
     row = fig3[(fig3["algorithm"] == "aevb") & (fig3["split"] == "train")].iloc[0]
@@ -114,7 +114,7 @@ def test_ablation_sweeps_get_their_own_table_and_stay_out_of_the_scorecards(tmp_
     fake_run(tmp_path, "ablation-lr", "lr0.1", [(100000, -170, -169), (1000000, -150, -140), (2000000, -145, -139)],
              nz=5, lr=0.1)
     fake_run(tmp_path, "ablation-lr", "lr0.001", [(1000000, -160, -161)], nz=5, lr=0.001)
-    write_tables(tmp_path, SETTINGS)
+    write_tables(gather(tmp_path), SETTINGS)
     assert set(pd.read_csv(tmp_path / "tables" / "fig2.csv")["sweep"]) == {"fig2-x"}
     assert set(pd.read_csv(tmp_path / "tables" / "fig2_scorecard.csv")["sweep"]) == {"fig2-x"}
     table = pd.read_csv(tmp_path / "tables" / "ablations.csv")

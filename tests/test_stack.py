@@ -12,6 +12,7 @@ import yaml
 
 from vae.config import RunSpec, load_sweep, make_config
 from vae.data import RunData
+from vae.runs.checkpoint import load_model
 from vae.runs.engine import Engine, run_sweep, stack_groups
 from vae.runs.folder import ResultsError, RunFolder
 from vae.runs.wandb_history import durable_steps
@@ -57,7 +58,7 @@ def metrics(results: Path, run: str, sweep: str = "st") -> pd.DataFrame:
 
 
 def weights(results: Path, run: str, sweep: str = "st") -> dict[str, torch.Tensor]:
-    return RunFolder.of(results, sweep, run).load_model().state_dict()
+    return load_model(RunFolder.of(results, sweep, run)).state_dict()
 
 
 def assert_same_runs(a: Path, b: Path, runs: list[str] = RUNS, sweep: str = "st") -> None:

@@ -13,9 +13,10 @@ from vae.models.vae import VAE
 
 def load_run(path: str | os.PathLike[str]) -> tuple[VAE, Config]:
     """The trained model of a run folder (``results/runs/<sweep>/<run>``), in eval mode, and its config."""
+    from vae.runs.checkpoint import load_model
     from vae.runs.folder import RunFolder
 
-    model = RunFolder(path).load_model().eval()
+    model = load_model(RunFolder(path)).eval()
     return model, model.cfg
 
 

@@ -13,7 +13,7 @@ from pathlib import Path
 import yaml
 from lightning.pytorch.utilities import rank_zero_only
 
-from vae.config import ConfigError, load_sweep, parse_overrides
+from vae.config import ConfigError, load_sweep, parse_overrides, problem
 from vae.data import DATA_ENV, DataError, data_dir, load_frey, load_mnist
 from vae.protocol.sample_axis import RunDiverged
 from vae.results.report import ReportError
@@ -78,19 +78,21 @@ def main(argv: list[str] | None = None) -> int:
                             args.stack_size)
             run_sweep(sweep, args.results_dir, args.data_dir, args.only, engine, restart=args.restart)
         elif args.command == "tables":
-            from vae.results.report import with_reference, write_tables
+            from vae.results.report import gather, write_tables
 
-            shown, reference = with_reference(args.results_dir, args.reference, args.include_incomplete)
-            write_tables(shown, yaml.safe_load(args.settings.read_text()), args.include_incomplete, reference)
+            settings = read_settings(args.settings)
+            write_tables(gather(args.results_dir, args.reference, args.include_incomplete), settings)
         elif args.command == "figures":
-            from vae.results.figures import image_figures, log_to_wandb, paper_figures
-            from vae.results.report import with_reference
+            from vae.results.figures import image_figures, log_to_wandb, paper_figures, planned_images
+            from vae.results.report import gather
 
-            shown, reference = with_reference(args.results_dir, args.reference, args.include_incomplete)
-            written, runs = paper_figures(shown, args.include_incomplete, reference)
-            written += image_figures(shown, shown / "figures", yaml.safe_load(args.settings.read_text()))
+            settings = read_settings(args.settings)
+            shown = gather(args.results_dir, args.reference, args.include_incomplete)
+            images = planned_images(shown.folder, settings)
+            written, runs = paper_figures(shown)
+            written += image_figures(images, shown.folder / "figures")
             print("wrote " + ", ".join(str(p) for p in written))
-            if args.wandb and shown == args.results_dir:  # the reference runs' W&B pages are not the user's
+            if args.wandb and shown.users:  # the reference runs' W&B pages are not the user's
                 updated = log_to_wandb(runs, {p.stem: p for p in written})
                 print(f"added the figures to the W&B pages of {updated} run(s)")
         elif args.command == "diagnose":
@@ -114,6 +116,20 @@ def main(argv: list[str] | None = None) -> int:
             print(e, file=sys.stderr)
         return e.exit_status
     return 0
+
+
+def read_settings(path: Path) -> dict:
+    """A settings file of ``tables`` / ``figures`` (experiments/tables.yaml, experiments/figures.yaml)."""
+    try:
+        settings = yaml.safe_load(path.read_text())
+    except OSError as e:
+        raise ConfigError(f"cannot read the settings file {path} ({e.strerror}); the defaults are in "
+                          "experiments/") from None
+    except yaml.YAMLError as e:
+        raise ConfigError(f"the settings file {path} is not valid YAML ({problem(e)})") from None
+    if not isinstance(settings, dict):
+        raise ConfigError(f"the settings file {path} must be a mapping; see experiments/tables.yaml and figures.yaml")
+    return settings
 
 
 if __name__ == "__main__":

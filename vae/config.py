@@ -115,10 +115,11 @@ class Config:
 
     # mcem: Monte Carlo EM (App. E; no encoder)
     algorithm: Literal["aevb", "wakesleep", "mcem"] = _in("model", "aevb")
-    nz: PositiveInt = _in("model", 20)
-    hidden: PositiveInt = _in("model", 500)
+    nz: Annotated[int, Bounds(gt=0, le=10_000)] = _in("model", 20)  # the bounds keep a typo from allocating
+    hidden: Annotated[int, Bounds(gt=0, le=100_000)] = _in("model", 500)  # terabytes; the paper's largest: 200, 500
     decoder: Literal["bernoulli", "gaussian", "gaussian-sigmoid-mean"] = _in("model", "bernoulli")
-    init_std: PositiveFloat = _in("model", 0.01)  # "N(0, 0.01)" read as a standard deviation (the authors' init_w(std=1e-2))
+    # "N(0, 0.01)" read as a standard deviation (the authors' init_w(std=1e-2))
+    init_std: PositiveFloat = _in("model", 0.01)
     # Gaussian decoder only: smooth floor on log sigma^2 (log of 1/(12*256^2), the variance of one grey
     # level's quantization noise), so a collapsing variance cannot make the density infinite; null = none
     decoder_logvar_floor: Optional[float] = _in("model", -13.3, null="for none")
@@ -228,6 +229,14 @@ def validate(cfg: Config) -> None:
     if cfg.algorithm == "mcem" and (cfg.evaluation != "marginal" or cfg.devices * cfg.num_nodes > 1):
         raise ConfigError("algorithm=mcem has no encoder and runs full-batch iterations: it needs "
                           "evaluation=marginal and a single device (devices=1, num_nodes=1)")
+    if not cfg.replacement and cfg.M > cfg.n_train:
+        raise ConfigError(f"M={cfg.M} exceeds n_train={cfg.n_train}: without replacement a minibatch cannot hold more "
+                          "than the training set; lower M or set replacement=true")
+    if (cfg.lr is None and len(cfg.lr_candidates) > 1 and cfg.algorithm != "mcem"
+            and cfg.lr_select_samples <= cfg.adagrad_warmup * cfg.M):
+        raise ConfigError(f"lr_select_samples={cfg.lr_select_samples} ends within the Adagrad warm-up "
+                          f"({cfg.adagrad_warmup} steps of M={cfg.M}), where no step size has moved the weights yet, "
+                          "so every candidate would score the same; raise lr_select_samples or lower adagrad_warmup")
     if cfg.decoder != "bernoulli" and cfg.binarize != "none":
         raise ConfigError("binarize applies to the Bernoulli decoder only")
 
@@ -330,8 +339,18 @@ def parse_overrides(items: list[str]) -> dict[str, Any]:
         key, sep, text = item.partition("=")
         if not sep:
             raise ConfigError(f"override {item!r} must look like key=value")
-        out[key.strip()] = yaml.safe_load(text)
+        try:
+            out[key.strip()] = yaml.safe_load(text)
+        except yaml.YAMLError as e:
+            raise ConfigError(f"--set {item}: not a YAML value ({problem(e)}); quote it or fix the syntax") from None
     return out
+
+
+def problem(e: yaml.YAMLError) -> str:
+    """A YAML error in one line: what is wrong and where."""
+    mark = getattr(e, "problem_mark", None)
+    where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+    return f"{getattr(e, 'problem', None) or type(e).__name__}{where}"
 
 
 @dataclass(frozen=True)
@@ -354,11 +373,26 @@ def load_sweep(path: str | Path, overrides: dict[str, Any] | None = None) -> Swe
     try:
         doc = yaml.safe_load(path.read_text())
     except FileNotFoundError:
-        raise ConfigError(f"config file {path} does not exist") from None
+        raise ConfigError(f"experiment file {path} does not exist; the sweeps are in experiments/*.yaml") from None
+    except IsADirectoryError:
+        raise ConfigError(f"{path} is a folder; give a sweep file, e.g. experiments/fig2_mnist_aevb.yaml") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"{path} is not a text file; give a sweep file, e.g. "
+                          "experiments/fig2_mnist_aevb.yaml") from None
+    except OSError as e:
+        raise ConfigError(f"cannot read the experiment file {path} ({e.strerror})") from None
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{path} is not valid YAML ({problem(e)})") from None
     if not isinstance(doc, dict) or set(doc) - {"name", "base", "grid"} or "name" not in doc:
-        raise ConfigError(f"{path}: a sweep file has the keys name, base and (optional) grid")
-    base = dict(doc.get("base") or {})
-    grid = dict(doc.get("grid") or {})
+        raise ConfigError(f"{path}: a sweep file is a mapping with the keys name, base and (optional) grid")
+    base, grid = doc.get("base") or {}, doc.get("grid") or {}
+    if not isinstance(base, dict) or not isinstance(grid, dict):
+        raise ConfigError(f"{path}: base and grid are mappings of config keys (base: {{nz: 20}}, grid: {{nz: [3, 5]}})")
+    scalar = [k for k, v in grid.items() if not isinstance(v, list) or not v]
+    if scalar:
+        raise ConfigError(f"{path}: grid values are non-empty lists of values to sweep ({scalar[0]}: "
+                          f"{grid[scalar[0]]!r}); put a single value under base")
+    base, grid = dict(base), dict(grid)
     overrides = dict(overrides or {})
     fixed = {k: v for k, v in overrides.items() if k not in grid}
     for key, value in overrides.items():

@@ -92,19 +92,35 @@ def _download(url: str, dest: Path, md5: str) -> None:
                 os.unlink(tmp.name)
 
 
+def first_missing(folder: Path) -> Path | None:
+    """The outermost folder on the way to ``folder`` that does not exist yet (None if it exists)."""
+    missing = None
+    for path in (folder, *folder.parents):
+        if os.path.lexists(path):
+            break
+        missing = path
+    return missing
+
+
 def ensure_files(spec: DatasetFiles, root: Path, mirrors: tuple[str, ...] | None = None) -> Path:
     """Verify every file of ``spec`` under ``root``, downloading missing ones; return the folder.
 
     A present file with a wrong checksum is never overwritten: the error says to delete or replace it.
     """
     folder = root / spec.folder
+    for f in spec.files:
+        if (folder / f.name).is_dir():
+            raise DataError(f"{folder / f.name} is a folder, not the data file; remove it, then put the file there "
+                            "or let it be downloaded")
     missing = [f for f in spec.files if not (folder / f.name).is_file()]
     if missing:
         errors: dict[str, str] = {}
+        created = first_missing(folder)
         try:
             folder.mkdir(parents=True, exist_ok=True)
         except OSError as e:
             errors["folder"] = f"cannot create {folder}: {e.strerror}"
+            created = None
         else:
             for f in missing:
                 for mirror in mirrors or spec.mirrors:
@@ -115,8 +131,10 @@ def ensure_files(spec: DatasetFiles, root: Path, mirrors: tuple[str, ...] | None
                         errors[f.name] = f"{mirror}{f.name}: {e}"
         still = [f.name for f in spec.files if not (folder / f.name).is_file()]
         if still:
+            if created is not None:  # a mistyped folder is not left behind
+                shutil.rmtree(created, ignore_errors=True)
             raise DataError(
-                f"data files missing in {folder.resolve()}: {still}, and download failed "
+                f"data files missing in {os.path.abspath(folder)}: {still}, and download failed "
                 f"({'; '.join(errors.values())}). Put the files there (checksums in vae/data.py), "
                 f"or point the data folder elsewhere with {DATA_ENV}=..., make DATA=... or --data-dir."
             )

@@ -61,8 +61,9 @@ def leapfrog(log_joint: LogJoint, z: torch.Tensor, p: torch.Tensor, eps: torch.T
 
 def tune_step_size(step_size: torch.Tensor, accept: torch.Tensor, target: float = 0.9, alpha: float = 1.02,
                    max_factor: float | None = 1.25) -> torch.Tensor:
-    """The author's autotuning (anglepy's ``hmc_step_autotune``): multiply by min(max_factor, alpha**n) when the mean of the n
-    accept decisions is at least ``target``, divide otherwise; ``max_factor=None`` is the uncapped 2013 rule."""
+    """The author's autotuning (anglepy's ``hmc_step_autotune``): multiply by min(max_factor, alpha**n) when the
+    mean of the n accept decisions is at least ``target``, divide otherwise; ``max_factor=None`` is the uncapped
+    2013 rule."""
     log_factor = accept.numel() * math.log(alpha)
     if max_factor is not None:
         log_factor = min(log_factor, math.log(max_factor))

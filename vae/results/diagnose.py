@@ -19,6 +19,7 @@ from vae.config import ConfigError
 from vae.data import load_dataset
 from vae.models.bounds import reparameterize
 from vae.models.densities import neg_kl_std_normal
+from vae.runs.checkpoint import load_model
 from vae.runs.folder import RunFolder
 
 ACTIVE = 0.01  # Burda et al. (2016): Var_x(E_q[z_u|x]) above this marks an active latent dimension
@@ -28,11 +29,7 @@ ACTIVE = 0.01  # Burda et al. (2016): Var_x(E_q[z_u|x]) above this marks an acti
 def latent_report(run_dir: Path, data_dir: Path | None = None, points: int = 10000, seed: int = 0) -> dict[str, Any]:
     """The bound, its terms and the latent activity of the run's model on the first ``points`` test images,
     in nats per datapoint (one sample of z per image, as the evaluation of Figure 2)."""
-    folder = RunFolder(run_dir)
-    if folder.config() is None or not folder.has_checkpoint():
-        raise ConfigError(f"{run_dir} has no config and checkpoint: give a run folder "
-                          "(results/runs/<sweep>/<run>) of a run that has been trained")
-    model = folder.load_model()
+    model = load_model(RunFolder(run_dir))
     if model.encoder is None:
         raise ConfigError(f"{run_dir}: {model.cfg.algorithm} has no encoder q(z|x), so no bound to split")
     x = load_dataset(model.cfg, data_dir)[1][:points]

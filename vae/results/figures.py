@@ -22,17 +22,20 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 from matplotlib.lines import Line2D  # noqa: E402
 
+from vae.config import ConfigError  # noqa: E402
 from vae.models.vae import VAE  # noqa: E402
 from vae.results.report import (  # noqa: E402
     PANEL,
     SERIES,
     LoggedRun,
+    Shown,
     curve_mean,
     figure_runs,
     group_curves,
     load_paper,
     no_runs,
 )
+from vae.runs.checkpoint import load_model  # noqa: E402
 from vae.runs.folder import RunFolder  # noqa: E402
 
 COLOURS = {"aevb": (1.0, 0.0, 0.0), "wakesleep": (0.0, 0.5, 0.0), "mcem": (0.0, 0.0, 1.0)}
@@ -130,20 +133,17 @@ def figure3(runs: list[LoggedRun], out: Path, reference: list[LoggedRun]) -> Pat
     return save_both(fig, out, "fig3")
 
 
-def paper_figures(results_dir: Path, include_incomplete: bool = False,
-                  reference_dir: Path | None = None) -> tuple[list[Path], list[Path]]:
-    """Figures 2 and 3 in ``<results>/figures/`` where there are runs for them, with the runs under
-    ``reference_dir`` behind; returns the PNGs and the run folders drawn."""
-    out = results_dir / "figures"
+def paper_figures(shown: Shown) -> tuple[list[Path], list[Path]]:
+    """Figures 2 and 3 in ``<folder>/figures/`` where there are runs for them, with the reference runs behind;
+    returns the PNGs and the run folders drawn."""
     written, drawn = [], []
     for figure, draw_figure in ((2, figure2), (3, figure3)):
-        runs = figure_runs(results_dir, figure, include_incomplete)
+        runs = figure_runs(shown.runs, figure)
         if runs:
-            reference = figure_runs(reference_dir, figure, include_incomplete) if reference_dir else []
-            written.append(draw_figure(runs, out, reference))
+            written.append(draw_figure(runs, shown.folder / "figures", figure_runs(shown.reference, figure)))
             drawn += [r.path for r in runs]
     if not written:
-        raise no_runs(results_dir, include_incomplete)
+        raise no_runs(shown.folder, shown.include_incomplete)
     return written, drawn
 
 
@@ -189,26 +189,41 @@ def manifold_grid(n: int) -> torch.Tensor:
     return torch.tensor(np.stack([z1.ravel(), z2.ravel()], axis=1), dtype=torch.float32)
 
 
-def image_figures(results_dir: Path, out: Path, settings: dict[str, Any]) -> list[Path]:
+def planned_images(results_dir: Path, settings: dict[str, Any]) -> list[tuple[str, VAE, torch.Tensor, int]]:
     """Figure 4 (learned 2-D manifolds) and Figure 5 (random samples, 10 x 10) from the runs named in
-    ``settings``; a run without a checkpoint is skipped with a message."""
-    written = []
-    for name, spec in settings["figure4"].items():
-        model = trained(Path(results_dir) / spec["run"])
-        if model is not None:
-            written.append(draw(model, manifold_grid(spec["grid"]), spec["grid"], out / f"fig4_{name}.png"))
-    for run in settings["figure5"]:
+    ``settings``: (file name, trained model, latent points, grid side) for each, every model loaded and checked
+    before anything is drawn. A run without a checkpoint is skipped with a message."""
+    try:
+        figure4, figure5, seed = dict(settings["figure4"] or {}), list(settings["figure5"] or []), settings["seed"]
+        figure4 = {name: (spec["run"], int(spec["grid"])) for name, spec in figure4.items()}
+    except (KeyError, TypeError, ValueError) as e:
+        raise ConfigError(f"the figures settings need seed, figure4 ({{name: {{run, grid}}}}) and figure5 "
+                          f"(a list of runs), as in experiments/figures.yaml ({type(e).__name__}: {e})") from None
+    plans = []
+    for name, (run, grid) in figure4.items():
         model = trained(Path(results_dir) / run)
         if model is not None:
-            z = torch.randn((100, model.cfg.nz), generator=torch.Generator().manual_seed(settings["seed"]))
-            written.append(draw(model, z, 10, out / f"fig5_{model.cfg.dataset}_nz{model.cfg.nz}.png"))
-    return written
+            if model.cfg.nz != 2:
+                raise ConfigError(f"Figure 4 draws a 2-D latent space, but {run} has Nz={model.cfg.nz}; name a run "
+                                  "with nz=2 under figure4 in the figures settings")
+            plans.append((f"fig4_{name}.png", model, manifold_grid(grid), grid))
+    for run in figure5:
+        model = trained(Path(results_dir) / run)
+        if model is not None:
+            z = torch.randn((100, model.cfg.nz), generator=torch.Generator().manual_seed(seed))
+            plans.append((f"fig5_{model.cfg.dataset}_nz{model.cfg.nz}.png", model, z, 10))
+    return plans
+
+
+def image_figures(plans: list[tuple[str, VAE, torch.Tensor, int]], out: Path) -> list[Path]:
+    """Draw the planned Figures 4 and 5 into ``out``."""
+    return [draw(model, z, n, out / name) for name, model, z, n in plans]
 
 
 def trained(run_dir: Path) -> VAE | None:
     folder = RunFolder(run_dir)
     if folder.has_checkpoint():
-        return folder.load_model().eval()
+        return load_model(folder).eval()
     print(f"skipped {run_dir}: no checkpoint (train that run first)")
     return None
 

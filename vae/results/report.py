@@ -23,6 +23,7 @@ run, with the keys that vary within the sweep named beside the paper's value.
 from __future__ import annotations
 
 import math
+import sys
 from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,8 +32,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from vae.config import EXECUTION_KEYS
-from vae.runs.folder import RunFolder, atomic_write_text
+from vae.config import EXECUTION_KEYS, ConfigError, make_config
+from vae.runs.folder import ResultsError, RunFolder, atomic_write_text
 
 PAPER_CSV = Path(__file__).parent.parent / "paper" / "paper-figures.csv"
 PANEL = {"mnist": "MNIST", "frey": "Frey"}
@@ -75,17 +76,46 @@ class LoggedRun:
 
 
 def load_runs(results_dir: Path, include_incomplete: bool = False) -> list[LoggedRun]:
-    """Every run under ``<results_dir>/runs`` with a config and at least one logged point."""
+    """Every run under ``<results_dir>/runs`` with a config and at least one logged point; a run folder whose
+    files cannot be read is skipped with a warning that says which file and why."""
     runs = []
     for folder in RunFolder.all(results_dir):
-        metrics = folder.metrics()
-        if metrics is None:
+        try:
+            metrics = folder.metrics()
+            if metrics is None:
+                continue
+            config = make_config(folder.config()).to_dict()
+            complete = folder.status().get("samples", 0) >= config["samples"]
+        except (ResultsError, ConfigError) as e:
+            print(f"warning: run skipped: {e}", file=sys.stderr)
             continue
-        config = folder.config()
-        complete = folder.status().get("samples", 0) >= config["samples"]
         if complete or include_incomplete:
             runs.append(LoggedRun(folder.path, folder.sweep, config, metrics, complete))
     return runs
+
+
+@dataclass(frozen=True)
+class Shown:
+    """What ``tables`` and ``figures`` show: the runs of ``folder`` (where their outputs go), the reference runs
+    beside them, and whether ``folder`` holds the user's runs (False: the reference shown alone)."""
+
+    folder: Path
+    runs: list[LoggedRun]
+    reference: list[LoggedRun]
+    users: bool = True
+    include_incomplete: bool = False
+
+
+def gather(results_dir: Path, reference_dir: Path | None = None, include_incomplete: bool = False) -> Shown:
+    """The user's runs beside the reference runs, or, when the user has none yet, the reference alone."""
+    runs = load_runs(results_dir, include_incomplete)
+    if reference_dir is None or not reference_dir.is_dir() or reference_dir.resolve() == results_dir.resolve():
+        return Shown(results_dir, runs, [], True, include_incomplete)
+    if not runs:
+        print(f"no {'logged' if include_incomplete else 'complete'} runs under {results_dir}/runs yet: showing the "
+              f"committed reference runs of {reference_dir} alone")
+        return Shown(reference_dir, load_runs(reference_dir, include_incomplete), [], False, include_incomplete)
+    return Shown(results_dir, runs, load_runs(reference_dir, include_incomplete), True, include_incomplete)
 
 
 def group_curves(runs: list[LoggedRun]) -> dict[tuple[Any, ...], list[LoggedRun]]:
@@ -170,16 +200,20 @@ def scorecard(every: pd.DataFrame, tolerance: dict[str, dict[str, float]], metri
         ok = (compared["delta"].abs() <= allowed)
         rows.append(dict(zip(["sweep", "dataset", "algorithm", "nz", "split"], key),
                          last_samples=int(g["samples"].max()), points_compared=len(compared),
-                         worst_delta=compared["delta"].iloc[compared["delta"].abs().argmax()] if len(compared) else math.nan,
+                         worst_delta=(compared["delta"].iloc[compared["delta"].abs().argmax()] if len(compared)
+                                      else math.nan),
                          within_tolerance=bool(ok.all()) if len(compared) else None))
     return pd.DataFrame(rows)
 
 
-def figure_runs(results_dir: Path, figure: int, include_incomplete: bool = False) -> list[LoggedRun]:
+def figure_runs(runs: list[LoggedRun], figure: int) -> list[LoggedRun]:
     """The runs of Figure 2 or 3, in curve order (possibly none)."""
-    return sorted((r for r in load_runs(results_dir, include_incomplete)
-                   if r.config["dataset"] in PANEL and r.figure == figure and not r.ablation),
+    return sorted((r for r in runs if r.config["dataset"] in PANEL and r.figure == figure and not r.ablation),
                   key=lambda r: (r.curve, r.config["seed"]))
+
+
+def ablation_runs(runs: list[LoggedRun]) -> list[LoggedRun]:
+    return [r for r in runs if r.ablation and r.figure == 2]
 
 
 def no_runs(results_dir: Path, include_incomplete: bool) -> ReportError:
@@ -187,40 +221,22 @@ def no_runs(results_dir: Path, include_incomplete: bool) -> ReportError:
     return ReportError(f"no {'logged' if include_incomplete else 'complete'} runs under {results_dir}/runs{hint}")
 
 
-def with_reference(results_dir: Path, reference_dir: Path | None, include_incomplete: bool) -> tuple[Path, Path | None]:
-    """The folder to tabulate and the reference to compare it with: the user's runs beside the reference, or,
-    when the user has no runs yet, the reference alone."""
-    if reference_dir is None or not reference_dir.is_dir() or reference_dir.resolve() == results_dir.resolve():
-        return results_dir, None
-    if not load_runs(results_dir, include_incomplete):
-        print(f"no {'logged' if include_incomplete else 'complete'} runs under {results_dir}/runs yet: showing the "
-              f"committed reference runs of {reference_dir} alone")
-        return reference_dir, None
-    return results_dir, reference_dir
-
-
-def write_tables(results_dir: Path, settings: dict[str, Any], include_incomplete: bool = False,
-                 reference_dir: Path | None = None) -> None:
-    """Every table there are runs for: ``<results>/tables/fig2*``, ``fig3*`` and ``ablations.*``, with the runs
-    under ``reference_dir`` beside the paper's values."""
+def write_tables(shown: Shown, settings: dict[str, Any]) -> None:
+    """Every table there are runs for: ``<folder>/tables/fig2*``, ``fig3*`` and ``ablations.*``, with the
+    reference runs beside the paper's values."""
     written = 0
     for figure in (2, 3):
-        runs = figure_runs(results_dir, figure, include_incomplete)
+        runs = figure_runs(shown.runs, figure)
         if runs:
-            reference = figure_runs(reference_dir, figure, include_incomplete) if reference_dir else []
-            write_figure_tables(results_dir, figure, runs, settings[f"fig{figure}"], reference)
+            write_figure_tables(shown.folder, figure, runs, settings[f"fig{figure}"],
+                                figure_runs(shown.reference, figure))
             written += 1
-    ablations = ablation_runs(results_dir, include_incomplete)
+    ablations = ablation_runs(shown.runs)
     if ablations:
-        reference = ablation_runs(reference_dir, include_incomplete) if reference_dir else []
-        write_ablation_table(results_dir, ablations, settings["ablations"], reference)
+        write_ablation_table(shown.folder, ablations, settings["ablations"], ablation_runs(shown.reference))
         written += 1
     if not written:
-        raise no_runs(results_dir, include_incomplete)
-
-
-def ablation_runs(results_dir: Path, include_incomplete: bool) -> list[LoggedRun]:
-    return [r for r in load_runs(results_dir, include_incomplete) if r.ablation and r.figure == 2]
+        raise no_runs(shown.folder, shown.include_incomplete)
 
 
 def beside_reference(ours: pd.DataFrame, reference: pd.DataFrame, keys: list[str], metric: str) -> pd.DataFrame:
@@ -302,8 +318,8 @@ def write_figure_tables(results_dir: Path, figure: int, runs: list[LoggedRun], s
 
 
 def ordering(every: pd.DataFrame) -> pd.DataFrame:
-    """Figure 3: per training-set size and split (across sweeps), the algorithms ranked by estimated log p(x) at the last
-    point all of them reached, ours beside the paper's ranking at the same number of samples."""
+    """Figure 3: per training-set size and split (across sweeps), the algorithms ranked by estimated log p(x) at
+    the last point all of them reached, ours beside the paper's ranking at the same number of samples."""
     rows = []
     for (n_train, split), g in every.groupby(["n_train", "split"], sort=False):
         last = g.groupby("algorithm")["samples"].max().min()

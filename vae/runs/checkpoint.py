@@ -33,6 +33,7 @@ import torch
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 
 from vae.config import make_config
+from vae.models.vae import VAE
 from vae.runs.folder import ResultsError, RunFolder
 
 RUN_KEYS = ("state_dict", "optimizer_states", "hyper_parameters", "sample_axis")  # a run's own entries
@@ -134,6 +135,16 @@ class RunCheckpointIO(TorchCheckpointIO):
             refuse(folder, f"was written with another config than {folder.config_file} ({diff})")
         self.digests[path] = digest
         return run
+
+
+def load_model(folder: RunFolder) -> VAE:
+    """The trained model of a run, from its config and its verified last checkpoint."""
+    if folder.config() is None or not folder.has_checkpoint():
+        raise ResultsError(f"{folder.path} has no config and checkpoint: give the folder of a trained run "
+                           "(results/runs/<sweep>/<run>; the committed reference runs have no checkpoints)")
+    model = VAE(make_config(folder.config()))
+    model.load_state_dict(RunCheckpointIO([folder]).read(folder)["state_dict"])
+    return model
 
 
 def refuse(folder: RunFolder, problem: str) -> NoReturn:

@@ -25,7 +25,7 @@ from vae.algorithms import ALGORITHMS
 from vae.algorithms.stack import STACKED_KEYS
 from vae.config import ConfigError, RunSpec, Sweep
 from vae.runs.folder import ResultsError, RunFolder
-from vae.runs.train import finished, run_one, say, train_stack
+from vae.runs.train import check_accelerator, finished, run_one, say, train_stack
 
 ENGINES = ("local", "ray", "stack")
 
@@ -140,6 +140,8 @@ def run_sweep(sweep: Sweep, results_dir: Path, data_dir: Path | None = None, onl
     specs = [s for s in sweep.runs if not only or s.name in only]
     if only and len(specs) != len(only):
         raise ConfigError(f"--only {only}: unknown run name(s); this sweep has {[s.name for s in sweep.runs]}")
+    for cfg in {s.config.accelerator: s.config for s in specs}.values():
+        check_accelerator(cfg)
     for spec in specs if rank_zero_only.rank == 0 else ():  # DDP: rank 0 checks before it starts the others
         folder = RunFolder.of(results_dir, sweep.name, spec.name)
         if not finished(folder, spec.config) or restart:

@@ -26,8 +26,7 @@ from lightning.pytorch.loggers import WandbLogger
 from lightning.pytorch.loggers.logger import Logger
 from lightning.pytorch.utilities import rank_zero_only
 
-from vae.config import Config, make_config
-from vae.models.vae import VAE
+from vae.config import Config
 from vae.runs.wandb_history import durable_steps
 
 
@@ -112,17 +111,45 @@ class RunFolder:
         finally:
             os.close(fd)
 
+    def unreadable(self, path: Path, why: str) -> ResultsError:
+        return ResultsError(f"{path} cannot be read ({why}); put back the run's own file, or delete {self.path} "
+                            "to train the run again from zero")
+
     def config(self) -> dict[str, Any] | None:
-        return yaml.safe_load(self.config_file.read_text()) if self.config_file.is_file() else None
+        if not self.config_file.is_file():
+            return None
+        try:
+            config = yaml.safe_load(self.config_file.read_text())
+        except (UnicodeDecodeError, yaml.YAMLError) as e:
+            raise self.unreadable(self.config_file, type(e).__name__) from None
+        if not isinstance(config, dict):
+            raise self.unreadable(self.config_file, "not a mapping of config keys")
+        return config
 
     def write_config(self, config: dict[str, Any]) -> None:
         atomic_write_text(self.config_file, yaml.safe_dump(config, sort_keys=False))
 
     def metrics(self) -> pd.DataFrame | None:
-        return pd.read_csv(self.metrics_file) if self.metrics_file.is_file() else None
+        if not self.metrics_file.is_file():
+            return None
+        try:
+            metrics = pd.read_csv(self.metrics_file)
+        except (UnicodeDecodeError, ValueError) as e:  # pandas' parser and empty-data errors are ValueErrors
+            raise self.unreadable(self.metrics_file, type(e).__name__) from None
+        if "samples" not in metrics or not pd.api.types.is_integer_dtype(metrics["samples"]):
+            raise self.unreadable(self.metrics_file, "no whole-number samples column")
+        return metrics
 
     def status(self) -> dict[str, Any]:
-        return json.loads(self.status_file.read_text()) if self.status_file.is_file() else {}
+        if not self.status_file.is_file():
+            return {}
+        try:
+            status = json.loads(self.status_file.read_text())
+        except (UnicodeDecodeError, ValueError) as e:
+            raise self.unreadable(self.status_file, type(e).__name__) from None
+        if not isinstance(status, dict) or not isinstance(status.get("samples", 0), int):
+            raise self.unreadable(self.status_file, "no whole-number samples entry")
+        return status
 
     def write_status(self, status: dict[str, Any]) -> None:
         atomic_write_text(self.status_file, json.dumps(status, indent=2, sort_keys=True) + "\n")
@@ -159,12 +186,6 @@ class RunFolder:
         except Exception as e:  # any unreadable file: torch raises many kinds
             raise ResultsError(f"{self.checkpoint} cannot be read ({type(e).__name__}); put back this run's "
                                f"checkpoint or delete {self.checkpoint.parent} to restart the run from zero") from None
-
-    def load_model(self) -> VAE:
-        """The trained model of this run, from its config and last checkpoint."""
-        model = VAE(make_config(self.config()))
-        model.load_state_dict(torch.load(self.checkpoint, map_location="cpu", weights_only=False)["state_dict"])
-        return model
 
     def wandb_id(self) -> str:
         """The run's W&B id, made once and kept, so every session of the run logs into one W&B run."""

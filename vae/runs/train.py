@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import lightning as L
+import torch
 from lightning.pytorch.utilities import rank_zero_only
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 
@@ -50,6 +51,15 @@ def check_same_config(folder: RunFolder, cfg: Config) -> None:
             "give the new config another results folder (--results-dir / RESULTS=), or delete the run folder.")
 
 
+def check_accelerator(cfg: Config) -> None:
+    """Refuse an accelerator this machine does not have before anything is written."""
+    if cfg.accelerator in ("gpu", "cuda") and not torch.cuda.is_available():
+        raise ConfigError(f"accelerator={cfg.accelerator}, but PyTorch sees no CUDA GPU here; use accelerator=auto "
+                          "(the GPU where there is one) or accelerator=cpu")
+    if cfg.accelerator == "mps" and not torch.backends.mps.is_available():
+        raise ConfigError("accelerator=mps, but this machine has no MPS device; use accelerator=auto or cpu")
+
+
 def finished(folder: RunFolder, cfg: Config) -> bool:
     return folder.status().get("samples", 0) >= round_up(cfg.samples, ALGORITHMS[cfg.algorithm].step_samples(cfg))
 
@@ -62,16 +72,21 @@ def train_stack(sweep: str, specs: Sequence[RunSpec], results_dir: Path, data_di
     read from ``data_dir``; ``callbacks`` join the Trainer's. Global rank 0 holds every run folder's lock
     meanwhile; a signal stops training with every run checkpointed and raises ``Interrupted``."""
     folders = [RunFolder.of(results_dir, sweep, s.name) for s in specs]
+    if not all(finished(f, s.config) for f, s in zip(folders, specs, strict=True)):
+        # what can be refused without the run folders is, before they are locked and touched
+        check_accelerator(specs[0].config)
+        data = data or RunData(specs[0].config, data_dir)
+        data.setup("fit")
     with ExitStack() as locks:
         for folder in folders:
             folder.check_writable()
             if rank_zero_only.rank == 0:
                 locks.enter_context(folder.lock())
-        return _train_stack(specs, folders, data_dir, data, callbacks)
+        return _train_stack(specs, folders, data, callbacks)
 
 
-def _train_stack(specs: Sequence[RunSpec], folders: Sequence[RunFolder], data_dir: Path | None,
-                 data: L.LightningDataModule | None, callbacks: Sequence[L.Callback]) -> dict[str, dict[str, Any]]:
+def _train_stack(specs: Sequence[RunSpec], folders: Sequence[RunFolder], data: L.LightningDataModule | None,
+                 callbacks: Sequence[L.Callback]) -> dict[str, dict[str, Any]]:
     configs = [s.config for s in specs]
     cfg = configs[0]
     for folder, config in zip(folders, configs, strict=True):
@@ -86,6 +101,15 @@ def _train_stack(specs: Sequence[RunSpec], folders: Sequence[RunFolder], data_di
     if not todo:
         return statuses
     specs, configs, folders = [specs[i] for i in todo], [configs[i] for i in todo], [folders[i] for i in todo]
+    resume = [f.has_checkpoint() for f in folders]
+    if any(resume) and not all(resume):
+        raise ConfigError(f"of the runs {[s.name for s in specs]} only some have a checkpoint; train them one "
+                          "by one (--engine local)")
+    for folder in folders:  # everything in the run folders that can be refused is, before anything is written
+        folder.metrics()
+    checkpoints = RunCheckpointIO(folders)
+    if all(resume):
+        checkpoints.load_checkpoint(folders[0].checkpoint)
     stack = ALGORITHMS[cfg.algorithm](configs)
     writer = rank_zero_only.rank == 0
     loggers = [run_loggers(f, c) if writer else [] for f, c in zip(folders, configs, strict=True)]
@@ -94,10 +118,6 @@ def _train_stack(specs: Sequence[RunSpec], folders: Sequence[RunFolder], data_di
             folder.write_config(config.to_dict())
     module = SampleAxis(stack, [s.name for s in specs], loggers)
     ranks = cfg.devices * cfg.num_nodes
-    resume = [f.has_checkpoint() for f in folders]
-    if any(resume) and not all(resume):
-        raise ConfigError(f"of the runs {[s.name for s in specs]} only some have a checkpoint; train them one "
-                          "by one (--engine local)")
     began = time.time()
     # the handlers go in before fit, so that a signal during the Trainer's setup stops training too
     with StopOnSignal(folders[0].checkpoint) as stop:
@@ -105,11 +125,11 @@ def _train_stack(specs: Sequence[RunSpec], folders: Sequence[RunFolder], data_di
             accelerator=cfg.accelerator, devices=cfg.devices, num_nodes=cfg.num_nodes,
             strategy="ddp" if ranks > 1 else "auto", max_epochs=-1, logger=False,
             callbacks=[PeriodicCheckpoint(folders[0].checkpoint, cfg.checkpoint_minutes), stop, *callbacks],
-            plugins=[RunCheckpointIO(folders)], enable_checkpointing=False, enable_progress_bar=False,
+            plugins=[checkpoints], enable_checkpointing=False, enable_progress_bar=False,
             enable_model_summary=False, default_root_dir=folders[0].path,
         )
         try:
-            trainer.fit(module, datamodule=data or RunData(cfg, data_dir),
+            trainer.fit(module, datamodule=data,
                         ckpt_path=folders[0].checkpoint if all(resume) else None)
         except SIGTERMException:  # raised at a step's end after the checkpoint was saved: the runs stop here
             stop.signum = stop.signum or signal.SIGTERM  # a DDP rank without a signal of its own stops with rank 0
