@@ -2,7 +2,8 @@
 # installs the package. `make reproduce-mnist SAMPLES=1e6` shortens a budget; run again to continue or extend.
 # Settings: DATA (data folder, default $VAE_DATA_DIR or ./data), RESULTS (your runs, default ./results, which
 #   git ignores), REFERENCE (the committed reference runs, default ./reference), SAMPLES (budget per curve),
-#   RESTART=1 (train again from zero the runs that have results but no checkpoint), DEVICES / NODES (one run over several GPUs with DDP),
+#   RESTART=1 (train again from zero the runs that have results but no checkpoint), SEEDS (seeds per curve,
+#   0, 1, ...: tables then give the mean, sd and a 95% t interval, figures a band), DEVICES / NODES (one run over several GPUs with DDP),
 #   GPUS (fan the runs of a sweep out over this many local GPUs with Ray, one run per GPU),
 #   ADDRESS (fan them out over an existing Ray cluster, e.g. ADDRESS=auto on its head node),
 #   STACK=1 (train the runs of a sweep that can share a stack together in one process: for one GPU).
@@ -15,6 +16,7 @@ RESULTS ?= results
 REFERENCE ?= reference
 RESTART ?=
 SAMPLES ?=
+SEEDS ?=
 DEVICES ?=
 NODES ?=
 GPUS ?=
@@ -23,7 +25,8 @@ STACK ?=
 export VAE_DATA_DIR := $(DATA)
 
 ENGINE := $(if $(STACK),--engine stack,$(if $(or $(GPUS),$(ADDRESS)),--engine ray $(if $(GPUS),--gpus $(GPUS)) $(if $(ADDRESS),--address $(ADDRESS))))
-TRAIN := $(PY) -m vae train --results-dir $(RESULTS) --data-dir $(DATA) $(ENGINE) $(if $(RESTART),--restart)
+TRAIN := $(PY) -m vae train --results-dir $(RESULTS) --data-dir $(DATA) $(ENGINE) $(if $(RESTART),--restart) \
+	$(if $(SEEDS),--seeds $(SEEDS))
 BUDGET := $(if $(SAMPLES),samples=$(SAMPLES)) $(if $(DEVICES),devices=$(DEVICES)) $(if $(NODES),num_nodes=$(NODES))
 
 GPU_PY ?= python3
@@ -32,7 +35,7 @@ FIG2_SECONDS ?= 240
 help:  ## list the targets
 	@grep -E '^[a-z0-9-]+:.*## ' $(firstword $(MAKEFILE_LIST)) | sed -E 's/^([a-z0-9-]+):.*## (.*)/  make \1\t\2/' | expand -t 24
 
-.PHONY: help gpu-check install test test-full reproduce-mnist reproduce-frey reproduce-fig2 reproduce-fig45 reproduce-fig3 ablations smoke data tables figures bench
+.PHONY: help gpu-check install test test-full reproduce-mnist reproduce-frey reproduce-fig2 reproduce-fig45 reproduce-fig3 ablations smoke data log-px tables figures bench
 
 install: $(VENV)/.installed  ## create .venv and install the package with its test dependencies
 $(VENV)/.installed: pyproject.toml
@@ -97,6 +100,10 @@ gpu-check:  ## on a GPU machine (its python3, nothing installed): GPU tests, thr
 			--set samples=1e8 wandb=disabled accelerator=gpu steps_per_call=500 checkpoint_minutes=0.5 \
 			2>&1 | tee -a results/gpu/fig2.log; done
 	PYTHONPATH=. $(GPU_PY) -m vae tables --results-dir results/gpu/fig2 --include-incomplete 2>&1 | tee -a results/gpu/fig2.log
+
+log-px: install  ## log p(x) (importance sampling, k=5000, 1000 test images) of your trained Figure 2 runs, for make tables
+	$(PY) -m vae log-px $(patsubst %/checkpoints/last.ckpt,%,$(wildcard $(RESULTS)/runs/fig2-*/*/checkpoints/last.ckpt)) \
+		--data-dir $(DATA)
 
 tables: install  ## results/tables/: your runs beside the paper and the reference runs (reference/tables/ if none)
 	$(PY) -m vae tables --results-dir $(RESULTS) --reference $(REFERENCE)

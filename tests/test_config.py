@@ -4,6 +4,7 @@ from dataclasses import dataclass, field, fields
 from typing import Annotated, Literal, Union, get_args, get_origin, get_type_hints
 
 import pytest
+import yaml
 
 from vae.config import (
     CHOICES,
@@ -150,7 +151,8 @@ def test_identity_is_every_field_outside_the_execution_group():
     cfg = make_config({})
     assert list(cfg.identity()) == [k for k in FIELDS if k not in execution]
     changed = {"samples": 10**9, "steps_per_call": 7, "cuda_graphs": False, "checkpoint_minutes": 1.5,
-               "accelerator": "cpu", "devices": 2, "num_nodes": 2, "wandb": "disabled", "wandb_project": "p",
+               "heartbeat_seconds": 5.0, "accelerator": "cpu", "devices": 2, "num_nodes": 2, "wandb": "disabled",
+               "wandb_project": "p",
                "tags": ["t"]}
     assert set(changed) == execution
     assert make_config(changed).identity() == cfg.identity()
@@ -233,3 +235,13 @@ def test_bounds_markers_are_well_formed():
     for bad in ({}, {"gt": 0, "ge": 0}, {"lt": 1, "le": 1}, {"gt": float("nan")}):
         with pytest.raises(TypeError):
             Bounds(**bad)
+
+
+def test_seeds_repeat_every_grid_point_counting_up_from_the_config_seed(tmp_path):
+    path = tmp_path / "s.yaml"
+    path.write_text(yaml.safe_dump({"name": "s", "base": {"seed": 4}, "grid": {"nz": [3, 5]}, "seeds": 2}))
+    assert [r.name for r in load_sweep(path).runs] == ["nz3-seed4", "nz3-seed5", "nz5-seed4", "nz5-seed5"]
+    assert [r.config.seed for r in load_sweep(path, {"seed": 0}, seeds=3).runs][:3] == [0, 1, 2]
+    assert [r.name for r in load_sweep(path, seeds=1).runs] == ["nz3-seed4", "nz5-seed4"]
+    with pytest.raises(ConfigError, match="seeds=0"):
+        load_sweep(path, seeds=0)

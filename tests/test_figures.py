@@ -1,5 +1,6 @@
 import matplotlib.pyplot as plt
 import numpy as np
+import yaml
 from helpers import fake_run
 
 from vae.__main__ import main
@@ -98,3 +99,30 @@ def test_figures_are_added_to_the_runs_wandb_pages(tmp_path, data_root):
     assert log_to_wandb([run, tmp_path / "runs" / "f" / "off"], {"fig2": image}) == 1
     sessions = sorted((run / "wandb").glob("offline-run-*"))
     assert len(sessions) == 2 and list(sessions[-1].glob("files/media/images/figures/fig2_*.png"))
+
+
+def test_a_sweeps_wandb_group_gets_the_papers_curves_once(tmp_path):
+    from wandb.proto import wandb_internal_pb2
+
+    from vae.config import load_sweep
+    from vae.results.report import load_paper
+    from vae.results.wandb_paper import log_paper_curves
+    from vae.runs.wandb_history import durable_steps, records
+
+    path = tmp_path / "s.yaml"
+    path.write_text(yaml.safe_dump({"name": "s", "base": {"wandb": "offline"}, "grid": {"nz": [3, 20]}}))
+    sweep = load_sweep(path)
+    assert log_paper_curves(sweep, tmp_path) == ["paper/MNIST Nz=3 AEVB", "paper/MNIST Nz=20 AEVB"]
+    assert log_paper_curves(sweep, tmp_path) == []  # already there
+    paper = load_paper()
+    sessions = sorted((tmp_path / "runs" / "s" / "paper" / "wandb").glob("offline-run-*"))
+    assert len(sessions) == 2
+    for session in sessions:
+        run_id = session.name.rsplit("-", 1)[-1]
+        (info,) = [r.run for raw in records(session / f"run-{run_id}.wandb")
+                   if (r := wandb_internal_pb2.Record.FromString(raw)).WhichOneof("record_type") == "run"]
+        assert info.run_group == "s" and info.display_name.startswith("paper/MNIST Nz=")
+        nz = info.display_name.split("=")[1].split()[0]
+        xs = paper[(paper["panel"] == f"MNIST Nz={nz}") & paper["series"].str.startswith("AEVB")]
+        steps = durable_steps(session.parent, run_id)
+        assert steps == sorted(set(xs["x_samples_evaluated"].round().astype(int)))

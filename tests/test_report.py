@@ -153,3 +153,25 @@ def settings(tmp_path):
     path = tmp_path / "tables.yaml"
     path.write_text(yaml.safe_dump(SETTINGS))
     return path
+
+
+def test_three_seeds_give_the_mean_the_sd_and_a_95_percent_t_interval(tmp_path):
+    # test bounds at 1e6 of -137, -138, -139: mean -138, sd 1, t(0.975, 2) = 4.302653 -> half-width 2.484138
+    for seed, value in enumerate([-137.0, -138.0, -139.0]):
+        fake_run(tmp_path, "s", f"nz5-seed{seed}", [(1000000, -136.0, value)], nz=5, seed=seed)
+    write_tables(gather(tmp_path), SETTINGS)
+    fig2 = pd.read_csv(tmp_path / "tables" / "fig2.csv").set_index("split")
+    row = fig2.loc["test"]
+    assert row["elbo"] == -138.0 and row["elbo_std"] == 1.0 and row["seeds"] == 3
+    assert row["elbo_ci_low"] == pytest.approx(-138 - 2.484138, abs=1e-3)
+    assert row["elbo_ci_high"] == pytest.approx(-138 + 2.484138, abs=1e-3)
+    assert row["delta_ci_low"] == pytest.approx(-138 - 2.484138 + 138.7, abs=1e-3)  # the paper: -138.7
+    train = fig2.loc["train"]  # three equal values: an interval of width zero
+    assert train["elbo_ci_low"] == train["elbo_ci_high"] == -136.0
+
+
+def test_one_seed_has_no_interval(tmp_path):
+    fake_run(tmp_path, "s", "nz5-seed0", [(1000000, -136.0, -137.0)], nz=5)
+    write_tables(gather(tmp_path), SETTINGS)
+    fig2 = pd.read_csv(tmp_path / "tables" / "fig2.csv")
+    assert fig2["elbo_ci_low"].isna().all() and fig2["delta_ci_high"].isna().all()

@@ -1,5 +1,7 @@
 """End to end on tiny budgets: the real Trainer, real MNIST, CSV and offline W&B, resume and extension."""
 
+import io
+import re
 from pathlib import Path
 
 import pandas as pd
@@ -106,3 +108,25 @@ def test_a_run_checkpoint_loads_as_a_vae_lightning_module(tmp_path, data_root):
     assert all(torch.equal(model.state_dict()[k], expected[k]) for k in expected)
     x = torch.rand(5, 784)
     assert model.elbo(x, eps=torch.zeros(1, 5, 2)).shape == (5,)
+
+
+class Terminal(io.StringIO):
+    def isatty(self):
+        return True
+
+
+@pytest.mark.parametrize("stream", [io.StringIO, Terminal])
+def test_progress_is_a_heartbeat_without_a_terminal_and_a_bar_on_one(stream, tmp_path, data_root):
+    from vae.runs.progress import Progress
+
+    out = stream()
+    cfg = make_config(dict(TINY, samples=30000, lr=0.02))
+    run_one("s", RunSpec("r", cfg), tmp_path, data_root, callbacks=[Progress("s/r", "1/3", 1e-6, out)])
+    text = out.getvalue()
+    if stream is Terminal:  # tqdm's bar on the samples axis, with the last test bound beside it
+        assert "[1/3] s/r" in text and "30.0k/30.0k" in text and "test/elbo at 30,000" in text
+    else:
+        lines = [line for line in text.splitlines() if line]
+        assert len(lines) >= 10 and all(line.startswith("[1/3] s/r: ") for line in lines)
+        assert re.search(r": [\d,]+ / 30,000 samples \([\d.]+%\), [\d,]+ samples/s, \d+ (s|min) left", lines[-1])
+        assert "test/elbo at" in lines[-1]

@@ -1,6 +1,6 @@
 """Command line: ``python -m vae train EXPERIMENT.yaml [--set key=value ...]``, ``tables``, ``figures``,
-``diagnose`` and ``data``. Exit status 2: a known error, said in one line; 130 / 143: training stopped by SIGINT /
-SIGTERM, checkpointed."""
+``log-px``, ``diagnose`` and ``data``. Exit status 2: a known error, said in one line; 130 / 143: training
+stopped by SIGINT / SIGTERM, checkpointed."""
 
 from __future__ import annotations
 
@@ -29,6 +29,8 @@ def main(argv: list[str] | None = None) -> int:
     train.add_argument("experiment", type=Path)
     train.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="override config keys")
     train.add_argument("--only", nargs="*", help="run only these run names of the sweep")
+    train.add_argument("--seeds", type=int, help="seeds per grid point, counting up from the config's seed "
+                                                 "(default: the sweep file's seeds, else 1)")
     train.add_argument("--results-dir", type=Path, default=Path("results"))
     train.add_argument("--restart", action="store_true",
                        help="train again from zero the runs that have results but no checkpoint (their "
@@ -65,6 +67,12 @@ def main(argv: list[str] | None = None) -> int:
     diagnose.add_argument("runs", type=Path, nargs="+", help="run folders (results/runs/<sweep>/<run>)")
     diagnose.add_argument("--data-dir", type=Path, help=f"data folder (default ${DATA_ENV} or ./data)")
     diagnose.add_argument("--points", type=int, default=10000, help="test images used")
+    log_px = sub.add_parser("log-px", help="log p(x) by importance sampling beside the bound, for trained runs' "
+                                           "last checkpoints (written to each run's log_px.json for `tables`)")
+    log_px.add_argument("runs", type=Path, nargs="+", help="run folders (results/runs/<sweep>/<run>)")
+    log_px.add_argument("--data-dir", type=Path, help=f"data folder (default ${DATA_ENV} or ./data)")
+    log_px.add_argument("--k", type=int, default=5000, help="importance samples per image")
+    log_px.add_argument("--points", type=int, default=1000, help="the first this many test images")
     args = parser.parse_args(argv)
 
     logging.getLogger("lightning.pytorch").setLevel(logging.WARNING)
@@ -73,10 +81,16 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "train":
             from vae.runs.engine import Engine, run_sweep
 
-            sweep = load_sweep(args.experiment, parse_overrides(args.set))
+            sweep = load_sweep(args.experiment, parse_overrides(args.set), args.seeds)
             engine = Engine(args.engine, args.address, args.gpus, args.gpus_per_run, args.cpus_per_run,
                             args.stack_size)
             run_sweep(sweep, args.results_dir, args.data_dir, args.only, engine, restart=args.restart)
+            if rank_zero_only.rank == 0:
+                from vae.results.wandb_paper import log_paper_curves
+
+                logged = log_paper_curves(sweep, args.results_dir)
+                if logged:
+                    print(f"added the paper's curves to the W&B group {sweep.name}: {', '.join(logged)}")
         elif args.command == "tables":
             from vae.results.report import gather, write_tables
 
@@ -95,6 +109,13 @@ def main(argv: list[str] | None = None) -> int:
             if args.wandb and shown.users:  # the reference runs' W&B pages are not the user's
                 updated = log_to_wandb(runs, {p.stem: p for p in written})
                 print(f"added the figures to the W&B pages of {updated} run(s)")
+        elif args.command == "log-px":
+            from vae.results.log_px import evaluate_log_px
+
+            for run in args.runs:
+                r = evaluate_log_px(run, data_dir(args.data_dir), args.k, args.points)
+                print(f"{run}: log p(x) {r['log_px']:.2f}, bound {r['elbo']:.2f}, gap {r['gap']:.2f} nats "
+                      f"({r['points']} test images, k={r['k']}, at {r['samples']:,d} samples)")
         elif args.command == "diagnose":
             import pandas as pd
 

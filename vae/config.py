@@ -175,6 +175,8 @@ class Config:
     # on CUDA, capture each block of steps_per_call optimizer steps as a CUDA graph and replay it; ignored on CPU
     cuda_graphs: bool = _in("execution", True)
     checkpoint_minutes: PositiveFloat = _in("execution", 10.0)
+    # without a terminal, a progress line at most this often (on a terminal: a progress bar)
+    heartbeat_seconds: PositiveFloat = _in("execution", 60.0)
     accelerator: Literal["auto", "cpu", "gpu", "cuda", "mps"] = _in("execution", "auto")
     # data parallelism (Lightning DDP): processes per node and nodes. The global minibatch stays M, split
     # across the devices * num_nodes ranks (the first M mod ranks take one datapoint more)
@@ -367,8 +369,10 @@ class Sweep:
     runs: tuple[RunSpec, ...]
 
 
-def load_sweep(path: str | Path, overrides: dict[str, Any] | None = None) -> Sweep:
-    """Expand a sweep file (``name``, ``base``, optional ``grid``) into runs, applying overrides to each."""
+def load_sweep(path: str | Path, overrides: dict[str, Any] | None = None, seeds: int | None = None) -> Sweep:
+    """Expand a sweep file (``name``, ``base``, optional ``grid`` and ``seeds``) into runs, applying overrides to
+    each. ``seeds`` (the argument, else the file's) repeats every grid point with that many seeds, counting up
+    from the config's ``seed``; the runs are named ``<grid point>-seed<seed>``."""
     path = Path(path)
     try:
         doc = yaml.safe_load(path.read_text())
@@ -383,8 +387,12 @@ def load_sweep(path: str | Path, overrides: dict[str, Any] | None = None) -> Swe
         raise ConfigError(f"cannot read the experiment file {path} ({e.strerror})") from None
     except yaml.YAMLError as e:
         raise ConfigError(f"{path} is not valid YAML ({problem(e)})") from None
-    if not isinstance(doc, dict) or set(doc) - {"name", "base", "grid"} or "name" not in doc:
-        raise ConfigError(f"{path}: a sweep file is a mapping with the keys name, base and (optional) grid")
+    if not isinstance(doc, dict) or set(doc) - {"name", "base", "grid", "seeds"} or "name" not in doc:
+        raise ConfigError(f"{path}: a sweep file is a mapping with the keys name, base and (optional) grid "
+                          "and seeds")
+    seeds = seeds if seeds is not None else doc.get("seeds", 1)
+    if isinstance(seeds, bool) or not isinstance(seeds, int) or seeds < 1:
+        raise ConfigError(f"seeds={seeds!r}: the number of seeds per grid point is a whole number >= 1")
     base, grid = doc.get("base") or {}, doc.get("grid") or {}
     if not isinstance(base, dict) or not isinstance(grid, dict):
         raise ConfigError(f"{path}: base and grid are mappings of config keys (base: {{nz: 20}}, grid: {{nz: [3, 5]}})")
@@ -398,11 +406,15 @@ def load_sweep(path: str | Path, overrides: dict[str, Any] | None = None) -> Swe
     for key, value in overrides.items():
         if key in grid:
             grid[key] = value if isinstance(value, list) else [value]
+    if seeds > 1 and "seed" in grid:
+        raise ConfigError(f"{path}: seeds={seeds} and a grid over seed; give one of them")
     runs = []
     keys = list(grid)
     for combo in itertools.product(*(grid[k] for k in keys)):
         values = {**base, **dict(zip(keys, combo)), **fixed}
-        cfg = make_config(values)
-        label = "-".join(f"{k}{v}" for k, v in zip(keys, combo))
-        runs.append(RunSpec(name=f"{label}-seed{cfg.seed}" if label else f"seed{cfg.seed}", config=cfg))
+        first = make_config(values).seed
+        label = "-".join(f"{k}{v}" for k, v in zip(keys, combo) if k != "seed")
+        for seed in range(first, first + seeds):
+            cfg = make_config(values | {"seed": seed})
+            runs.append(RunSpec(name=f"{label}-seed{cfg.seed}" if label else f"seed{cfg.seed}", config=cfg))
     return Sweep(name=str(doc["name"]), runs=tuple(runs))

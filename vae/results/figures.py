@@ -3,8 +3,9 @@
 Figure 2 is laid out as in the paper, with the paper's curves faintly behind and, when the user's runs are drawn,
 the committed reference runs thin between them. Top row: MNIST, Nz = 3, 5, 10, 20, 200; bottom row: the legend,
 then Frey Face, Nz = 2, 5, 10, 20. Red AEVB, green wake-sleep; solid train, dashed test; log x-axis "# Training
-samples evaluated". Several seeds of a curve are drawn as their mean. Figure 3: two panels (N_train = 1000 and
-50000), estimated marginal log-likelihood against millions of training samples evaluated, MCEM in blue.
+samples evaluated". Several seeds of a curve are drawn as their mean with its 95% t interval shaded. Figure 3:
+two panels (N_train = 1000 and 50000), estimated marginal log-likelihood against millions of training samples
+evaluated, MCEM in blue.
 """
 
 from __future__ import annotations
@@ -78,6 +79,7 @@ def figure2(runs: list[LoggedRun], out: Path, reference: list[LoggedRun]) -> Pat
             for split, style in STYLES.items():
                 mean = curve_mean(members, f"{split}/elbo")
                 ax.plot(mean["samples"], mean["value"], style, color=COLOURS[algorithm], **look)
+                band(ax, mean["samples"], mean, COLOURS[algorithm], look)
     axes[0, 0].set_ylabel(r"$\mathcal{L}$")
     axes[1, 1].set_ylabel(r"$\mathcal{L}$")
     axes[0, 0].set_xlabel("# Training samples evaluated")
@@ -87,6 +89,12 @@ def figure2(runs: list[LoggedRun], out: Path, reference: list[LoggedRun]) -> Pat
                for a, n in (("wakesleep", "Wake-Sleep"), ("aevb", "AEVB")) for s in ("test", "train")]
     legend.legend(handles=handles + sources(reference), loc="center", frameon=False)
     return save_both(fig, out, "fig2")
+
+
+def band(ax: plt.Axes, x: Any, mean: Any, colour: tuple[float, ...], look: dict[str, float]) -> None:
+    """The 95% t interval of a curve's mean over its seeds, shaded (nothing for one seed)."""
+    if (mean["seeds"] > 1).all():
+        ax.fill_between(x, mean["ci_low"], mean["ci_high"], color=colour, lw=0, alpha=0.18 * look.get("alpha", 1.0))
 
 
 def sources(reference: list[LoggedRun]) -> list[Line2D]:
@@ -126,6 +134,7 @@ def figure3(runs: list[LoggedRun], out: Path, reference: list[LoggedRun]) -> Pat
             for split, style in STYLES.items():
                 mean = curve_mean(members, f"{split}/marginal")
                 ax.plot(mean["samples"] / 1e6, mean["value"], style, color=COLOURS[algorithm], **look)
+                band(ax, mean["samples"] / 1e6, mean, COLOURS[algorithm], look)
     axes[2].axis("off")
     handles = [Line2D([], [], color=COLOURS[a], ls=STYLES[s], label=f"{NAMES[a]} ({s})")
                for a in NAMES for s in ("train", "test")]

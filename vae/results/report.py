@@ -2,7 +2,9 @@
 
 Only logged runs are read (``<results>/runs/<sweep>/<run>/``: config, metrics and status). Runs are grouped
 into curves by (sweep, dataset, algorithm, nz); runs in one curve must have the same config except the seed
-and execution settings, or the table is refused. Several seeds give a mean and a spread. Incomplete runs
+and execution settings, or the table is refused. Several seeds of a curve give, at every point all of them
+reached, the mean, the standard deviation, the number of seeds and a 95% Student-t interval of the mean, and
+the gap to the paper with the same interval (``delta_ci_low``, ``delta_ci_high``). Incomplete runs
 (budget not reached) are left out unless asked for.
 
 The paper's curves come from ``vae/paper/paper-figures.csv``: Figures 2 and 3 digitized from the
@@ -31,6 +33,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+from scipy.stats import t as student_t
 
 from vae.config import EXECUTION_KEYS, ConfigError, make_config
 from vae.runs.folder import ResultsError, RunFolder, atomic_write_text
@@ -54,6 +57,7 @@ class LoggedRun:
     config: dict[str, Any]
     metrics: pd.DataFrame
     complete: bool
+    log_px: dict[str, Any]  # the importance-sampled log p(x) of the last checkpoint, if measured
 
     @property
     def curve(self) -> tuple[Any, ...]:
@@ -86,11 +90,12 @@ def load_runs(results_dir: Path, include_incomplete: bool = False) -> list[Logge
                 continue
             config = make_config(folder.config()).to_dict()
             complete = folder.status().get("samples", 0) >= config["samples"]
+            log_px = folder.log_px()
         except (ResultsError, ConfigError) as e:
             print(f"warning: run skipped: {e}", file=sys.stderr)
             continue
         if complete or include_incomplete:
-            runs.append(LoggedRun(folder.path, folder.sweep, config, metrics, complete))
+            runs.append(LoggedRun(folder.path, folder.sweep, config, metrics, complete, log_px))
     return runs
 
 
@@ -136,11 +141,16 @@ def group_curves(runs: list[LoggedRun]) -> dict[tuple[Any, ...], list[LoggedRun]
 
 
 def curve_mean(members: list[LoggedRun], column: str) -> pd.DataFrame:
-    """Mean (``value``), spread (``std``) and count over seeds at the points every seed reached."""
+    """Over the seeds, at the points every seed reached: the mean (``value``), the sample standard deviation
+    (``std``), the number of seeds and the 95% Student-t interval of the mean (``ci_low``, ``ci_high``:
+    mean ± t(0.975, n-1)·std/√n; NaN for one seed)."""
     frames = [m.metrics.set_index("samples")[column] for m in members]
     joined = pd.concat(frames, axis=1, join="inner")
-    return pd.DataFrame({"value": joined.mean(axis=1), "std": joined.std(axis=1, ddof=1),
-                         "seeds": joined.shape[1]}).reset_index()
+    n = joined.shape[1]
+    mean, std = joined.mean(axis=1), joined.std(axis=1, ddof=1)
+    half = float(student_t.ppf(0.975, n - 1)) * std / math.sqrt(n) if n > 1 else std * math.nan
+    return pd.DataFrame({"value": mean, "std": std, "seeds": n, "ci_low": mean - half,
+                         "ci_high": mean + half}).reset_index()
 
 
 def load_paper(path: Path = PAPER_CSV) -> pd.DataFrame:
@@ -183,7 +193,9 @@ def curve_rows(curve: tuple[Any, ...], members: list[LoggedRun], paper: pd.DataF
             size = {"n_train": first.config["n_train"]} if first.figure == 3 else {}
             row = dict(sweep=sweep, dataset=dataset, algorithm=algorithm, **size, nz=nz, split=split,
                        samples=int(r["samples"]), **{metric: r["value"], f"{metric}_std": r["std"]},
-                       seeds=int(r["seeds"]), **{f"paper_{metric}": ref}, delta=r["value"] - ref)
+                       seeds=int(r["seeds"]), **{f"{metric}_ci_low": r["ci_low"], f"{metric}_ci_high": r["ci_high"],
+                                                 f"paper_{metric}": ref},
+                       delta=r["value"] - ref, delta_ci_low=r["ci_low"] - ref, delta_ci_high=r["ci_high"] - ref)
             every.append(row)
             if int(r["samples"]) in wanted or r["samples"] == mean["samples"].max():
                 table.append(row)
@@ -212,6 +224,37 @@ def figure_runs(runs: list[LoggedRun], figure: int) -> list[LoggedRun]:
                   key=lambda r: (r.curve, r.config["seed"]))
 
 
+def log_px_rows(runs: list[LoggedRun], published: dict[str, list[dict[str, Any]]]) -> list[dict[str, Any]]:
+    """Per Figure 2 curve, over its seeds with a measurement: the importance-sampled log p(x), its 95% t
+    interval, the bound on the same test images and the gap log p(x) - bound, beside a published number for
+    context (``published``: per dataset, a list of ``{source, value}``; the first is shown)."""
+    rows = []
+    for curve, members in group_curves(runs).items():
+        sweep, dataset, algorithm, nz = curve
+        m = pd.DataFrame([r.log_px for r in members])
+        n, mean, std = len(m), m["log_px"].mean(), m["log_px"].std(ddof=1)
+        half = float(student_t.ppf(0.975, n - 1)) * std / math.sqrt(n) if n > 1 else math.nan
+        first = (published.get(dataset) or [{"source": "", "value": math.nan}])[0]
+        rows.append(dict(sweep=sweep, dataset=dataset, algorithm=algorithm, nz=nz, seeds=n,
+                         samples=int(m["samples"].min()), points=int(m["points"].min()), k=int(m["k"].min()),
+                         log_px=mean, log_px_std=std, log_px_ci_low=mean - half, log_px_ci_high=mean + half,
+                         elbo=m["elbo"].mean(), gap=m["gap"].mean(), published_log_px=first["value"],
+                         published_source=first["source"]))
+    return rows
+
+
+def write_log_px_table(folder: Path, runs: list[LoggedRun], settings: dict[str, Any]) -> None:
+    """``fig2_log_px.csv`` / ``.md``; the Markdown lists every published number given as context."""
+    table = pd.DataFrame(log_px_rows(runs, settings["published"]))
+    out = Path(folder) / "tables"
+    atomic_write_text(out / "fig2_log_px.csv", table.to_csv(index=False, float_format="%.3f"))
+    notes = [f"- {dataset}: {entry['source']}: {entry['value']}" for dataset, entries in settings["published"].items()
+             for entry in entries]
+    atomic_write_text(out / "fig2_log_px.md", table.drop(columns="published_source").to_markdown(
+        index=False, floatfmt=".2f") + "\n\n" + settings["note"].strip() + "\n\n" + "\n".join(notes) + "\n")
+    print(f"log p(x) table from {len(runs)} run(s): wrote {out}/fig2_log_px.csv/.md")
+
+
 def ablation_runs(runs: list[LoggedRun]) -> list[LoggedRun]:
     return [r for r in runs if r.ablation and r.figure == 2]
 
@@ -231,6 +274,9 @@ def write_tables(shown: Shown, settings: dict[str, Any]) -> None:
             write_figure_tables(shown.folder, figure, runs, settings[f"fig{figure}"],
                                 figure_runs(shown.reference, figure))
             written += 1
+    measured = [r for r in figure_runs(shown.runs, 2) if r.log_px]
+    if measured:
+        write_log_px_table(shown.folder, measured, settings["log_px"])
     ablations = ablation_runs(shown.runs)
     if ablations:
         write_ablation_table(shown.folder, ablations, settings["ablations"], ablation_runs(shown.reference))

@@ -137,13 +137,19 @@ class RunCheckpointIO(TorchCheckpointIO):
         return run
 
 
-def load_model(folder: RunFolder) -> VAE:
-    """The trained model of a run, from its config and its verified last checkpoint."""
+def read_checkpoint(folder: RunFolder) -> dict[str, Any]:
+    """A trained run's last checkpoint, verified (``RunCheckpointIO.read``)."""
     if folder.config() is None or not folder.has_checkpoint():
         raise ResultsError(f"{folder.path} has no config and checkpoint: give the folder of a trained run "
                            "(results/runs/<sweep>/<run>; the committed reference runs have no checkpoints)")
+    return RunCheckpointIO([folder]).read(folder)
+
+
+def load_model(folder: RunFolder, checkpoint: dict[str, Any] | None = None) -> VAE:
+    """The trained model of a run, from its config and its verified last checkpoint (or ``checkpoint``, read
+    with ``read_checkpoint``)."""
     model = VAE(make_config(folder.config()))
-    model.load_state_dict(RunCheckpointIO([folder]).read(folder)["state_dict"])
+    model.load_state_dict((checkpoint or read_checkpoint(folder))["state_dict"])
     return model
 
 

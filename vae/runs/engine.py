@@ -57,7 +57,8 @@ def run_specs(engine: Engine, sweep: str, specs: list[RunSpec], results_dir: Pat
     """Train every run; returns each run's status by name. ``data`` replaces the datasets of ``data_dir`` (local
     and stack engines: a Ray task loads its own)."""
     if engine.kind == "local":
-        return {s.name: run_one(sweep, s, results_dir, data_dir, data) for s in specs}
+        return {s.name: run_one(sweep, s, results_dir, data_dir, data, position=f"{i}/{len(specs)}")
+                for i, s in enumerate(specs, 1)}
     if engine.kind == "stack":
         return run_stacked(sweep, specs, results_dir, data_dir, engine.stack_size, data)
     if data is not None:
@@ -93,11 +94,12 @@ def run_stacked(sweep: str, specs: Sequence[RunSpec], results_dir: Path, data_di
     """Train a sweep's runs in stacks; the runs that cannot share one train alone."""
     stacks, rest = stack_groups(specs, results_dir, sweep, stack_size)
     results: dict[str, dict[str, Any]] = {}
-    for group in stacks:
+    count = len(stacks) + len(rest)
+    for i, group in enumerate(stacks, 1):
         say(f"stack: {', '.join(s.name for s in group)}")
-        results |= train_stack(sweep, group, results_dir, data_dir, data)
-    for spec in rest:
-        results[spec.name] = run_one(sweep, spec, results_dir, data_dir, data)
+        results |= train_stack(sweep, group, results_dir, data_dir, data, position=f"{i}/{count}")
+    for i, spec in enumerate(rest, len(stacks) + 1):
+        results[spec.name] = run_one(sweep, spec, results_dir, data_dir, data, position=f"{i}/{count}")
     return {s.name: results[s.name] for s in specs}
 
 
@@ -113,7 +115,8 @@ def _run_ray(engine: Engine, sweep: str, specs: list[RunSpec], results_dir: Path
         has_gpus = ray.cluster_resources().get("GPU", 0) > 0
         task = ray.remote(run_one).options(
             num_cpus=engine.cpus_per_run, num_gpus=engine.gpus_per_run if has_gpus else 0, max_retries=0)
-        pending = {task.remote(sweep, s, results_dir, data_dir): s.name for s in specs}
+        pending = {task.remote(sweep, s, results_dir, data_dir, position=f"{i}/{len(specs)}"): s.name
+                   for i, s in enumerate(specs, 1)}
         results: dict[str, dict[str, Any]] = {}
         failures: dict[str, str] = {}
         while pending:

@@ -55,8 +55,8 @@ class RunFolder:
 
     ``config.yaml`` (the full config), ``metrics.csv`` (one row per evaluation point), ``status.json`` (samples
     reached, step size, selection scores, wall time), ``checkpoints/last.ckpt``, the W&B run id in ``wandb_id``,
-    the W&B files of every session in ``wandb/``, and ``lock``, locked by the process training the run, which
-    writes its PID and host into it.
+    the W&B files of every session in ``wandb/``, ``lock``, locked by the process training the run, which writes
+    its PID and host into it, and ``log_px.json``, the importance-sampled log p(x) of the last checkpoint.
     """
 
     def __init__(self, path: str | os.PathLike[str]) -> None:
@@ -68,6 +68,7 @@ class RunFolder:
         self.checkpoint = self.path / "checkpoints" / "last.ckpt"
         self.wandb_id_file = self.path / "wandb_id"
         self.lock_file = self.path / "lock"
+        self.log_px_file = self.path / "log_px.json"
 
     @classmethod
     def of(cls, results_dir: str | os.PathLike[str], sweep: str, name: str) -> RunFolder:
@@ -153,6 +154,18 @@ class RunFolder:
 
     def write_status(self, status: dict[str, Any]) -> None:
         atomic_write_text(self.status_file, json.dumps(status, indent=2, sort_keys=True) + "\n")
+
+    def log_px(self) -> dict[str, Any]:
+        """The importance-sampled log p(x) of the run's last checkpoint (``vae.results.log_px``), if measured."""
+        if not self.log_px_file.is_file():
+            return {}
+        try:
+            return json.loads(self.log_px_file.read_text())
+        except (UnicodeDecodeError, ValueError) as e:
+            raise self.unreadable(self.log_px_file, type(e).__name__) from None
+
+    def write_log_px(self, result: dict[str, Any]) -> None:
+        atomic_write_text(self.log_px_file, json.dumps(result, indent=2, sort_keys=True) + "\n")
 
     def has_checkpoint(self) -> bool:
         return self.checkpoint.is_file()

@@ -32,6 +32,7 @@ from vae.protocol.sample_axis import SampleAxis
 from vae.protocol.schedule import round_up
 from vae.runs.checkpoint import PeriodicCheckpoint, RunCheckpointIO
 from vae.runs.folder import RunFolder, run_loggers
+from vae.runs.progress import Progress
 from vae.runs.signals import Interrupted, StopOnSignal
 
 say = rank_zero_only(print)  # under DDP only global rank 0 reports
@@ -65,12 +66,13 @@ def finished(folder: RunFolder, cfg: Config) -> bool:
 
 
 def train_stack(sweep: str, specs: Sequence[RunSpec], results_dir: Path, data_dir: Path | None = None,
-                data: L.LightningDataModule | None = None,
-                callbacks: Sequence[L.Callback] = ()) -> dict[str, dict[str, Any]]:
+                data: L.LightningDataModule | None = None, callbacks: Sequence[L.Callback] = (),
+                position: str = "") -> dict[str, dict[str, Any]]:
     """Train the runs ``specs`` (configs that differ only in ``nz`` and ``seed``, at the same sample count) as
     one stack to their budget, or continue them; returns each run's status. ``data`` replaces the datasets
-    read from ``data_dir``; ``callbacks`` join the Trainer's. Global rank 0 holds every run folder's lock
-    meanwhile; a signal stops training with every run checkpointed and raises ``Interrupted``."""
+    read from ``data_dir``; ``callbacks`` join the Trainer's; ``position`` (``2/5``) places the stack in its
+    sweep in the progress display. Global rank 0 holds every run folder's lock meanwhile; a signal stops
+    training with every run checkpointed and raises ``Interrupted``."""
     folders = [RunFolder.of(results_dir, sweep, s.name) for s in specs]
     if not all(finished(f, s.config) for f, s in zip(folders, specs, strict=True)):
         # what can be refused without the run folders is, before they are locked and touched
@@ -82,7 +84,8 @@ def train_stack(sweep: str, specs: Sequence[RunSpec], results_dir: Path, data_di
             folder.check_writable()
             if rank_zero_only.rank == 0:
                 locks.enter_context(folder.lock())
-        return _train_stack(specs, folders, data, callbacks)
+        progress = Progress(f"{sweep}/{','.join(s.name for s in specs)}", position, specs[0].config.heartbeat_seconds)
+        return _train_stack(specs, folders, data, [progress, *callbacks])
 
 
 def _train_stack(specs: Sequence[RunSpec], folders: Sequence[RunFolder], data: L.LightningDataModule | None,
@@ -159,6 +162,7 @@ def _train_stack(specs: Sequence[RunSpec], folders: Sequence[RunFolder], data: L
 
 
 def run_one(sweep: str, spec: RunSpec, results_dir: Path, data_dir: Path | None = None,
-            data: L.LightningDataModule | None = None, callbacks: Sequence[L.Callback] = ()) -> dict[str, Any]:
+            data: L.LightningDataModule | None = None, callbacks: Sequence[L.Callback] = (),
+            position: str = "") -> dict[str, Any]:
     """Train one run to its budget (or continue it), as a stack of one; returns its status."""
-    return train_stack(sweep, [spec], results_dir, data_dir, data, callbacks)[spec.name]
+    return train_stack(sweep, [spec], results_dir, data_dir, data, callbacks, position)[spec.name]
