@@ -123,6 +123,7 @@ def test_a_sweeps_wandb_group_gets_the_papers_curves_once(tmp_path):
                    if (r := wandb_internal_pb2.Record.FromString(raw)).WhichOneof("record_type") == "run"]
         assert info.run_group == "s" and info.display_name.startswith("paper/MNIST Nz=")
         nz = info.display_name.split("=")[1].split()[0]
-        xs = paper[(paper["panel"] == f"MNIST Nz={nz}") & paper["series"].str.startswith("AEVB")]
+        xs = paper[(paper["panel"] == f"MNIST Nz={nz}") & paper["series"].str.startswith("AEVB")
+                   & (paper["kind"] == "evaluation")]
         steps = durable_steps(session.parent, run_id)
         assert steps == sorted(set(xs["x_samples_evaluated"].round().astype(int)))

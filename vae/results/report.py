@@ -7,10 +7,15 @@ reached, the mean, the standard deviation, the number of seeds and a 95% Student
 the gap to the paper with the same interval (``delta_ci_low``, ``delta_ci_high``). Incomplete runs
 (budget not reached) are left out unless asked for.
 
-The paper's curves come from ``vae/paper/paper-figures.csv``: Figures 2 and 3 digitized from the
-vector data of the arXiv v10 PDF (±0.2 nats), Figure 2 on a 0.1-decade grid and Figure 3 on a 2 M grid;
-only points inside the published axes are used, and values are interpolated linearly (Figure 2 in
-log10(samples)) between neighbouring grid points, never across a gap in the paper's curve.
+The paper's curves come from the vector data of the arXiv v10 PDF (±0.2 nats). Figure 2
+(``vae/paper/fig2_vertices.csv``): every vertex of every curve; each is one evaluation the authors logged
+(``kind: evaluation``), except the first, the untrained model at the first iteration (``kind: start``), from
+which matplotlib drew a straight line to the first real evaluation (2-5×10⁵ samples). Figure 2 is compared
+only where the paper measured something: its value at one of our points is interpolated (in log10 samples,
+as the paper's segments are drawn on its log axis) between the neighbouring evaluations, never before the
+first or after the last; the scorecard compares at the paper's own evaluation points, with our curve
+interpolated there the same way, inside the range we logged. Figure 3 (``vae/paper/fig3_curves.csv``) is on a
+2 M grid, interpolated linearly, never across a gap or outside the published axes.
 
 User runs and the committed reference runs live apart (``results/`` and ``reference/`` by default): the tables of
 the user's runs carry the reference's value at the same curve, split and sample count beside the paper's
@@ -38,7 +43,8 @@ from scipy.stats import t as student_t
 from vae.config import EXECUTION_KEYS, ConfigError, make_config
 from vae.runs.folder import ResultsError, RunFolder, atomic_write_text
 
-PAPER_CSV = Path(__file__).parent.parent / "paper" / "paper-figures.csv"
+PAPER = Path(__file__).parent.parent / "paper"
+PAPER_COLUMNS = ["figure", "panel", "series", "kind", "x_samples_evaluated", "value"]
 PANEL = {"mnist": "MNIST", "frey": "Frey"}
 SERIES = {"aevb": "AEVB", "wakesleep": "WS", "mcem": "MCEM"}
 METRIC = {2: "elbo", 3: "marginal"}
@@ -73,7 +79,7 @@ class LoggedRun:
 
     @property
     def panel(self) -> str:
-        """The paper's panel name in paper-figures.csv."""
+        """The paper's panel name in its curves (``load_paper``)."""
         if self.figure == 3:
             return f"Ntrain={self.config['n_train']}"
         return f"{PANEL[self.config['dataset']]} Nz={self.config['nz']}"
@@ -153,28 +159,58 @@ def curve_mean(members: list[LoggedRun], column: str) -> pd.DataFrame:
                          "ci_high": mean + half}).reset_index()
 
 
-def load_paper(path: Path = PAPER_CSV) -> pd.DataFrame:
-    paper = pd.read_csv(path)
-    return paper[paper["within_published_x_range"] == 1]
+def load_paper() -> pd.DataFrame:
+    """The paper's curves: ``figure, panel, series`` (e.g. ``AEVB test``), ``kind`` (Figure 2: ``evaluation``
+    or ``start``; Figure 3: ``grid``), ``x_samples_evaluated`` and ``value``, sorted by x within each curve."""
+    fig2 = pd.read_csv(PAPER / "fig2_vertices.csv")
+    fig2["series"] = fig2["algorithm"] + " " + fig2["split"]
+    fig3 = pd.read_csv(PAPER / "fig3_curves.csv")
+    fig3 = fig3[fig3["within_published_x_range"] == 1].assign(kind="grid")
+    paper = pd.concat([fig2[PAPER_COLUMNS], fig3[PAPER_COLUMNS]], ignore_index=True)
+    return paper.sort_values(["figure", "panel", "series", "x_samples_evaluated"], kind="stable")
+
+
+def paper_curve(paper: pd.DataFrame, panel: str, series: str, figure: int = 2) -> pd.DataFrame:
+    """One curve's measured points (Figure 2: the logged evaluations, not the drawn start)."""
+    pts = paper[(paper["figure"] == figure) & (paper["panel"] == panel) & (paper["series"] == series)]
+    return pts[pts["kind"] != "start"]
 
 
 def paper_value(paper: pd.DataFrame, panel: str, series: str, samples: float, figure: int = 2) -> float:
-    """The paper's curve at ``samples``, interpolated between neighbouring grid points (Figure 2: in
-    log10(samples), 0.1 decade apart; Figure 3: in samples, 2 M apart); NaN where the paper shows none."""
-    pts = paper[(paper["figure"] == figure) & (paper["panel"] == panel) & (paper["series"] == series)]
-    pts = pts.sort_values("log10_x" if figure == 2 else "x_samples_evaluated")
+    """The paper's curve at ``samples``; NaN where the paper measured nothing there. Figure 2: interpolated in
+    log10(samples) between the evaluations around it, NaN before the first or after the last; Figure 3:
+    interpolated in samples between grid points 2 M apart, never across a gap."""
+    pts = paper_curve(paper, panel, series, figure)
+    x, y = pts["x_samples_evaluated"].to_numpy(), pts["value"].to_numpy()
     if figure == 2:
-        x, t, gap = pts["log10_x"].to_numpy(), math.log10(samples), 0.1
-    else:
-        x, t, gap = pts["x_samples_evaluated"].to_numpy() / 1e6, samples / 1e6, 2.0
-    y = pts["value"].to_numpy()
+        if len(x) == 0 or not x[0] <= samples <= x[-1]:
+            return math.nan
+        return float(np.interp(math.log10(samples), np.log10(x), y))
+    x, t = x / 1e6, samples / 1e6
     exact = np.isclose(x, t, atol=1e-6)
     if exact.any():
         return float(y[exact][0])
     lo, hi = np.searchsorted(x, t) - 1, np.searchsorted(x, t)
-    if lo < 0 or hi >= len(x) or x[hi] - x[lo] > gap * (1 + 1e-6):
+    if lo < 0 or hi >= len(x) or x[hi] - x[lo] > 2.0 * (1 + 1e-6):
         return math.nan
     return float(y[lo] + (y[hi] - y[lo]) * (t - x[lo]) / (x[hi] - x[lo]))
+
+
+def at_paper_points(curve: tuple[Any, ...], members: list[LoggedRun], paper: pd.DataFrame) -> list[dict[str, Any]]:
+    """Figure 2: our curve (the mean over seeds) interpolated in log10(samples) at each of the paper's
+    evaluation points inside the range we logged, beside the paper's value there."""
+    sweep, dataset, algorithm, nz = curve
+    rows = []
+    for split in ("train", "test"):
+        ours = curve_mean(members, f"{split}/elbo")
+        pts = paper_curve(paper, members[0].panel, f"{SERIES[algorithm]} {split}")
+        x = pts["x_samples_evaluated"].to_numpy()
+        inside = (x >= ours["samples"].min()) & (x <= ours["samples"].max())
+        value = np.interp(np.log10(x[inside]), np.log10(ours["samples"].to_numpy(dtype=float)), ours["value"])
+        for samples, v, ref in zip(x[inside], value, pts["value"].to_numpy()[inside], strict=True):
+            rows.append(dict(sweep=sweep, dataset=dataset, algorithm=algorithm, nz=nz, split=split,
+                             samples=float(samples), elbo=float(v), paper_elbo=float(ref), delta=float(v - ref)))
+    return rows
 
 
 def curve_rows(curve: tuple[Any, ...], members: list[LoggedRun], paper: pd.DataFrame,
@@ -202,11 +238,15 @@ def curve_rows(curve: tuple[Any, ...], members: list[LoggedRun], paper: pd.DataF
     return table, every
 
 
-def scorecard(every: pd.DataFrame, tolerance: dict[str, dict[str, float]], metric: str = "elbo") -> pd.DataFrame:
-    """Per curve and split: is every logged point with a paper value within the tolerance?"""
+def scorecard(every: pd.DataFrame, compared_at: pd.DataFrame, tolerance: dict[str, dict[str, float]],
+              metric: str = "elbo") -> pd.DataFrame:
+    """Per curve and split (of ``every``, our logged points): is every comparison in ``compared_at`` (Figure 2:
+    at the paper's evaluation points; Figure 3: at our points) within the tolerance?"""
     rows = []
-    for key, g in every.groupby(["sweep", "dataset", "algorithm", "nz", "split"], sort=False):
-        compared = g.dropna(subset=[f"paper_{metric}"])
+    keys = ["sweep", "dataset", "algorithm", "nz", "split"]
+    groups = dict(list(compared_at.groupby(keys, sort=False))) if len(compared_at) else {}
+    for key, g in every.groupby(keys, sort=False):
+        compared = groups.get(key, compared_at.iloc[:0]).dropna(subset=[f"paper_{metric}"])
         tol = tolerance[key[1]]
         allowed = tol.get("nats", 0.0) + tol.get("relative", 0.0) * compared[f"paper_{metric}"].abs()
         ok = (compared["delta"].abs() <= allowed)
@@ -346,7 +386,11 @@ def write_figure_tables(results_dir: Path, figure: int, runs: list[LoggedRun], s
     order = ["sweep", "dataset", "algorithm", "nz"]
     main = beside_reference(pd.DataFrame(table), pd.DataFrame(reference_every), order + ["split", "samples"], metric)
     main = main.sort_values(order, kind="stable")
-    score = scorecard(pd.DataFrame(every), settings["tolerance"], metric).sort_values(order, kind="stable")
+    compared = pd.DataFrame(every)
+    if figure == 2:  # at the paper's own evaluation points, never on its drawn first segment
+        compared = pd.DataFrame([row for curve, members in group_curves(runs).items()
+                                 for row in at_paper_points(curve, members, paper)], columns=compared.columns)
+    score = scorecard(pd.DataFrame(every), compared, settings["tolerance"], metric).sort_values(order, kind="stable")
     used = pd.DataFrame([dict(run=str(r.path), sweep=r.sweep, nz=r.config["nz"], seed=r.config["seed"],
                               samples=int(r.metrics["samples"].max()), complete=r.complete) for r in runs])
     frames = {f"fig{figure}": main, f"fig{figure}_scorecard": score}

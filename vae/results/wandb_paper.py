@@ -15,7 +15,7 @@ from pathlib import Path
 import pandas as pd
 
 from vae.config import Sweep
-from vae.results.report import METRIC, PANEL, SERIES, load_paper
+from vae.results.report import METRIC, PANEL, SERIES, load_paper, paper_curve
 from vae.runs.wandb_history import durable_steps
 
 
@@ -27,13 +27,12 @@ def panel(config: dict) -> tuple[int, str]:
 
 
 def paper_points(paper: pd.DataFrame, figure: int, name: str, algorithm: str) -> pd.DataFrame:
-    """The paper's train and test curves of one panel and algorithm on one ``samples`` axis (NaN where only one
-    of them has a point)."""
+    """The paper's train and test curves of one panel and algorithm, its measured points only, on one
+    ``samples`` axis (NaN where only one of them has a point)."""
     metric = METRIC[figure]
     curves = []
     for split in ("train", "test"):
-        pts = paper[(paper["figure"] == figure) & (paper["panel"] == name)
-                    & (paper["series"] == f"{SERIES[algorithm]} {split}")]
+        pts = paper_curve(paper, name, f"{SERIES[algorithm]} {split}", figure)
         curves.append(pd.Series(pts["value"].to_numpy(), index=pts["x_samples_evaluated"].round().astype(int),
                                 name=f"{split}/{metric}"))
     return pd.concat(curves, axis=1).sort_index()
