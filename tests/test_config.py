@@ -101,7 +101,7 @@ FLOAT_FIELDS = [k for k, h in HINTS.items() if _base(h) is float]
 def test_choices_are_read_from_the_literal_types():
     literal = {k: get_args(_base(h)) for k, h in HINTS.items() if get_origin(_base(h)) is Literal}
     assert set(literal) == {"dataset", "binarize", "algorithm", "decoder", "estimator", "eval_spacing",
-                            "evaluation", "marginal_estimator", "accelerator", "wandb"}
+                            "evaluation", "marginal_estimator", "mcem_counting", "accelerator", "wandb"}
     assert literal == CHOICES and CHOICES["estimator"] == ("A", "B")
     assert set(CHOICES["dataset"]) == set(DATASET_DEFAULTS) == set(MAX_TRAIN)
     for key, allowed in literal.items():

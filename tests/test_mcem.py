@@ -11,7 +11,17 @@ from vae.runs.train import run_one
 
 TINY = dict(algorithm="mcem", evaluation="marginal", dataset="mnist", n_train=200, hidden=20, nz=2, lr=0.02,
             adagrad_warmup=5, eval_spacing="linear", eval_start=10000, eval_every=10000, samples=30000,
-            marginal_points=50, marginal_samples=10, marginal_burnin=10, marginal_leapfrog=2, wandb="disabled")
+            marginal_points=50, marginal_samples=10, marginal_burnin=10, marginal_leapfrog=2, wandb="disabled",
+            mcem_counting="msteps")  # 1000 samples per iteration, so the points fall on round numbers
+
+
+def test_an_iteration_counts_every_pass_over_the_data_as_figure_3_does():
+    # 10 leapfrog gradient passes and 5 weight updates: the first N_train = 50000 point of Figure 3 is at 15 * 50000
+    passes = TINY | {"mcem_counting": "passes"}
+    assert make_config({}).mcem_counting == "passes"
+    assert MCEM.step_samples(make_config(passes)) == 15 * 200
+    assert MCEM.step_samples(make_config(passes | {"mcem_leapfrog": 4, "mcem_msteps": 2})) == 6 * 200
+    assert MCEM.step_samples(make_config(TINY)) == 5 * 200
 
 
 def test_mcem_has_no_encoder_and_moves_decoder_and_chains(data_root):

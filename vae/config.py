@@ -140,9 +140,13 @@ class Config:
     adagrad_warmup: Annotated[int, Bounds(ge=0)] = _in("optimizer", 100)
 
     # Monte Carlo EM (App. E): per iteration one HMC transition of every training datapoint's persistent
-    # chain, then mcem_msteps full-batch Adagrad steps; an iteration counts mcem_msteps * n_train samples
+    # chain, then mcem_msteps full-batch Adagrad steps
     mcem_leapfrog: PositiveInt = _in("mcem", 10)  # App. E: 10 leapfrog steps
     mcem_msteps: PositiveInt = _in("mcem", 5)  # App. E: 5 weight updates
+    # training samples evaluated per iteration: "passes" counts every full pass over the data, the leapfrog
+    # gradients and the weight updates, (mcem_leapfrog + mcem_msteps) * n_train, which is how Figure 3 counts
+    # (its first N_train = 50000 point is at 15 * 50000); "msteps" counts the weight updates alone
+    mcem_counting: Literal["passes", "msteps"] = _in("mcem", "passes")
     # App. E: step size tuned toward 90% acceptance
     hmc_target: Annotated[float, Bounds(gt=0, lt=1)] = _in("mcem", 0.9)
     hmc_step_size: PositiveFloat = _in("mcem", 0.01)  # initial HMC step size (authors' code)

@@ -5,8 +5,9 @@ the authors' ``wzoptim.step_batch_mcem``, every training datapoint keeps a persi
 one HMC transition of every chain (``mcem_leapfrog`` leapfrog steps, one step size for all chains tuned toward
 ``hmc_target`` acceptance) followed by ``mcem_msteps`` Adagrad steps on the decoder along the full-batch
 gradient of (1/N) sum_i log p(x_i|z_i) plus the MAP prior. MCEM is not an on-line algorithm (Fig. 3 caption),
-so it works on the whole training set; an iteration counts ``mcem_msteps * N`` training samples evaluated (the
-datapoints whose gradient enters a weight update; the HMC gradients are not counted).
+so it works on the whole training set. An iteration counts ``(mcem_leapfrog + mcem_msteps) * N`` training
+samples evaluated, every full-batch gradient pass (``mcem_counting: passes``, as Figure 3 counts: its first
+N_train = 50000 point lies at 15 * 50000), or ``mcem_msteps * N``, the weight updates alone (``msteps``).
 
 One model per stack: each iteration is already one full-batch pass over N chains, large enough to fill a
 device, and the step-size tuning is defined on the whole batch of chains.
@@ -37,7 +38,8 @@ class MCEM(Stack):
 
     @classmethod
     def step_samples(cls, cfg: Config) -> int:
-        return cfg.mcem_msteps * cfg.n_train
+        passes = cfg.mcem_msteps + (cfg.mcem_leapfrog if cfg.mcem_counting == "passes" else 0)
+        return passes * cfg.n_train
 
     def optimized_modules(self) -> list[nn.Module]:
         return [self.decoder]

@@ -146,6 +146,12 @@ def group_curves(runs: list[LoggedRun]) -> dict[tuple[Any, ...], list[LoggedRun]
     return dict(groups)
 
 
+def t_half_width(std: Any, n: int) -> Any:
+    """Half the width of the 95% Student-t interval of a mean over ``n`` seeds: t(0.975, n-1)·std/√n (NaN for
+    one seed)."""
+    return float(student_t.ppf(0.975, n - 1)) * std / math.sqrt(n) if n > 1 else std * math.nan
+
+
 def curve_mean(members: list[LoggedRun], column: str) -> pd.DataFrame:
     """Over the seeds, at the points every seed reached: the mean (``value``), the sample standard deviation
     (``std``), the number of seeds and the 95% Student-t interval of the mean (``ci_low``, ``ci_high``:
@@ -154,7 +160,7 @@ def curve_mean(members: list[LoggedRun], column: str) -> pd.DataFrame:
     joined = pd.concat(frames, axis=1, join="inner")
     n = joined.shape[1]
     mean, std = joined.mean(axis=1), joined.std(axis=1, ddof=1)
-    half = float(student_t.ppf(0.975, n - 1)) * std / math.sqrt(n) if n > 1 else std * math.nan
+    half = t_half_width(std, n)
     return pd.DataFrame({"value": mean, "std": std, "seeds": n, "ci_low": mean - half,
                          "ci_high": mean + half}).reset_index()
 
@@ -273,7 +279,7 @@ def log_px_rows(runs: list[LoggedRun], published: dict[str, list[dict[str, Any]]
         sweep, dataset, algorithm, nz = curve
         m = pd.DataFrame([r.log_px for r in members])
         n, mean, std = len(m), m["log_px"].mean(), m["log_px"].std(ddof=1)
-        half = float(student_t.ppf(0.975, n - 1)) * std / math.sqrt(n) if n > 1 else math.nan
+        half = t_half_width(std, n)
         first = (published.get(dataset) or [{"source": "", "value": math.nan}])[0]
         rows.append(dict(sweep=sweep, dataset=dataset, algorithm=algorithm, nz=nz, seeds=n,
                          samples=int(m["samples"].min()), points=int(m["points"].min()), k=int(m["k"].min()),
