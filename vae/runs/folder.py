@@ -181,8 +181,8 @@ class RunFolder:
                 "(make RESTART=1) to discard its results and train it again from zero")
 
     def discard_results(self) -> None:
-        """Delete what the run has logged (metrics, status, checkpoints, W&B run), keeping its config."""
-        for path in (self.metrics_file, self.status_file, self.wandb_id_file):
+        """Delete what the run has logged (metrics, status, checkpoints, W&B run, log p(x)), keeping its config."""
+        for path in (self.metrics_file, self.status_file, self.wandb_id_file, self.log_px_file):
             path.unlink(missing_ok=True)
         for folder in (self.checkpoint.parent, self.path / "wandb"):
             if folder.is_dir():
