@@ -102,8 +102,9 @@ gpu-check:  ## on a GPU machine (its python3, nothing installed): GPU tests, thr
 	PYTHONPATH=. $(GPU_PY) -m vae tables --results-dir results/gpu/fig2 --include-incomplete 2>&1 | tee -a results/gpu/fig2.log
 
 log-px: install  ## log p(x) (importance sampling, k=5000, 1000 test images) of your trained Figure 2 runs, for make tables
-	$(PY) -m vae log-px $(patsubst %/checkpoints/last.ckpt,%,$(wildcard $(RESULTS)/runs/fig2-*/*/checkpoints/last.ckpt)) \
-		--data-dir $(DATA)
+	@runs="$(patsubst %/checkpoints/last.ckpt,%,$(wildcard $(RESULTS)/runs/fig2-*/*/checkpoints/last.ckpt))"; \
+	[ -n "$$runs" ] || { echo "no trained Figure 2 run with a checkpoint under $(RESULTS)/runs: train one first (make reproduce-mnist)"; exit 2; }; \
+	$(PY) -m vae log-px $$runs --data-dir $(DATA)
 
 tables: install  ## results/tables/: your runs beside the paper and the reference runs (reference/tables/ if none)
 	$(PY) -m vae tables --results-dir $(RESULTS) --reference $(REFERENCE)

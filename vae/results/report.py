@@ -71,7 +71,7 @@ class LoggedRun:
 
     @property
     def figure(self) -> int:
-        return 3 if self.config.get("evaluation") == "marginal" else 2
+        return paper_panel(self.config)[0]
 
     @property
     def ablation(self) -> bool:
@@ -80,9 +80,14 @@ class LoggedRun:
     @property
     def panel(self) -> str:
         """The paper's panel name in its curves (``load_paper``)."""
-        if self.figure == 3:
-            return f"Ntrain={self.config['n_train']}"
-        return f"{PANEL[self.config['dataset']]} Nz={self.config['nz']}"
+        return paper_panel(self.config)[1]
+
+
+def paper_panel(config: dict[str, Any]) -> tuple[int, str]:
+    """(figure, the paper's panel name) of a run's config: Figure 3 when it estimates the marginal likelihood."""
+    if config.get("evaluation") == "marginal":
+        return 3, f"Ntrain={config['n_train']}"
+    return 2, f"{PANEL[config['dataset']]} Nz={config['nz']}"
 
 
 def load_runs(results_dir: Path, include_incomplete: bool = False) -> list[LoggedRun]:
@@ -381,21 +386,21 @@ def write_figure_tables(results_dir: Path, figure: int, runs: list[LoggedRun], s
     """``fig<N>.csv``/``.md`` (rows at ``table_points`` and the last point, beside the ``reference`` runs),
     ``fig<N>_scorecard.csv``/``.md``, ``fig<N>_runs_used.csv`` and, for Figure 3, ``fig3_order.csv``/``.md``."""
     paper = load_paper()
-    table, every, reference_every = [], [], []
-    for curve, members in group_curves(runs).items():
+    curves = group_curves(runs)
+    table, every, reference_every, at_paper = [], [], [], []
+    for curve, members in curves.items():
         t, e = curve_rows(curve, members, paper, settings["table_points"])
         table += t
         every += e
+        if figure == 2:  # the scorecard compares at the paper's own evaluation points, never on its drawn start
+            at_paper += at_paper_points(curve, members, paper)
     for curve, members in group_curves(reference).items():
         reference_every += curve_rows(curve, members, paper, settings["table_points"])[1]
     metric = METRIC[figure]
     order = ["sweep", "dataset", "algorithm", "nz"]
     main = beside_reference(pd.DataFrame(table), pd.DataFrame(reference_every), order + ["split", "samples"], metric)
     main = main.sort_values(order, kind="stable")
-    compared = pd.DataFrame(every)
-    if figure == 2:  # at the paper's own evaluation points, never on its drawn first segment
-        compared = pd.DataFrame([row for curve, members in group_curves(runs).items()
-                                 for row in at_paper_points(curve, members, paper)], columns=compared.columns)
+    compared = pd.DataFrame(at_paper, columns=list(every[0])) if figure == 2 else pd.DataFrame(every)
     score = scorecard(pd.DataFrame(every), compared, settings["tolerance"], metric).sort_values(order, kind="stable")
     used = pd.DataFrame([dict(run=str(r.path), sweep=r.sweep, nz=r.config["nz"], seed=r.config["seed"],
                               samples=int(r.metrics["samples"].max()), complete=r.complete) for r in runs])

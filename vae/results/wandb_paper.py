@@ -15,15 +15,8 @@ from pathlib import Path
 import pandas as pd
 
 from vae.config import Sweep
-from vae.results.report import METRIC, PANEL, SERIES, load_paper, paper_curve
+from vae.results.report import METRIC, PANEL, SERIES, load_paper, paper_curve, paper_panel
 from vae.runs.wandb_history import durable_steps
-
-
-def panel(config: dict) -> tuple[int, str]:
-    """(figure, the paper's panel name) of a run's config."""
-    if config["evaluation"] == "marginal":
-        return 3, f"Ntrain={config['n_train']}"
-    return 2, f"{PANEL[config['dataset']]} Nz={config['nz']}"
 
 
 def paper_points(paper: pd.DataFrame, figure: int, name: str, algorithm: str) -> pd.DataFrame:
@@ -48,7 +41,7 @@ def log_paper_curves(sweep: Sweep, results_dir: Path) -> list[str]:
     for spec in sweep.runs:
         config = spec.config.to_dict()
         if config["wandb"] != "disabled" and config["dataset"] in PANEL:
-            panels[panel(config) + (config["algorithm"],)] = config
+            panels[paper_panel(config) + (config["algorithm"],)] = config
     for (figure, name, algorithm), config in panels.items():
         points = paper_points(paper, figure, name, algorithm)
         if points.empty:

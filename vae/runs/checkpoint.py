@@ -70,6 +70,7 @@ class RunCheckpointIO(TorchCheckpointIO):
         super().__init__()
         self.folders = list(folders)
         self.digests: dict[Path, str] = {}  # SHA-256 of each checkpoint as last read or written
+        self.verified: dict[str, Any] | None = None  # read by ``verify``, handed to Lightning's first load
 
     def save_checkpoint(self, checkpoint: dict[str, Any], path: str | os.PathLike[str],
                         storage_options: Any | None = None) -> None:
@@ -105,8 +106,16 @@ class RunCheckpointIO(TorchCheckpointIO):
             os.replace(tmp, target)
         self.digests |= digests
 
+    def verify(self) -> None:
+        """Read and check every run's checkpoint now, before anything is written; Lightning's load then takes
+        what was read instead of reading the files again."""
+        self.verified = self.load_checkpoint(self.folders[0].checkpoint)
+
     def load_checkpoint(self, path: str | os.PathLike[str], map_location: Any | None = None,
                         weights_only: bool | None = None) -> dict[str, Any]:
+        if self.verified is not None:
+            checkpoint, self.verified = self.verified, None
+            return checkpoint
         runs = [self.read(folder) for folder in self.folders]
         common = {k: v for k, v in runs[0].items() if k not in (*RUN_KEYS, OWNER)}
         return common | {"runs": [{k: run[k] for k in RUN_KEYS if k in run} for run in runs]}

@@ -34,6 +34,7 @@ class Progress(L.Callback):
         self.seconds = seconds
         self.stream = stream or (sys.stderr if sys.stderr.isatty() else sys.stdout)
         self.bar: tqdm | None = None
+        self.shown = 0  # evaluation points shown beside the bar
 
     @rank_zero_only
     def on_train_start(self, trainer: L.Trainer, module: Any) -> None:
@@ -49,7 +50,8 @@ class Progress(L.Callback):
         now = time.monotonic()
         if self.bar is not None:
             self.bar.update(module.samples - self.bar.n)
-            if module.history[0]:
+            if len(module.history[0]) != self.shown:  # a new evaluation point
+                self.shown = len(module.history[0])
                 self.bar.set_postfix_str(self.bounds(module), refresh=False)
         elif now - self.beat >= self.seconds:
             self.beat = now

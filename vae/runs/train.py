@@ -112,7 +112,7 @@ def _train_stack(specs: Sequence[RunSpec], folders: Sequence[RunFolder], data: L
         folder.metrics()
     checkpoints = RunCheckpointIO(folders)
     if all(resume):
-        checkpoints.load_checkpoint(folders[0].checkpoint)
+        checkpoints.verify()
     stack = ALGORITHMS[cfg.algorithm](configs)
     writer = rank_zero_only.rank == 0
     loggers = [run_loggers(f, c) if writer else [] for f, c in zip(folders, configs, strict=True)]
