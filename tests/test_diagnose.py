@@ -39,3 +39,25 @@ def test_the_bound_splits_into_reconstruction_and_kl_and_two_of_six_dimensions_a
     assert report["active_dims"] == 2
     assert report["kl_inactive"] == 0.0 and report["inactive_abs_mean"] == 0.0 and report["inactive_var"] == 1.0
     assert report["kl_active"] == pytest.approx(report["kl"], rel=1e-6) and report["kl_active"] > 0.5
+
+
+def test_the_report_on_bernoulli_draws_and_on_fantasies_sees_those_inputs(tmp_path, data_root):
+    """inputs=bernoulli: binary images whose pixel means are the test grey levels; inputs=fantasies: x ~ p(x|z)
+    with z ~ N(0, I), so an untrained decoder (logits near 0) gives pixels that are 1 about half the time."""
+    from vae.results.diagnose import inputs_of
+
+    model = VAE(make_config(dict(nz=4, hidden=30, n_train=1000)))
+    test = load_dataset(model.cfg, data_root)[1][:2000]
+    drawn = inputs_of(model, test, "bernoulli", torch.Generator().manual_seed(0))
+    assert set(drawn.unique().tolist()) == {0.0, 1.0}
+    assert float(drawn.mean()) == pytest.approx(float(test.mean()), abs=3e-3)
+    fantasies = inputs_of(model, test, "fantasies", torch.Generator().manual_seed(0))
+    assert fantasies.shape == test.shape and set(fantasies.unique().tolist()) == {0.0, 1.0}
+    assert float(fantasies.mean()) == pytest.approx(0.5, abs=0.01)
+    run = RunFolder.of(tmp_path, "s", "r")
+    run.write_config(model.cfg.to_dict())
+    run.checkpoint.parent.mkdir()
+    torch.save({"state_dict": model.state_dict(), "hyper_parameters": {"config": model.cfg.to_dict()}},
+               run.checkpoint)
+    rows = {kind: latent_report(run.path, data_root, points=500, inputs=kind) for kind in ("test", "fantasies")}
+    assert rows["fantasies"]["inputs"] == "fantasies" and rows["fantasies"]["bound"] != rows["test"]["bound"]

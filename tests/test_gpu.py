@@ -88,6 +88,7 @@ def test_cuda_equals_cpu_in_float64(mnist, float64, kind, overrides):
     cpu = trained(kind, configs(**overrides), data, "cpu")
     cuda = trained(kind, configs(**overrides), data, "cuda")
     assert_same_parameters(cpu, cuda, rtol=1e-6, atol=1e-9)
+    torch.testing.assert_close(cpu.running, cuda.running.cpu(), rtol=1e-9, atol=1e-6)
     generators = [torch.Generator().manual_seed(5) for _ in MODELS]
     x = data[1][:500]
     eps = torch.randn((1, len(MODELS), 500, 10), generator=generators[0], dtype=torch.float64)
@@ -109,6 +110,7 @@ def test_graphed_steps_equal_eager_steps(mnist, kind):
         block.run()
     assert graphed.samples == eager.samples
     assert_same_parameters(eager, graphed, rtol=1e-6, atol=1e-7)
+    torch.testing.assert_close(eager.running, graphed.running, rtol=1e-9, atol=1e-6)  # summed inside the graph
     for e, g in zip(eager.generators(), graphed.generators(), strict=True):
         assert torch.equal(e.get_state(), g.get_state()), "the graph left a generator elsewhere than eager steps"
     assert eager.evaluate(mnist[1].cuda(), eager.eval_generators()) == pytest.approx(

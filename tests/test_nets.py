@@ -81,3 +81,25 @@ def test_logvar_floor_bounds_the_variance_smoothly():
     net.logvar.bias.grad = None
     net(torch.randn(6, 2))[1].sum().backward()
     assert net.logvar.bias.grad.abs().min() > 0
+
+
+def test_the_authors_recognition_head_is_scaled_and_starts_at_zero():
+    """encoder_logvar_scale multiplies the log-variance head; encoder_logvar_zero_init starts that head at zero
+    and leaves every other parameter as drawn for the plain model."""
+    from vae.config import make_config
+    from vae.models.vae import VAE
+
+    plain = VAE(make_config(dict(hidden=30, nz=4)))
+    authors = VAE(make_config(dict(hidden=30, nz=4, encoder_logvar_scale=0.1, encoder_logvar_zero_init=True)))
+    x = torch.rand(6, 784)
+    assert torch.equal(authors.encode(x)[1], torch.zeros(6, 4))
+    for name, p in authors.named_parameters():
+        if name.startswith("encoder.logvar"):
+            assert not p.any(), name
+        else:
+            assert torch.equal(p, dict(plain.named_parameters())[name]), name
+    authors.encoder.load_state_dict(plain.encoder.state_dict())
+    h = torch.tanh(x @ plain.encoder.hidden.weight.T + plain.encoder.hidden.bias)
+    torch.testing.assert_close(authors.encode(x)[1], 0.1 * (h @ plain.encoder.logvar.weight.T
+                                                              + plain.encoder.logvar.bias))
+    torch.testing.assert_close(authors.encode(x)[0], plain.encode(x)[0])

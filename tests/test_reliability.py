@@ -25,7 +25,9 @@ from vae.runs.train import run_one
 from vae.runs.wandb_history import durable_steps, records
 
 KILL = dict(hidden=20, nz=2, n_train=2000, samples=400000, eval_start=5000, lr_select_samples=5000,
-            adagrad_warmup=10, wandb="disabled", checkpoint_minutes=0.002)
+            adagrad_warmup=10, running_every=30000, wandb="disabled", checkpoint_minutes=0.002)
+LOGGED = sorted(set(eval_points(5000, KILL["samples"], 10, 100)) | set(range(30000, KILL["samples"], 30000))
+                | {KILL["samples"]})  # the evaluations and the running averages
 
 
 def command(sweep: Path, results: Path, data_root: Path) -> list[str]:
@@ -54,8 +56,8 @@ def test_sigkill_at_a_random_moment_then_rerun_equals_an_uninterrupted_run(tmp_p
     subprocess.run(command(sweep, tmp_path / "clean", data_root), check=True, capture_output=True)
     killed = pd.read_csv(run / "metrics.csv")
     clean = pd.read_csv(tmp_path / "clean" / "runs" / "kill" / "seed0" / "metrics.csv")
-    assert killed["samples"].tolist() == eval_points(5000, KILL["samples"], 10, 100)
-    cols = ["samples", "train/elbo", "test/elbo", "lr"]
+    assert killed["samples"].tolist() == LOGGED
+    cols = ["samples", "train/elbo", "test/elbo", "train/running_elbo", "lr"]
     pd.testing.assert_frame_equal(killed[cols], clean[cols], check_exact=True)
     a = torch.load(run / "checkpoints" / "last.ckpt", weights_only=False)
     b = torch.load(tmp_path / "clean" / "runs" / "kill" / "seed0" / "checkpoints" / "last.ckpt",
@@ -168,6 +170,6 @@ def test_wandb_run_holds_every_csv_point_exactly_once_after_repeated_sigkills(tm
     assert kills == 3
     subprocess.run(command(sweep, tmp_path, data_root), check=True, capture_output=True)
     samples = folder.metrics()["samples"].tolist()
-    assert samples == eval_points(5000, KILL["samples"], 10, 100)
+    assert samples == LOGGED
     assert len(list((folder.path / "wandb").glob("offline-run-*"))) >= 4
     assert durable_steps(folder.path / "wandb", folder.wandb_id()) == samples

@@ -2,6 +2,7 @@
 
 import math
 
+import numpy as np
 import pandas as pd
 import pytest
 import yaml
@@ -56,6 +57,34 @@ def test_the_scorecard_compares_only_at_the_papers_evaluation_points(tmp_path):
     first = inside.iloc[0]
     ours = -300.0 + 150.0 * (math.log10(first["x_samples_evaluated"]) - 5)  # log-linear between our two points
     assert abs(score.loc["test", "worst_delta"]) >= abs(ours - first["value"]) - 1e-3
+
+
+def test_the_papers_train_curve_is_scored_against_our_running_average(tmp_path):
+    """The paper's train curve is a running average of minibatch bounds: where a curve logged ours of that kind
+    (rows of their own, NaN elsewhere), the scorecard compares the paper's train values with it, and the fresh
+    train evaluation is tabulated but not scored."""
+    folder = fake_run(tmp_path, "s", "nz3-seed0", [(100000, -300.0, -300.0), (1000000, -150.0, -150.0)], nz=3)
+    nan = math.nan
+    logged = pd.DataFrame({"samples": [100000, 250000, 500000, 750000, 1000000],
+                           "train/elbo": [-300.0, nan, nan, nan, -150.0], "test/elbo": [-300.0, nan, nan, nan, -150.0],
+                           "train/running_elbo": [nan, -200.0, -160.0, -155.0, -152.0]})
+    logged.to_csv(folder / "metrics.csv", index=False)
+    write_tables(gather(tmp_path), SETTINGS)
+    score = pd.read_csv(tmp_path / "tables" / "fig2_scorecard.csv").set_index("split")
+    assert score.loc["train", "points_compared"] == 0 and pd.isna(score.loc["train", "within_tolerance"])
+    paper = load_paper()
+    train = paper[(paper["panel"] == "MNIST Nz=3") & (paper["series"] == "AEVB train")
+                  & (paper["kind"] == "evaluation") & paper["x_samples_evaluated"].between(250000, 1000000)]
+    ours = [-200.0 + (-160.0 + 200.0) * (math.log10(x / 250000) / math.log10(2)) if x <= 500000 else
+            -160.0 + 5.0 * (math.log10(x / 500000) / math.log10(1.5)) if x <= 750000 else
+            -155.0 + 3.0 * (math.log10(x / 750000) / math.log10(4 / 3)) for x in train["x_samples_evaluated"]]
+    deltas = [o - v for o, v in zip(ours, train["value"], strict=True)]
+    assert score.loc["train_running", "points_compared"] == len(train) >= 2
+    assert score.loc["train_running", "worst_delta"] == pytest.approx(max(deltas, key=abs), abs=1e-3)
+    table = pd.read_csv(tmp_path / "tables" / "fig2.csv").set_index(["split", "samples"])
+    assert table.loc[("train_running", 1000000), "elbo"] == -152.0
+    assert table.loc[("train_running", 1000000), "paper_elbo"] == table.loc[("train", 1000000), "paper_elbo"]
+    assert table.loc[("train", 1000000), "elbo"] == -150.0
 
 
 def test_seeds_are_averaged_and_compared_with_the_paper(tmp_path):
@@ -133,6 +162,22 @@ def test_figure_3_tables_compare_with_the_paper_and_rank_the_algorithms(tmp_path
     assert order.loc["test", "ours"].startswith("MCEM -140.0 > AEVB")
 
 
+def test_a_figure_3_ablation_is_tabulated_with_the_marginal_likelihood(tmp_path):
+    fake_run(tmp_path, "ablation-f3", "lr0.01", [(2000000, -120.0, -144.0), (4000000, -118.0, -142.0)],
+             algorithm="aevb", lr=0.01, **MARGINAL)
+    write_tables(gather(tmp_path), SETTINGS)
+    assert not (tmp_path / "tables" / "fig3.csv").exists()
+    table = pd.read_csv(tmp_path / "tables" / "ablations.csv")
+    assert set(table["metric"]) == {"marginal"} and table["value"].tolist() == [-118.0, -142.0]  # the last point
+    paper = load_paper()
+    refs = {(split, x): paper_value(paper, "Ntrain=1000", f"AEVB {split}", x, figure=3)
+            for split in ("train", "test") for x in (2e6, 4e6)}
+    compared = pd.read_csv(tmp_path / "tables" / "ablations_paper.csv").set_index("split")
+    assert compared.loc["test", "points"] == 2
+    assert compared.loc["test", "mean_delta"] == pytest.approx((-144.0 - refs["test", 2e6] - 142.0 - refs["test", 4e6])
+                                                               / 2, abs=1e-3)
+
+
 def test_ablation_sweeps_get_their_own_table_and_stay_out_of_the_scorecards(tmp_path):
     """Runs of one ablation sweep may differ in config (that is the point); each is a row, its varied keys named."""
     fake_run(tmp_path, "fig2-x", "nz5-seed0", [(1000000, -136, -135)], nz=5)
@@ -147,8 +192,20 @@ def test_ablation_sweeps_get_their_own_table_and_stay_out_of_the_scorecards(tmp_
     fast = table[(table["run"] == "lr0.1") & (table["split"] == "test")].set_index("samples")
     assert list(fast.index) == [1000000, 2000000]  # the table point and the last point, not 1e5
     ref = paper_value(load_paper(), "MNIST Nz=5", "AEVB test", 1e6)
-    assert fast.loc[1000000, "paper_elbo"] == pytest.approx(ref, abs=1e-3)
+    assert fast.loc[1000000, "paper_value"] == pytest.approx(ref, abs=1e-3)
     assert fast.loc[1000000, "delta"] == pytest.approx(-140 - ref, abs=1e-3)
+    # at the paper's own evaluations between 1e5 and 2e6, ours interpolated in log-samples there
+    compared = pd.read_csv(tmp_path / "tables" / "ablations_paper.csv").set_index(["run", "split"])
+    paper = load_paper()
+    pts = paper[(paper["panel"] == "MNIST Nz=5") & (paper["series"] == "AEVB test") & (paper["kind"] == "evaluation")
+                & paper["x_samples_evaluated"].between(1e5, 2e6)]
+    x = pts["x_samples_evaluated"].to_numpy()
+    ours = np.interp(np.log10(x), [5, 6, math.log10(2e6)], [-169, -140, -139])
+    row = compared.loc[("lr0.1", "test")]
+    assert row["points"] == len(x) and row["first"] == int(x[0]) and row["last"] == int(x[-1])
+    assert row["mean_delta"] == pytest.approx(float(np.mean(ours - pts["value"])), abs=1e-3)
+    assert row["mean_abs_delta"] == pytest.approx(float(np.mean(np.abs(ours - pts["value"]))), abs=1e-3)
+    assert ("lr0.001", "test") not in compared.index  # one point, at 1e6: no paper evaluation lies exactly there
 
 
 def test_user_runs_are_tabulated_beside_the_reference_runs(tmp_path, capsys):

@@ -67,6 +67,19 @@ def test_step_size_selection_continues_the_winner_exactly(tmp_path, data_root):
     pd.testing.assert_frame_equal(metrics(tmp_path / "auto")[cols], metrics(tmp_path / "forced")[cols])
 
 
+def test_a_counter_of_five_per_datapoint_stretches_only_the_axis(tmp_path, data_root):
+    """count_per_datapoint = 5 (the Frey axis read as a counter) runs the same iterations as 1 with every
+    sample count five times larger: the same weights and running averages, logged at five times the x."""
+    train(tmp_path / "one", data_root, lr=0.02, running_every=3000)
+    train(tmp_path / "five", data_root, lr=0.02, count_per_datapoint=5, samples=100000, eval_start=25000,
+          running_every=15000)
+    one, five = metrics(tmp_path / "one"), metrics(tmp_path / "five")
+    assert (five["samples"] == 5 * one["samples"]).all()
+    pd.testing.assert_series_equal(five["train/running_elbo"], one["train/running_elbo"], check_exact=True)
+    for key, value in final_weights(tmp_path / "one").items():
+        assert torch.equal(value, final_weights(tmp_path / "five")[key]), key
+
+
 def test_steps_per_call_does_not_change_the_numbers(tmp_path, data_root):
     train(tmp_path / "x", data_root, lr=0.02, steps_per_call=7)
     train(tmp_path / "y", data_root, lr=0.02, steps_per_call=50)

@@ -16,6 +16,7 @@ from lightning.pytorch.utilities import rank_zero_only
 from vae.config import ConfigError, load_sweep, parse_overrides, problem
 from vae.data import DATA_ENV, DataError, data_dir, load_frey, load_mnist
 from vae.protocol.sample_axis import RunDiverged
+from vae.results.diagnose import INPUTS
 from vae.results.report import ReportError
 from vae.runs.engine import SweepFailed
 from vae.runs.folder import ResultsError
@@ -67,6 +68,9 @@ def main(argv: list[str] | None = None) -> int:
     diagnose.add_argument("runs", type=Path, nargs="+", help="run folders (results/runs/<sweep>/<run>)")
     diagnose.add_argument("--data-dir", type=Path, help=f"data folder (default ${DATA_ENV} or ./data)")
     diagnose.add_argument("--points", type=int, default=10000, help="test images used")
+    diagnose.add_argument("--inputs", nargs="+", default=["test"], choices=INPUTS,
+                          help="what q(z|x) is shown: the test images, their Bernoulli draws, as many fantasies "
+                               "x ~ p(x|z) (default: test)")
     log_px = sub.add_parser("log-px", help="log p(x) by importance sampling beside the bound, for trained runs' "
                                            "last checkpoints (written to each run's log_px.json for `tables`)")
     log_px.add_argument("runs", type=Path, nargs="+", help="run folders (results/runs/<sweep>/<run>)")
@@ -121,7 +125,8 @@ def main(argv: list[str] | None = None) -> int:
 
             from vae.results.diagnose import latent_report
 
-            rows = [latent_report(run, data_dir(args.data_dir), args.points) for run in args.runs]
+            rows = [latent_report(run, data_dir(args.data_dir), args.points, inputs=kind) for run in args.runs
+                    for kind in args.inputs]
             print(pd.DataFrame(rows).to_markdown(index=False, floatfmt=".2f"))
         else:
             splits = load_mnist(data_dir(args.data_dir))

@@ -123,6 +123,11 @@ class Config:
     # Gaussian decoder only: smooth floor on log sigma^2 (log of 1/(12*256^2), the variance of one grey
     # level's quantization noise), so a collapsing variance cannot make the density infinite; null = none
     decoder_logvar_floor: Optional[float] = _in("model", -13.3, null="for none")
+    # the encoder's log-variance head: its output times encoder_logvar_scale, and with encoder_logvar_zero_init
+    # its weights and bias start at zero. The paper's eq. (12) is the plain head (1.0, false); the authors'
+    # wake-sleep recognition model scales it by 0.1 and starts it at zero
+    encoder_logvar_scale: PositiveFloat = _in("model", 1.0)
+    encoder_logvar_zero_init: bool = _in("model", False)
 
     estimator: Literal["A", "B"] = _in("objective", "B")  # A: generic Monte Carlo (eq. 6) | B: analytic KL (eq. 7)
     L: PositiveInt = _in("objective", 1)  # samples of z per datapoint
@@ -153,10 +158,19 @@ class Config:
 
     # log: eval_per_decade points per decade (Fig. 2) | linear: every eval_every (Fig. 3)
     eval_spacing: Literal["log", "linear"] = _in("evaluation", "log")
+    # training samples counted per datapoint of a minibatch, the x-axis of Figures 2 and 3: 1 as the paper
+    # defines it; 5 reads the Frey Face axis as a counter that advanced 5 per datapoint (its curves start at
+    # x = 500 with M = 100). Budgets, evaluation points and lr_select_samples are on the counted axis
+    count_per_datapoint: PositiveInt = _in("evaluation", 1)
     eval_start: PositiveInt = _in("evaluation", 100_000)  # first evaluation point
     eval_per_decade: PositiveInt = _in("evaluation", 10)  # log-spaced evaluation points per decade
     eval_every: PositiveInt = _in("evaluation", 2_000_000)  # linear spacing: samples between evaluation points
     eval_batch: PositiveInt = _in("evaluation", 10000)  # datapoints per no-grad evaluation batch
+    # train/running_elbo: every running_every samples, the average of the minibatch bounds (the objective
+    # without the weight prior) of the iterations since the last one, as the paper's train curve was logged
+    # (the authors' loop_va hook); the default is the spacing of the paper's MNIST evaluations, 1.9-2.6e5
+    # samples; null = not logged. AEVB and wake-sleep only (MCEM has no minibatch bound)
+    running_every: Optional[PositiveInt] = _in("evaluation", 250_000, null="to log no running average")
     # elbo: the bound on the full train and test sets (Fig. 2) | marginal: also log p(x) on the first
     # marginal_points of each set (Fig. 3, App. D); MCEM has no encoder, hence no bound, and needs marginal
     evaluation: Literal["elbo", "marginal"] = _in("evaluation", "elbo")
@@ -239,10 +253,12 @@ def validate(cfg: Config) -> None:
         raise ConfigError(f"M={cfg.M} exceeds n_train={cfg.n_train}: without replacement a minibatch cannot hold more "
                           "than the training set; lower M or set replacement=true")
     if (cfg.lr is None and len(cfg.lr_candidates) > 1 and cfg.algorithm != "mcem"
-            and cfg.lr_select_samples <= cfg.adagrad_warmup * cfg.M):
+            and cfg.lr_select_samples <= cfg.adagrad_warmup * cfg.M * cfg.count_per_datapoint):
         raise ConfigError(f"lr_select_samples={cfg.lr_select_samples} ends within the Adagrad warm-up "
                           f"({cfg.adagrad_warmup} steps of M={cfg.M}), where no step size has moved the weights yet, "
                           "so every candidate would score the same; raise lr_select_samples or lower adagrad_warmup")
+    if cfg.algorithm == "mcem" and cfg.count_per_datapoint != 1:
+        raise ConfigError("algorithm=mcem counts its samples with mcem_counting; leave count_per_datapoint at 1")
     if cfg.decoder != "bernoulli" and cfg.binarize != "none":
         raise ConfigError("binarize applies to the Bernoulli decoder only")
 

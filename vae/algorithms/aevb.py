@@ -11,13 +11,16 @@ class AEVB(Stack):
 
     def step(self) -> None:
         """One iteration of Algorithm 1 for every model: minibatch, noise, gradient of eq. (8) plus the prior,
-        Adagrad. The loss is the sum of the k models' losses, so model j's gradient is its own."""
+        Adagrad. The loss is the sum of the k models' losses, so model j's gradient is its own. The minibatch
+        bound (eq. 8 before the update, without the prior) joins the running average."""
         cfg = self.cfg
         (opt,) = self.optimizers
         params = [p for group in opt.param_groups for p in group["params"]]
         x = self.minibatch()
         eps = self.normal(cfg.L, cfg.M)[:, :, share(cfg.M)]
-        loss = self.bound(x, eps).sum() / -cfg.M  # = -sum / M exactly, one kernel fewer
+        bound = self.bound(x, eps)
+        loss = bound.sum() / -cfg.M  # = -sum / M exactly, one kernel fewer
+        self.accumulate(bound)
         for p in params:
             p.grad = None
         loss.backward()

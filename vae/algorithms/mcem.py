@@ -30,6 +30,7 @@ from vae.models.hmc import hmc_step, posterior_log_joint
 class MCEM(Stack):
     stackable = False
     graphable = False
+    minibatch_bound = False
 
     def __init__(self, configs: Sequence[Config]) -> None:
         super().__init__(configs)

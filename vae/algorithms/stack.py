@@ -16,7 +16,8 @@ the bound's sum divided by M and one all-reduce sums the gradients, so the step 
 to summation order. The full-set evaluation is split across ranks by chunk and reduced with one all-reduce.
 
 Model j's state (``run_state``) is its own: unpadded parameters, Adagrad sums and step size, random stream,
-algorithm state. It moves between stacks of any size, which is how runs are checkpointed, how the §5 step-size
+algorithm state, and the running sum of its minibatch bounds since the last logged running average. It moves
+between stacks of any size, which is how runs are checkpointed, how the §5 step-size
 candidates are trained side by side, and how a run started in a stack continues alone.
 """
 
@@ -105,6 +106,7 @@ class Stack(nn.Module):
 
     stackable = True  # False: the update rule supports one model per stack only
     graphable = True  # False: never captured as a CUDA graph (``vae.algorithms.graphs``)
+    minibatch_bound = True  # False: the update rule has no per-iteration bound to average (``accumulate``)
 
     def __init__(self, configs: Sequence[Config]) -> None:
         super().__init__()
@@ -123,6 +125,9 @@ class Stack(nn.Module):
         self._pending_streams: list[dict[str, Any] | None] = [None] * len(configs)
         self._optimizers: list[StackedAdagrad] | None = None
         self.train_x = self.test_x = torch.empty(0)
+        # per model, the sum of the minibatch bounds since ``running_since`` samples (``accumulate``)
+        self.register_buffer("running", torch.zeros(len(configs), dtype=torch.float64), persistent=False)
+        self.running_since = 0
 
     @property
     def k(self) -> int:
@@ -130,8 +135,9 @@ class Stack(nn.Module):
 
     @classmethod
     def step_samples(cls, cfg: Config) -> int:
-        """Training samples one iteration evaluates: a minibatch of M."""
-        return cfg.M
+        """Training samples one iteration counts: a minibatch of M, each datapoint counted
+        ``count_per_datapoint`` times."""
+        return cfg.M * cfg.count_per_datapoint
 
     @property
     def samples_per_step(self) -> int:
@@ -151,6 +157,23 @@ class Stack(nn.Module):
         for _ in range(steps):
             self.step()
         self.samples += steps * self.samples_per_step
+
+    def accumulate(self, bounds: torch.Tensor) -> None:
+        """Add this iteration's minibatch bounds (k, n: this rank's share of the minibatch) to each model's running
+        sum, on the device, with no host sync. Skipped where no running average is logged."""
+        if self.cfg.running_every is not None:
+            self.running += bounds.detach().sum(-1, dtype=torch.float64)
+
+    def running_average(self) -> list[float]:
+        """Each model's average minibatch bound per datapoint over the iterations since the last call (the
+        paper's train curve), summed over the ranks; the running sum starts again from here."""
+        if rank_and_world()[1] > 1:
+            dist.all_reduce(self.running)
+        iterations = (self.samples - self.running_since) // self.samples_per_step
+        values = [float(v) / (iterations * self.cfg.M) for v in self.running]
+        self.running.zero_()
+        self.running_since = self.samples
+        return values
 
     def selection_score(self, generators: Sequence[torch.Generator]) -> list[float]:
         """What §5's step-size selection maximizes, per model: the bound on the full training set."""
@@ -297,7 +320,8 @@ class Stack(nn.Module):
 
     def run_state(self, j: int) -> dict[str, Any]:
         """Model j's whole training state, unpadded: ``state_dict`` (the names of ``VAE``), ``optimizer_states``
-        (one torch optimizer state per optimizer, its step size in ``lr``), ``stream`` and ``algorithm``."""
+        (one torch optimizer state per optimizer, its step size in ``lr``), ``stream``, ``algorithm`` and
+        ``running`` (the running sum of its minibatch bounds and the sample count it started at)."""
         names = {p: name for name, p in self.named_parameters()}
         optimizer_states = []
         for opt in self.optimizers:
@@ -309,7 +333,8 @@ class Stack(nn.Module):
             optimizer_states.append({"state": state, "param_groups": groups})
         stream = self.streams[j].state() if self.streams else self._pending_streams[j]
         return dict(state_dict=self.parameters_of(j), optimizer_states=optimizer_states, lr=self.lrs[j],
-                    stream=stream, algorithm=copy.deepcopy(self.algorithm_state(j)))
+                    stream=stream, algorithm=copy.deepcopy(self.algorithm_state(j)),
+                    running=dict(sum=self.running[j].clone(), since=self.running_since))
 
     @torch.no_grad()
     def load_run_state(self, j: int, state: dict[str, Any]) -> None:
@@ -336,6 +361,8 @@ class Stack(nn.Module):
         else:
             self._pending_streams[j] = state["stream"]
         self.load_algorithm_state(j, copy.deepcopy(state["algorithm"]))
+        self.running[j] = state["running"]["sum"]
+        self.running_since = state["running"]["since"]
 
     def replicate(self, models: Sequence[int]) -> Stack:
         """A new stack of the same algorithm holding copies of ``models`` (in that order), on this device, with

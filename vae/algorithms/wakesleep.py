@@ -6,7 +6,9 @@ generative parameters theta along the gradient of log p(x, z) for z ~ q(z|x) on 
 datapoints, and a sleep phase, an Adagrad step on the recognition parameters phi along the gradient of
 log q(z|x) for M fantasies (z, x) ~ p(z) p(x|z). Both phases carry the MAP prior scaled by 1/N and have
 their own Adagrad accumulators. Only the wake phase evaluates training samples. The lower bound is
-evaluated exactly as for AEVB, with the recognition model as q.
+evaluated exactly as for AEVB, with the recognition model as q; the running average of the paper's train curve
+takes, as the authors' ``loop_pvem`` does, the wake phase's one-sample bound log p(x|z) + log p(z) - log q(z|x)
+before the update.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ from torch import nn
 
 from vae.algorithms.stack import Stack, share
 from vae.models.bounds import reparameterize
-from vae.models.densities import log_normal
+from vae.models.densities import log_normal, log_std_normal
 from vae.models.nets import GaussianMLP
 
 
@@ -43,10 +45,15 @@ class WakeSleep(Stack):
         theta, phi = list(decoder.parameters()), list(encoder.parameters())
         x = self.minibatch()
         with torch.no_grad():
-            z = reparameterize(*encoder(x), self.normal(M)[:, mine])
+            mean, logvar = encoder(x)
+            z = reparameterize(mean, logvar, self.normal(M)[:, mine])
         # log p(x, z) = log p(x|z) + log p(z); the prior term is constant in theta (z is a sample, no
         # gradient), so only log p(x|z) is built: the same gradient, five kernels fewer
-        wake = decoder.log_prob(x, z).sum() / -M
+        log_px = decoder.log_prob(x, z)
+        wake = log_px.sum() / -M
+        if self.cfg.running_every is not None:  # the one-sample bound log p(x|z) + log p(z) - log q(z|x)
+            with torch.no_grad():
+                self.accumulate(log_px + log_std_normal(z) - log_normal(z, mean, logvar))
         for p in theta:
             p.grad = None
         wake.backward()

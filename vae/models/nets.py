@@ -14,21 +14,25 @@ class GaussianMLP(nn.Module):
     The mean and log-variance are two separate linear heads. With ``sigmoid_mean`` the mean is squashed
     into (0, 1), the paper's Frey Face decoder (§5). Used as the encoder q(z|x) (v = x) or as a decoder
     p(x|z) (v = z). ``logvar_floor`` (decoder guard, not in the paper) maps the head's output a to
-    ``floor + softplus(a - floor)``: equal to a well above the floor, smooth, never below it.
+    ``floor + softplus(a - floor)``: equal to a well above the floor, smooth, never below it. ``logvar_scale``
+    multiplies the log-variance head's output (the authors' wake-sleep recognition model uses 0.1).
     """
 
     def __init__(self, in_dim: int, hidden: int, out_dim: int, sigmoid_mean: bool = False,
-                 logvar_floor: float | None = None) -> None:
+                 logvar_floor: float | None = None, logvar_scale: float = 1.0) -> None:
         super().__init__()
         self.hidden = nn.Linear(in_dim, hidden)
         self.mean = nn.Linear(hidden, out_dim)
         self.logvar = nn.Linear(hidden, out_dim)
         self.sigmoid_mean = sigmoid_mean
         self.logvar_floor = logvar_floor
+        self.logvar_scale = logvar_scale
 
     def forward(self, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         h = torch.tanh(self.hidden(v))
         mean, logvar = self.mean(h), self.logvar(h)
+        if self.logvar_scale != 1.0:
+            logvar = logvar * self.logvar_scale
         if self.logvar_floor is not None:
             logvar = self.logvar_floor + softplus(logvar - self.logvar_floor)
         return (torch.sigmoid(mean) if self.sigmoid_mean else mean), logvar

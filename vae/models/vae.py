@@ -27,7 +27,8 @@ def uses_encoder(cfg: Config) -> bool:
 
 class VAE(L.LightningModule):
     """``encoder`` (None for MCEM) and ``decoder`` of ``config``; every parameter drawn from N(0, init_std^2)
-    with a generator seeded by ``seed``, encoder first."""
+    with a generator seeded by ``seed``, encoder first; then, with ``encoder_logvar_zero_init``, the encoder's
+    log-variance head set to zero."""
 
     def __init__(self, config: Config | dict[str, Any]) -> None:
         super().__init__()
@@ -35,9 +36,15 @@ class VAE(L.LightningModule):
         self.save_hyperparameters({"config": cfg.to_dict()})
         self.cfg = cfg
         x_dim = X_DIM[cfg.dataset]
-        self.encoder: GaussianMLP | None = GaussianMLP(x_dim, cfg.hidden, cfg.nz) if uses_encoder(cfg) else None
+        self.encoder: GaussianMLP | None = None
+        if uses_encoder(cfg):
+            self.encoder = GaussianMLP(x_dim, cfg.hidden, cfg.nz, logvar_scale=cfg.encoder_logvar_scale)
         self.decoder: Decoder = make_decoder(cfg.decoder, cfg.nz, cfg.hidden, x_dim, cfg.decoder_logvar_floor)
         init_normal_(self, cfg.init_std, torch.Generator().manual_seed(cfg.seed))
+        if self.encoder is not None and cfg.encoder_logvar_zero_init:
+            with torch.no_grad():
+                for p in self.encoder.logvar.parameters():
+                    p.zero_()
 
     def _encoder(self) -> GaussianMLP:
         if self.encoder is None:

@@ -2,6 +2,12 @@
 models: the budget, the evaluation points, §5's step-size selection, the evaluations, the logged rows, the
 divergence check and the checkpointed state. The update rule is the stack's (``vae.algorithms``).
 
+Two train curves are logged. ``train/elbo`` is a fresh evaluation of the bound on the whole training set at each
+evaluation point, the suite's own. ``train/running_elbo`` is what the paper plotted as its train curve: every
+``running_every`` samples, the average of the minibatch bounds of the iterations since the last one (the
+authors' ``loop_va``), summed on the device as the steps run. Early on the two differ by tens of nats, since
+the running average carries the whole early phase of training; compare the paper's train curves with it.
+
 Speed: one optimizer step of these networks costs less than Lightning's per-step overhead, so one Lightning
 ``training_step`` runs up to ``steps_per_call`` iterations (manual optimization), replayed as one CUDA graph on
 a GPU. Data stays on the device; minibatch indices and noise come from device generators; nothing syncs with
@@ -30,7 +36,7 @@ from lightning.pytorch.loggers.logger import Logger
 from vae.algorithms.graphs import GraphedSteps, graph_unsupported
 from vae.algorithms.stack import Stack
 from vae.models.marginal import log_marginal_hmc, log_marginal_is
-from vae.protocol.schedule import round_up, run_points
+from vae.protocol.schedule import round_up, run_points, running_points
 
 
 class RunDiverged(RuntimeError):
@@ -81,8 +87,11 @@ class SampleAxis(L.LightningModule):
     def on_fit_start(self) -> None:
         data = self.trainer.datamodule
         self.stack.attach(data.train_x.to(self.device), data.test_x.to(self.device))
-        self.points = run_points(self.cfg, self.stack.samples_per_step)
-        self.budget = round_up(self.cfg.samples, self.stack.samples_per_step)
+        step = self.stack.samples_per_step
+        self.points = run_points(self.cfg, step)
+        self.running_points = running_points(self.cfg, step) if self.stack.minibatch_bound else []
+        self.logged_points = sorted(set(self.points) | set(self.running_points))
+        self.budget = round_up(self.cfg.samples, step)
 
     def on_train_start(self) -> None:
         self._since_eval = (self.samples, self._seconds)
@@ -114,7 +123,8 @@ class SampleAxis(L.LightningModule):
             axis = run["sample_axis"]
             self.stack.load_run_state(j, dict(
                 state_dict=run["state_dict"], optimizer_states=run["optimizer_states"], lr=axis["lr"],
-                stream=dict(rng=axis["rng"], perm=axis["perm"], pos=axis["pos"]), algorithm=axis["chain_state"]))
+                stream=dict(rng=axis["rng"], perm=axis["perm"], pos=axis["pos"]), algorithm=axis["chain_state"],
+                running=axis["running"]))
             self.lr_selection[j], self.history[j] = axis["lr_selection"], axis["history"]
             self.train_seconds[j] = axis["train_seconds"]
         self.stack.samples = at.pop()
@@ -132,18 +142,19 @@ class SampleAxis(L.LightningModule):
             "hyper_parameters": {"config": self.stack.configs[j].to_dict()},
             "sample_axis": dict(samples=self.samples, lr=state["lr"], lr_selection=self.lr_selection[j],
                                 history=self.history[j], train_seconds=self.train_seconds[j], rng=stream["rng"],
-                                perm=stream["perm"], pos=stream["pos"], chain_state=state["algorithm"]),
+                                perm=stream["perm"], pos=stream["pos"], chain_state=state["algorithm"],
+                                running=state["running"]),
         }
 
     # ---------------------------------------------------------------- training
     def training_step(self, batch: Any, batch_idx: int) -> None:
         if self.cfg.lr is None and self.samples == 0:
             self.select_lr()
-        self._evaluate_if_due()
+        self._log_if_due()
         if self.samples < self.budget:
-            target = next(p for p in self.points if p > self.samples)
+            target = next(p for p in self.logged_points if p > self.samples)
             self._timed_steps(min(self.cfg.steps_per_call, (target - self.samples) // self.stack.samples_per_step))
-            self._evaluate_if_due()
+            self._log_if_due()
         if self.samples >= self.budget:
             self.trainer.should_stop = True
 
@@ -198,11 +209,17 @@ class SampleAxis(L.LightningModule):
         self._since_eval = (0, self._seconds - (self._seconds - self._since_eval[1]) / len(candidates))
 
     # ---------------------------------------------------------------- evaluation and logging
-    def _evaluate_if_due(self) -> None:
+    def _log_if_due(self) -> None:
+        """At an evaluation point, evaluate; at a running-average point, take the running average; log one row
+        per run with what applies."""
         s = self.samples
-        if s not in self.points or (self.history[0] and self.history[0][-1]["samples"] >= s):
+        evaluate, running = s in self.points, s in self.running_points
+        if not (evaluate or running) or (self.history[0] and self.history[0][-1]["samples"] >= s):
             return
-        rows = self.measure()
+        rows = self.measure() if evaluate else [{} for _ in range(self.stack.k)]
+        if running:
+            for row, value in zip(rows, self.stack.running_average(), strict=True):
+                row["train/running_elbo"] = value
         finite = torch.stack([torch.isfinite(p).reshape(self.stack.k, -1).all(1)
                               for p in self.stack.parameters()]).all(0).tolist()
         for j, row in enumerate(rows):
@@ -224,6 +241,10 @@ class SampleAxis(L.LightningModule):
                 logger.log_metrics(row)
             shown = "  ".join(f"{k} {v:9.3f}" for k, v in row.items() if k.startswith(("train/", "test/")))
             self.print(f"[{self.names[j]}] samples {s:>11,d}  {shown}  {rate:8.0f} samples/s")
+
+    def last_evaluation(self, j: int) -> dict[str, float] | None:
+        """Run j's last logged row with an evaluation (not a running average alone), or None."""
+        return next((row for row in reversed(self.history[j]) if any(k.startswith("test/") for k in row)), None)
 
     def measure(self) -> list[dict[str, float]]:
         """One evaluation point for every model: the bound on the full train and test sets (Fig. 2) and, with

@@ -1,5 +1,6 @@
-"""Where a run is evaluated on the "training samples evaluated" axis: log-spaced points (Fig. 2) or evenly
-spaced ones (Fig. 3)."""
+"""Where a run logs on the "training samples evaluated" axis: evaluations at log-spaced points (Fig. 2) or evenly
+spaced ones (Fig. 3), and the running average of the minibatch bounds at evenly spaced points (Fig. 2's train
+curve)."""
 
 from __future__ import annotations
 
@@ -43,3 +44,11 @@ def run_points(cfg: Config, step: int) -> list[int]:
     if cfg.eval_spacing == "log":
         return eval_points(cfg.eval_start, cfg.samples, cfg.eval_per_decade, step)
     return linear_points(cfg.eval_start, cfg.eval_every, cfg.samples, step)
+
+
+def running_points(cfg: Config, step: int) -> list[int]:
+    """Where the running average of the minibatch bounds is logged: every ``running_every`` samples and at the
+    budget, rounded to whole steps; none where ``running_every`` is null."""
+    if cfg.running_every is None:
+        return []
+    return linear_points(cfg.running_every, cfg.running_every, cfg.samples, step)

@@ -4,7 +4,8 @@ Figure 2 is laid out as in the paper, with the paper's curves faintly behind (dr
 vertex of the PDF's paths, with a dot where its measurements begin: before it, the paper drew a straight line
 from the untrained model) and, when the user's runs are drawn, the committed reference runs thin between
 them. Top row: MNIST, Nz = 3, 5, 10, 20, 200; bottom row: the legend, then Frey Face, Nz = 2, 5, 10, 20.
-Red AEVB, green wake-sleep; solid train, dashed test; log x-axis "# Training samples evaluated". Several
+Red AEVB, green wake-sleep; solid train, dashed test, and ours dotted: the running average of minibatch bounds,
+the kind of train curve the paper drew (its solid line); log x-axis "# Training samples evaluated". Several
 seeds of a curve are drawn as their mean with its 95% t interval shaded. Figure 3: two panels (N_train = 1000
 and 50000), estimated marginal log-likelihood against millions of training samples evaluated, MCEM in blue.
 """
@@ -35,7 +36,9 @@ from vae.results.report import (  # noqa: E402
     figure_runs,
     group_curves,
     load_paper,
+    metric_column,
     no_runs,
+    splits,
 )
 from vae.runs.checkpoint import load_model  # noqa: E402
 from vae.runs.folder import RunFolder  # noqa: E402
@@ -43,6 +46,7 @@ from vae.runs.folder import RunFolder  # noqa: E402
 COLOURS = {"aevb": (1.0, 0.0, 0.0), "wakesleep": (0.0, 0.5, 0.0), "mcem": (0.0, 0.0, 1.0)}
 NAMES = {"wakesleep": "Wake-Sleep", "mcem": "MCEM", "aevb": "AEVB"}
 STYLES = {"train": "-", "test": "--"}
+RUNNING_STYLE = ":"  # ours, train/running_elbo
 LAYOUT = {"mnist": (0, [3, 5, 10, 20, 200], (-150, -95)), "frey": (1, [2, 5, 10, 20], (0, 1600))}
 
 
@@ -83,8 +87,9 @@ def figure2(runs: list[LoggedRun], out: Path, reference: list[LoggedRun]) -> Pat
             ax = panels.get((dataset, nz))
             if ax is None:
                 continue
-            for split, style in STYLES.items():
-                mean = curve_mean(members, f"{split}/elbo")
+            for split in splits(members, 2):
+                style = STYLES.get(split, RUNNING_STYLE)
+                mean = curve_mean(members, metric_column(split, "elbo"))
                 ax.plot(mean["samples"], mean["value"], style, color=COLOURS[algorithm], **look)
                 band(ax, mean["samples"], mean, COLOURS[algorithm], look)
     axes[0, 0].set_ylabel(r"$\mathcal{L}$")
@@ -94,6 +99,7 @@ def figure2(runs: list[LoggedRun], out: Path, reference: list[LoggedRun]) -> Pat
     legend.axis("off")
     handles = [Line2D([], [], color=COLOURS[a], ls=STYLES[s], label=f"{n} ({s})")
                for a, n in (("wakesleep", "Wake-Sleep"), ("aevb", "AEVB")) for s in ("test", "train")]
+    handles.append(Line2D([], [], color="grey", ls=RUNNING_STYLE, label="ours: train, running average"))
     first = Line2D([], [], color="grey", alpha=0.5, ls="", marker=FIRST_MEASURED, ms=5,
                    label="paper's first measured point")
     legend.legend(handles=handles + sources(reference) + [first], loc="center", frameon=False)

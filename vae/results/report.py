@@ -14,8 +14,12 @@ which matplotlib drew a straight line to the first real evaluation (2-5×10⁵ s
 only where the paper measured something: its value at one of our points is interpolated (in log10 samples,
 as the paper's segments are drawn on its log axis) between the neighbouring evaluations, never before the
 first or after the last; the scorecard compares at the paper's own evaluation points, with our curve
-interpolated there the same way, inside the range we logged. Figure 3 (``vae/paper/fig3_curves.csv``) is on a
-2 M grid, interpolated linearly, never across a gap or outside the published axes.
+interpolated there the same way, inside the range we logged. The paper's train curve is a running average of
+minibatch bounds, so it is compared with ours of that kind (``train/running_elbo``, split ``train_running``)
+wherever runs of a curve logged it (over those runs); the fresh evaluation of the training set (split
+``train``) is then tabulated beside the paper's train value but not scored. Figure 3
+(``vae/paper/fig3_curves.csv``) is on a 2 M grid, interpolated linearly, never across a gap or outside the
+published axes.
 
 User runs and the committed reference runs live apart (``results/`` and ``reference/`` by default): the tables of
 the user's runs carry the reference's value at the same curve, split and sample count beside the paper's
@@ -24,7 +28,9 @@ the user's runs carry the reference's value at the same curve, split and sample 
 A run belongs to Figure 3 when it estimates the marginal likelihood (``evaluation: marginal``), otherwise
 to Figure 2. Sweeps named ``ablation-*`` change the protocol on purpose (e.g. a step size outside the
 paper's grid): they never enter the Figure 2/3 tables and scorecards, only ``ablations.csv``, one row per
-run, with the keys that vary within the sweep named beside the paper's value.
+run, with the keys that vary within the sweep named beside the paper's value, and ``ablations_paper.csv``: per
+run and split, how it compares with the paper at the paper's own evaluation points (as the Figure 2 scorecard
+does), the mean and the worst difference.
 """
 
 from __future__ import annotations
@@ -48,6 +54,7 @@ PAPER_COLUMNS = ["figure", "panel", "series", "kind", "x_samples_evaluated", "va
 PANEL = {"mnist": "MNIST", "frey": "Frey"}
 SERIES = {"aevb": "AEVB", "wakesleep": "WS", "mcem": "MCEM"}
 METRIC = {2: "elbo", 3: "marginal"}
+RUNNING = "train_running"  # the split of ``train/running_elbo``, the paper's kind of train curve (Figure 2)
 CURVE = ("sweep", "dataset", "algorithm", "nz")
 ABLATION = "ablation-"  # sweep-name prefix of the ablation studies
 
@@ -157,11 +164,32 @@ def t_half_width(std: Any, n: int) -> Any:
     return float(student_t.ppf(0.975, n - 1)) * std / math.sqrt(n) if n > 1 else std * math.nan
 
 
+def metric_column(split: str, metric: str) -> str:
+    """The logged column of a table split: ``train/elbo``, ``test/marginal``, ``train/running_elbo``."""
+    return "train/running_elbo" if split == RUNNING else f"{split}/{metric}"
+
+
+def splits(members: list[LoggedRun], figure: int) -> list[str]:
+    """The splits a curve has: train and test, and ``train_running`` for a Figure 2 curve where some run logged
+    the running average."""
+    return ["train", "test"] + ([RUNNING] if figure == 2 and logging(members, metric_column(RUNNING, "elbo")) else [])
+
+
+def logging(members: list[LoggedRun], column: str) -> list[LoggedRun]:
+    """The runs that logged ``column``."""
+    return [m for m in members if column in m.metrics and m.metrics[column].notna().any()]
+
+
+def paper_series(algorithm: str, split: str) -> str:
+    """The paper's series a split is read beside: the running average beside its train curve."""
+    return f"{SERIES[algorithm]} {'train' if split == RUNNING else split}"
+
+
 def curve_mean(members: list[LoggedRun], column: str) -> pd.DataFrame:
-    """Over the seeds, at the points every seed reached: the mean (``value``), the sample standard deviation
-    (``std``), the number of seeds and the 95% Student-t interval of the mean (``ci_low``, ``ci_high``:
-    mean ± t(0.975, n-1)·std/√n; NaN for one seed)."""
-    frames = [m.metrics.set_index("samples")[column] for m in members]
+    """Over the seeds that logged ``column`` (the running average: perhaps not all), at the points every one of
+    them logged: the mean (``value``), the sample standard deviation (``std``), the number of seeds and the 95%
+    Student-t interval of the mean (``ci_low``, ``ci_high``: mean ± t(0.975, n-1)·std/√n; NaN for one seed)."""
+    frames = [m.metrics.set_index("samples")[column].dropna() for m in logging(members, column)]
     joined = pd.concat(frames, axis=1, join="inner")
     n = joined.shape[1]
     mean, std = joined.mean(axis=1), joined.std(axis=1, ddof=1)
@@ -209,12 +237,13 @@ def paper_value(paper: pd.DataFrame, panel: str, series: str, samples: float, fi
 
 def at_paper_points(curve: tuple[Any, ...], members: list[LoggedRun], paper: pd.DataFrame) -> list[dict[str, Any]]:
     """Figure 2: our curve (the mean over seeds) interpolated in log10(samples) at each of the paper's
-    evaluation points inside the range we logged, beside the paper's value there."""
+    evaluation points inside the range we logged, beside the paper's value there: the test curve, and the train
+    curve of the paper's kind, the running average where the runs logged it, else the fresh evaluation."""
     sweep, dataset, algorithm, nz = curve
     rows = []
-    for split in ("train", "test"):
-        ours = curve_mean(members, f"{split}/elbo")
-        pts = paper_curve(paper, members[0].panel, f"{SERIES[algorithm]} {split}")
+    for split in (RUNNING if RUNNING in splits(members, 2) else "train", "test"):
+        ours = curve_mean(members, metric_column(split, "elbo"))
+        pts = paper_curve(paper, members[0].panel, paper_series(algorithm, split))
         x = pts["x_samples_evaluated"].to_numpy()
         inside = (x >= ours["samples"].min()) & (x <= ours["samples"].max())
         value = np.interp(np.log10(x[inside]), np.log10(ours["samples"].to_numpy(dtype=float)), ours["value"])
@@ -232,9 +261,9 @@ def curve_rows(curve: tuple[Any, ...], members: list[LoggedRun], paper: pd.DataF
     metric = METRIC[first.figure]
     table, every = [], []
     wanted = {int(p) for p in points}
-    for split in ("train", "test"):
-        mean = curve_mean(members, f"{split}/{metric}")
-        series = f"{SERIES[algorithm]} {split}"
+    for split in splits(members, first.figure):
+        mean = curve_mean(members, metric_column(split, metric))
+        series = paper_series(algorithm, split)
         for _, r in mean.iterrows():
             ref = paper_value(paper, first.panel, series, r["samples"], first.figure)
             size = {"n_train": first.config["n_train"]} if first.figure == 3 else {}
@@ -307,7 +336,7 @@ def write_log_px_table(folder: Path, runs: list[LoggedRun], settings: dict[str, 
 
 
 def ablation_runs(runs: list[LoggedRun]) -> list[LoggedRun]:
-    return [r for r in runs if r.ablation and r.figure == 2]
+    return [r for r in runs if r.ablation and r.config["dataset"] in PANEL]
 
 
 def no_runs(results_dir: Path, include_incomplete: bool) -> ReportError:
@@ -348,24 +377,25 @@ def beside_reference(ours: pd.DataFrame, reference: pd.DataFrame, keys: list[str
 
 
 def ablation_rows(runs: list[LoggedRun], paper: pd.DataFrame, points: list[float]) -> list[dict[str, Any]]:
-    """Per run and split, the bound at ``points`` and at the last point reached, the config keys that vary
-    within the run's sweep (``varied``), and the paper's Figure 2 value for the run's panel."""
+    """Per run and split, its figure's measure (``metric``: the bound, or the marginal likelihood of Figure 3)
+    at ``points`` and at the last point reached, the config keys that vary within the run's sweep
+    (``varied``), and the paper's value for the run's panel."""
     rows = []
     for sweep in sorted({r.sweep for r in runs}):
         members = [r for r in runs if r.sweep == sweep]
         keys = sorted(k for k in members[0].config if k not in EXECUTION_KEYS
                       and any(m.config[k] != members[0].config[k] for m in members))
         for run in members:
-            c, m = run.config, run.metrics
+            c, m, metric = run.config, run.metrics, METRIC[run.figure]
             wanted = {int(p) for p in points} | {int(m["samples"].max())}
             for split in ("train", "test"):
-                series = f"{SERIES[c['algorithm']]} {split}"
-                for _, r in m[m["samples"].isin(wanted)].iterrows():
-                    ref = paper_value(paper, run.panel, series, r["samples"])
+                series, column = f"{SERIES[c['algorithm']]} {split}", f"{split}/{metric}"
+                for _, r in m[m["samples"].isin(wanted) & m[column].notna()].iterrows():
+                    ref = paper_value(paper, run.panel, series, r["samples"], run.figure)
                     rows.append(dict(sweep=sweep, run=run.path.name, dataset=c["dataset"], algorithm=c["algorithm"],
                                      nz=c["nz"], varied=", ".join(f"{k}={c[k]}" for k in keys), split=split,
-                                     samples=int(r["samples"]), elbo=r[f"{split}/elbo"], paper_elbo=ref,
-                                     delta=r[f"{split}/elbo"] - ref))
+                                     metric=metric, samples=int(r["samples"]), value=r[column], paper_value=ref,
+                                     delta=r[column] - ref))
     return rows
 
 
@@ -374,11 +404,44 @@ def write_ablation_table(results_dir: Path, runs: list[LoggedRun], settings: dic
     paper = load_paper()
     table = pd.DataFrame(ablation_rows(runs, paper, settings["table_points"]))
     table = beside_reference(table, pd.DataFrame(ablation_rows(reference, paper, settings["table_points"])),
-                             ["sweep", "run", "split", "samples"], "elbo")
+                             ["sweep", "run", "split", "samples"], "value")
     out = Path(results_dir) / "tables"
     atomic_write_text(out / "ablations.csv", table.to_csv(index=False, float_format="%.3f"))
     atomic_write_text(out / "ablations.md", table.to_markdown(index=False, floatfmt=".2f") + "\n")
-    print(f"Ablation table from {len(runs)} run(s): wrote {out}/ablations.csv/.md")
+    compared = ablation_at_paper_points(runs, paper)
+    atomic_write_text(out / "ablations_paper.csv", compared.to_csv(index=False, float_format="%.3f"))
+    atomic_write_text(out / "ablations_paper.md", compared.to_markdown(index=False, floatfmt=".2f") + "\n")
+    print(f"Ablation tables from {len(runs)} run(s): wrote {out}/ablations.csv/.md, {out}/ablations_paper.csv/.md")
+
+
+def ablation_at_paper_points(runs: list[LoggedRun], paper: pd.DataFrame) -> pd.DataFrame:
+    """Per ablation run and split, where the Figure 2 and 3 scorecards compare (Figure 2: at the paper's
+    evaluations inside the range the run logged, the train curve against the run's running average where it
+    logged one; Figure 3: at the run's points where the paper has a value): how many, the mean difference
+    ours - paper, the mean absolute difference and the worst one, with the first and last x compared."""
+    rows = []
+    for run in runs:
+        found = at_paper_points(run.curve, [run], paper) if run.figure == 2 else at_own_points(run, paper)
+        compared = pd.DataFrame(found, columns=["split", "samples", "delta"])
+        for split, points in compared.groupby("split", sort=False):
+            worst = points["delta"].abs().argmax()
+            rows.append(dict(sweep=run.sweep, run=run.path.name, nz=run.config["nz"], split=split,
+                             points=len(points), first=int(points["samples"].min()), last=int(points["samples"].max()),
+                             mean_delta=points["delta"].mean(), mean_abs_delta=points["delta"].abs().mean(),
+                             worst_delta=points["delta"].iloc[worst], at=int(points["samples"].iloc[worst])))
+    return pd.DataFrame(rows)
+
+
+def at_own_points(run: LoggedRun, paper: pd.DataFrame) -> list[dict[str, Any]]:
+    """Figure 3: the run's estimated marginal likelihood at its own points where the paper has a value."""
+    rows = []
+    for split in ("train", "test"):
+        series = f"{SERIES[run.config['algorithm']]} {split}"
+        for samples, value in zip(run.metrics["samples"], run.metrics[f"{split}/marginal"], strict=True):
+            ref = paper_value(paper, run.panel, series, samples, 3)
+            if not math.isnan(ref):
+                rows.append(dict(split=split, samples=samples, delta=value - ref))
+    return rows
 
 
 def write_figure_tables(results_dir: Path, figure: int, runs: list[LoggedRun], settings: dict[str, Any],

@@ -1,6 +1,7 @@
 """The paper's digitized curves as W&B runs in each sweep's group, so that W&B's default line plots (x axis
 ``samples``, the metrics ``train/elbo``, ``test/elbo``, ``train/marginal``, ``test/marginal``) draw them beside
-the sweep's own runs after ``wandb sync``.
+the sweep's own runs after ``wandb sync``. Figure 2's train curve, a running average of minibatch bounds, is
+logged under ``train/running_elbo`` too, beside ours of that kind.
 
 One W&B run per panel and algorithm the sweep trains (e.g. ``paper/MNIST Nz=20 AEVB``), logged once: its
 files live in ``<results>/runs/<sweep>/paper/wandb/`` (not a run folder: tables and figures never read it),
@@ -21,14 +22,18 @@ from vae.runs.wandb_history import durable_steps
 
 def paper_points(paper: pd.DataFrame, figure: int, name: str, algorithm: str) -> pd.DataFrame:
     """The paper's train and test curves of one panel and algorithm, its measured points only, on one
-    ``samples`` axis (NaN where only one of them has a point)."""
+    ``samples`` axis (NaN where only one of them has a point); Figure 2's train curve also as
+    ``train/running_elbo``."""
     metric = METRIC[figure]
     curves = []
     for split in ("train", "test"):
         pts = paper_curve(paper, name, f"{SERIES[algorithm]} {split}", figure)
         curves.append(pd.Series(pts["value"].to_numpy(), index=pts["x_samples_evaluated"].round().astype(int),
                                 name=f"{split}/{metric}"))
-    return pd.concat(curves, axis=1).sort_index()
+    points = pd.concat(curves, axis=1).sort_index()
+    if figure == 2:
+        points["train/running_elbo"] = points["train/elbo"]
+    return points
 
 
 def log_paper_curves(sweep: Sweep, results_dir: Path) -> list[str]:

@@ -50,7 +50,7 @@ class Progress(L.Callback):
         now = time.monotonic()
         if self.bar is not None:
             self.bar.update(module.samples - self.bar.n)
-            if len(module.history[0]) != self.shown:  # a new evaluation point
+            if len(module.history[0]) != self.shown:  # a new logged point
                 self.shown = len(module.history[0])
                 self.bar.set_postfix_str(self.bounds(module), refresh=False)
         elif now - self.beat >= self.seconds:
@@ -68,14 +68,15 @@ class Progress(L.Callback):
         done, budget = module.samples, module.budget
         rate = (done - self.first) / max(now - self.began, 1e-9)
         left = f"{duration((budget - done) / rate)} left" if rate > 0 else "time left unknown"
-        last = f", {self.bounds(module)}" if module.history[0] else ""
+        last = f", {self.bounds(module)}" if module.last_evaluation(0) else ""
         return (f"{self.title}: {done:,d} / {budget:,d} samples ({100 * done / budget:.1f}%), "
                 f"{rate:,.0f} samples/s, {left}{last}")
 
     @staticmethod
     def bounds(module: Any) -> str:
         """The last evaluation point's test bounds (or log p(x)), one per run of the stack."""
-        row = module.history[0][-1]
-        key = "test/marginal" if "test/marginal" in row else "test/elbo"
-        values = ", ".join(f"{h[-1][key]:.2f}" for h in module.history if h)
-        return f"{key} at {row['samples']:,d}: {values}"
+        rows = [module.last_evaluation(j) for j in range(len(module.history))]
+        if rows[0] is None:
+            return ""
+        key = "test/marginal" if "test/marginal" in rows[0] else "test/elbo"
+        return f"{key} at {rows[0]['samples']:,d}: {', '.join(f'{row[key]:.2f}' for row in rows)}"

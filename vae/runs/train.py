@@ -144,7 +144,7 @@ def _train_stack(specs: Sequence[RunSpec], folders: Sequence[RunFolder], data: L
     for j, (spec, folder) in enumerate(zip(specs, folders, strict=True)):
         status = {
             "samples": module.samples, "budget": spec.config.samples, "lr": module.lrs[j],
-            "lr_selection": module.lr_selection[j], "last": module.history[j][-1] if module.history[j] else None,
+            "lr_selection": module.lr_selection[j], "last": module.last_evaluation(j),
             "train_seconds": module.train_seconds[j],
             "wall_seconds": statuses[spec.name].get("wall_seconds", 0.0) + wall,
             "device": str(trainer.strategy.root_device), "ranks": ranks,
