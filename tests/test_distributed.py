@@ -50,8 +50,8 @@ def test_two_process_ddp_run_equals_the_single_process_run(tmp_path, data_root):
     train(tmp_path / "two", data_root, "devices=2", "accelerator=cpu", "wandb=offline")
     for run in RUNS:
         one, two = metrics(tmp_path / "one", run), metrics(tmp_path / "two", run)
-        # evaluations at 1010, 3131, 4040; running averages of the minibatch bounds at 2020, 3939, 4040
-        assert list(two["samples"]) == list(one["samples"]) == [1010, 2020, 3131, 3939, 4040]
+        # evaluations at 1010, 3131 and 4040; running averages of the minibatch bounds at 2020 and 4040
+        assert list(two["samples"]) == list(one["samples"]) == [1010, 2020, 3131, 4040]
         cols = ["train/elbo", "test/elbo", "train/running_elbo"]
         # before any sampled pixel can differ, both runs agree to float32 rounding
         assert two.loc[0, cols[:2]].to_numpy() == pytest.approx(one.loc[0, cols[:2]].to_numpy(), rel=1e-6)
@@ -98,8 +98,8 @@ def test_sweep_through_ray_writes_every_run_like_the_local_engine(tmp_path, data
     for run in RUNS:
         a, b = metrics(tmp_path / "local", run), metrics(tmp_path / "ray", run)
         assert list(a["samples"]) == list(b["samples"])
-        assert b[["train/elbo", "test/elbo"]].to_numpy() == pytest.approx(
-            a[["train/elbo", "test/elbo"]].to_numpy(), rel=1e-5)
+        cols = ["train/elbo", "test/elbo", "train/running_elbo"]
+        assert b[cols].to_numpy() == pytest.approx(a[cols].to_numpy(), rel=1e-5, nan_ok=True)
         assert fanned[run]["samples"] == 4040
 
 

@@ -17,8 +17,8 @@ to summation order. The full-set evaluation is split across ranks by chunk and r
 
 Model j's state (``run_state``) is its own: unpadded parameters, Adagrad sums and step size, random stream,
 algorithm state, and the running sum of its minibatch bounds since the last logged running average. It moves
-between stacks of any size, which is how runs are checkpointed, how the §5 step-size
-candidates are trained side by side, and how a run started in a stack continues alone.
+between stacks of any size, which is how runs are checkpointed, how the §5 step-size candidates are trained side
+by side, and how a run started in a stack continues alone.
 """
 
 from __future__ import annotations

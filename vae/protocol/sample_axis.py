@@ -6,7 +6,9 @@ Two train curves are logged. ``train/elbo`` is a fresh evaluation of the bound o
 evaluation point, the suite's own. ``train/running_elbo`` is what the paper plotted as its train curve: every
 ``running_every`` samples, the average of the minibatch bounds of the iterations since the last one (the
 authors' ``loop_va``), summed on the device as the steps run. Early on the two differ by tens of nats, since
-the running average carries the whole early phase of training; compare the paper's train curves with it.
+the running average carries the whole early phase of training; compare the paper's train curves with it. The
+§5 step-size selection runs without stopping, so a running point inside it is not logged: the first window then
+reaches from 0 to the first point after it.
 
 Speed: one optimizer step of these networks costs less than Lightning's per-step overhead, so one Lightning
 ``training_step`` runs up to ``steps_per_call`` iterations (manual optimization), replayed as one CUDA graph on

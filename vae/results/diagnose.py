@@ -32,6 +32,7 @@ ACTIVE = 0.01  # Burda et al. (2016): Var_x(E_q[z_u|x]) above this marks an acti
 INPUTS = ("test", "bernoulli", "fantasies")
 
 
+@torch.no_grad()
 def inputs_of(model: VAE, test: torch.Tensor, kind: str, generator: torch.Generator) -> torch.Tensor:
     """The images a report is taken on: the test images, their Bernoulli draws, or as many fantasies x ~ p(x|z)
     with z ~ N(0, I) (Bernoulli draws of the decoder's means, or Gaussian draws around them)."""
