@@ -90,9 +90,9 @@ class SampleAxis(L.LightningModule):
         data = self.trainer.datamodule
         self.stack.attach(data.train_x.to(self.device), data.test_x.to(self.device))
         step = self.stack.samples_per_step
-        self.points = run_points(self.cfg, step)
-        self.running_points = running_points(self.cfg, step) if self.stack.minibatch_bound else []
-        self.logged_points = sorted(set(self.points) | set(self.running_points))
+        self.points = set(run_points(self.cfg, step))
+        self.running_points = set(running_points(self.cfg, step)) if self.stack.minibatch_bound else set()
+        self.logged_points = sorted(self.points | self.running_points)
         self.budget = round_up(self.cfg.samples, step)
 
     def on_train_start(self) -> None:

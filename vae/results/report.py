@@ -421,7 +421,10 @@ def ablation_at_paper_points(runs: list[LoggedRun], paper: pd.DataFrame) -> pd.D
     ours - paper, the mean absolute difference and the worst one, with the first and last x compared."""
     rows = []
     for run in runs:
-        found = at_paper_points(run.curve, [run], paper) if run.figure == 2 else at_own_points(run, paper)
+        if run.figure == 2:
+            found = at_paper_points(run.curve, [run], paper)
+        else:  # every logged point of the run, with the paper's value where it has one
+            found = [r for r in curve_rows(run.curve, [run], paper, [])[1] if not math.isnan(r["delta"])]
         compared = pd.DataFrame(found, columns=["split", "samples", "delta"])
         for split, points in compared.groupby("split", sort=False):
             worst = points["delta"].abs().argmax()
@@ -430,18 +433,6 @@ def ablation_at_paper_points(runs: list[LoggedRun], paper: pd.DataFrame) -> pd.D
                              mean_delta=points["delta"].mean(), mean_abs_delta=points["delta"].abs().mean(),
                              worst_delta=points["delta"].iloc[worst], at=int(points["samples"].iloc[worst])))
     return pd.DataFrame(rows)
-
-
-def at_own_points(run: LoggedRun, paper: pd.DataFrame) -> list[dict[str, Any]]:
-    """Figure 3: the run's estimated marginal likelihood at its own points where the paper has a value."""
-    rows = []
-    for split in ("train", "test"):
-        series = f"{SERIES[run.config['algorithm']]} {split}"
-        for samples, value in zip(run.metrics["samples"], run.metrics[f"{split}/marginal"], strict=True):
-            ref = paper_value(paper, run.panel, series, samples, 3)
-            if not math.isnan(ref):
-                rows.append(dict(split=split, samples=samples, delta=value - ref))
-    return rows
 
 
 def write_figure_tables(results_dir: Path, figure: int, runs: list[LoggedRun], settings: dict[str, Any],
