@@ -124,6 +124,8 @@ CASES: dict[str, Callable[[Case], list[str]]] = {
     "checkpoint of another nz: train": lambda c: (c.other_nz_checkpoint(), c.train("samples=8000"))[1],
     "checkpoint of another nz: diagnose": lambda c: (c.other_nz_checkpoint(), c.diagnose())[1],
     "checkpoint of another nz: figures": lambda c: (c.other_nz_checkpoint(), c.figures())[1],
+    "diagnose a folder that is not a run": lambda c: ["diagnose", str(c.tmp / "nope"), "--data-dir", str(c.data)],
+    "log-px of a folder that is not a run": lambda c: ["log-px", str(c.tmp / "nope"), "--data-dir", str(c.data)],
     "a symlink loop as the data folder": lambda c: c.train("samples=8000", data=c.symlink_loop()),
     "a data file that is a directory": lambda c: c.train("samples=8000", data=c.data_file_is_directory()),
     "a mistyped data folder": lambda c: c.train("samples=8000", data=c.tmp / "typo" / "data"),

@@ -157,8 +157,9 @@ def read_checkpoint(folder: RunFolder) -> dict[str, Any]:
 def load_model(folder: RunFolder, checkpoint: dict[str, Any] | None = None) -> VAE:
     """The trained model of a run, from its config and its verified last checkpoint (or ``checkpoint``, read
     with ``read_checkpoint``)."""
+    checkpoint = checkpoint or read_checkpoint(folder)  # refuses a folder that is not a trained run
     model = VAE(make_config(folder.config()))
-    model.load_state_dict((checkpoint or read_checkpoint(folder))["state_dict"])
+    model.load_state_dict(checkpoint["state_dict"])
     return model
 
 
