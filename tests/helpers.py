@@ -1,9 +1,14 @@
-"""Synthetic logged runs for the table and figure tests; the small stacks of the stack tests."""
+"""Synthetic logged runs for the table and figure tests; the small stacks of the stack tests; a fixed thread
+count for numbers compared across processes."""
 
 import json
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pandas as pd
+import torch
 import yaml
 
 from vae.config import Config, make_config
@@ -27,3 +32,21 @@ def fake_run(results: Path, sweep: str, name: str, rows: list[tuple[int, float, 
     pd.DataFrame(rows, columns=columns).to_csv(folder / "metrics.csv", index=False)
     (folder / "status.json").write_text(json.dumps({"samples": rows[-1][0]}))
     return folder
+
+
+@contextmanager
+def threads(n: int) -> Iterator[None]:
+    """Torch's threads in this process, and ``OMP_NUM_THREADS`` for the processes it starts, set to ``n``. A
+    matrix product split over another number of threads sums in another order and rounds differently, so two
+    processes whose numbers are compared must use the same count, whatever the machine's default."""
+    old, env = torch.get_num_threads(), os.environ.get("OMP_NUM_THREADS")
+    torch.set_num_threads(n)
+    os.environ["OMP_NUM_THREADS"] = str(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(old)
+        if env is None:
+            del os.environ["OMP_NUM_THREADS"]
+        else:
+            os.environ["OMP_NUM_THREADS"] = env

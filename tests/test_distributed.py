@@ -1,5 +1,6 @@
 """Scale-out on CPU: a real 2-process Lightning DDP run (gloo), the sharded evaluation and gradient
-all-reduce in isolation, and a sweep fanned out through Ray."""
+all-reduce in isolation, and a sweep fanned out through Ray. Every process compared here runs one thread (see
+``helpers.threads``): the machine's default thread count would differ between the two sides."""
 
 import os
 import subprocess
@@ -12,6 +13,7 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 import yaml
+from helpers import threads
 
 from vae.algorithms import AEVB
 from vae.algorithms.stack import share
@@ -35,7 +37,9 @@ def train(results: Path, data_root: Path, *overrides: str) -> None:
     sweep.write_text(yaml.safe_dump(SWEEP))
     cmd = [sys.executable, "-m", "vae", "train", str(sweep), "--results-dir", str(results),
            "--data-dir", str(data_root), "--set", *overrides]
-    done = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=os.environ | {"WANDB_SILENT": "true"})
+    # one thread per process: Lightning would give each DDP rank half the cores, the single process all of them
+    env = os.environ | {"WANDB_SILENT": "true", "OMP_NUM_THREADS": "1"}
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=env)
     assert done.returncode == 0, done.stderr[-3000:]
 
 
@@ -65,6 +69,7 @@ def test_two_process_ddp_run_equals_the_single_process_run(tmp_path, data_root):
 
 def _rank_main(rank: int, out: Path, x: torch.Tensor, cfg: dict) -> None:
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=os.environ["TEST_PORT"])
+    torch.set_num_threads(1)  # as the single process it is compared with
     dist.init_process_group("gloo", rank=rank, world_size=2)
     model = AEVB([make_config(cfg)])
     (value,) = model.evaluate(x, [torch.Generator().manual_seed(7)])
@@ -80,7 +85,8 @@ def _rank_main(rank: int, out: Path, x: torch.Tensor, cfg: dict) -> None:
 def test_sharded_evaluation_and_gradient_sum_match_one_process(tmp_path):
     cfg = dict(hidden=20, nz=2, binarize="dynamic", eval_batch=300, M=7, init_std=0.3)
     x = torch.rand(2500, 784)  # 9 evaluation chunks: 5 on rank 0, 4 on rank 1
-    (single,) = AEVB([make_config(cfg)]).evaluate(x, [torch.Generator().manual_seed(7)])
+    with threads(1):
+        (single,) = AEVB([make_config(cfg)]).evaluate(x, [torch.Generator().manual_seed(7)])
     os.environ["TEST_PORT"] = str(29500 + os.getpid() % 1000)
     mp.spawn(_rank_main, args=(tmp_path, x, cfg), nprocs=2, join=True)
     ranks = [torch.load(tmp_path / f"rank{r}.pt") for r in (0, 1)]
@@ -91,9 +97,12 @@ def test_sharded_evaluation_and_gradient_sum_match_one_process(tmp_path):
 
 
 def test_sweep_through_ray_writes_every_run_like_the_local_engine(tmp_path, data_root):
+    """The Ray task of one CPU runs one thread (Ray sets OMP_NUM_THREADS=1 for it, or passes on the driver's,
+    here 1); so does the local run, which would otherwise use the machine's default."""
     sweep = load_sweep_dict(tmp_path)
-    local = run_sweep(sweep, tmp_path / "local", data_root)
-    fanned = run_sweep(sweep, tmp_path / "ray", data_root, engine=Engine("ray", cpus_per_run=1))
+    with threads(1):
+        local = run_sweep(sweep, tmp_path / "local", data_root)
+        fanned = run_sweep(sweep, tmp_path / "ray", data_root, engine=Engine("ray", cpus_per_run=1))
     assert set(fanned) == set(local) == set(RUNS)
     for run in RUNS:
         a, b = metrics(tmp_path / "local", run), metrics(tmp_path / "ray", run)
