@@ -15,6 +15,7 @@ from lightning.pytorch.utilities import rank_zero_only
 
 from vae.config import ConfigError, load_sweep, parse_overrides, problem
 from vae.data import DATA_ENV, DataError, data_dir, load_frey, load_mnist
+from vae.optional import MissingDependency
 from vae.protocol.sample_axis import RunDiverged
 from vae.results.diagnose import INPUTS
 from vae.results.report import ReportError
@@ -134,7 +135,7 @@ def main(argv: list[str] | None = None) -> int:
                   f"valid {tuple(splits.valid.shape)}, test {tuple(splits.test.shape)}")
             frey_train, frey_test = load_frey(data_dir(args.data_dir))
             print(f"Frey Face: checksum ok; train {tuple(frey_train.shape)}, test {tuple(frey_test.shape)}")
-    except (ConfigError, DataError, ReportError, ResultsError, RunDiverged, SweepFailed) as e:
+    except (ConfigError, DataError, MissingDependency, ReportError, ResultsError, RunDiverged, SweepFailed) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     except Interrupted as e:

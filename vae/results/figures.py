@@ -27,6 +27,7 @@ from matplotlib.lines import Line2D  # noqa: E402
 
 from vae.config import ConfigError  # noqa: E402
 from vae.models.vae import VAE  # noqa: E402
+from vae.optional import require_wandb  # noqa: E402
 from vae.results.report import (  # noqa: E402
     PANEL,
     SERIES,
@@ -266,15 +267,19 @@ def draw(model: VAE, z: torch.Tensor, n: int, path: Path) -> Path:
 
 def log_to_wandb(run_dirs: list[Path], images: dict[str, Path]) -> int:
     """Add the figures to the W&B pages of the runs they were drawn from (offline, like the runs), at
-    each run's last logged point; returns how many runs were updated."""
-    import wandb
-
-    updated = 0
+    each run's last logged point; returns how many runs were updated. wandb is imported only where some run
+    has a W&B run (not ``wandb: disabled``)."""
+    logged = []
     for run_dir in run_dirs:
         folder = RunFolder(run_dir)
         cfg = folder.config()
-        if cfg["wandb"] == "disabled" or not folder.wandb_id_file.is_file():
-            continue
+        if cfg["wandb"] != "disabled" and folder.wandb_id_file.is_file():
+            logged.append((run_dir, folder, cfg))
+    if not logged:
+        return 0
+    wandb = require_wandb("adding the figures to the runs' W&B pages", "pass --no-wandb")
+    updated = 0
+    for run_dir, folder, cfg in logged:
         last = int(folder.metrics()["samples"].max())
         run = wandb.init(project=cfg["wandb_project"], id=folder.wandb_id(), dir=str(run_dir), mode=cfg["wandb"],
                          resume="allow")

@@ -16,6 +16,7 @@ from pathlib import Path
 import pandas as pd
 
 from vae.config import Sweep
+from vae.optional import require_wandb
 from vae.results.report import METRIC, PANEL, SERIES, load_paper, paper_curve, paper_panel
 from vae.runs.wandb_history import durable_steps
 
@@ -38,15 +39,17 @@ def paper_points(paper: pd.DataFrame, figure: int, name: str, algorithm: str) ->
 
 def log_paper_curves(sweep: Sweep, results_dir: Path) -> list[str]:
     """Log the paper's curves of every panel the sweep trains into its W&B group (offline or online as its
-    runs); returns the W&B run names logged now."""
-    import wandb
-
-    paper, logged = load_paper(), []
+    runs); returns the W&B run names logged now. A sweep with no run logged to W&B (``wandb: disabled``) logs
+    nothing and does not import wandb."""
     panels = {}
     for spec in sweep.runs:
         config = spec.config.to_dict()
         if config["wandb"] != "disabled" and config["dataset"] in PANEL:
             panels[paper_panel(config) + (config["algorithm"],)] = config
+    if not panels:
+        return []
+    wandb = require_wandb("logging the paper's curves to W&B (wandb=offline/online)")
+    paper, logged = load_paper(), []
     for (figure, name, algorithm), config in panels.items():
         points = paper_points(paper, figure, name, algorithm)
         if points.empty:

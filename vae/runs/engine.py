@@ -24,6 +24,7 @@ from lightning.pytorch.utilities import rank_zero_only
 from vae.algorithms import ALGORITHMS
 from vae.algorithms.stack import STACKED_KEYS
 from vae.config import ConfigError, RunSpec, Sweep
+from vae.optional import require_ray, require_wandb
 from vae.runs.folder import ResultsError, RunFolder
 from vae.runs.train import check_accelerator, finished, run_one, say, train_stack
 
@@ -105,8 +106,7 @@ def run_stacked(sweep: str, specs: Sequence[RunSpec], results_dir: Path, data_di
 
 def _run_ray(engine: Engine, sweep: str, specs: list[RunSpec], results_dir: Path,
              data_dir: Path | None) -> dict[str, dict[str, Any]]:
-    import ray
-
+    ray = require_ray()
     env = {k: os.environ[k] for k in ("VAE_DATA_DIR", "WANDB_MODE") if k in os.environ}
     ray.init(address=engine.address, num_gpus=engine.gpus if engine.address is None else None,
              runtime_env={"env_vars": env}, include_dashboard=False, log_to_driver=True,
@@ -135,6 +135,16 @@ def _run_ray(engine: Engine, sweep: str, specs: list[RunSpec], results_dir: Path
         ray.shutdown()
 
 
+def check_optional(engine: Engine, specs: Sequence[RunSpec]) -> None:
+    """Refuse, before anything is written, a sweep that needs an optional package (``vae.optional``) this
+    machine cannot import: ``wandb`` for runs logged to W&B, ``ray`` for the Ray engine. Neither is imported
+    otherwise."""
+    if engine.kind == "ray":
+        require_ray()
+    if any(s.config.wandb != "disabled" for s in specs):
+        require_wandb()
+
+
 def run_sweep(sweep: Sweep, results_dir: Path, data_dir: Path | None = None, only: list[str] | None = None,
               engine: Engine = Engine(), data: L.LightningDataModule | None = None,
               restart: bool = False) -> dict[str, dict[str, Any]]:
@@ -145,6 +155,7 @@ def run_sweep(sweep: Sweep, results_dir: Path, data_dir: Path | None = None, onl
         raise ConfigError(f"--only {only}: unknown run name(s); this sweep has {[s.name for s in sweep.runs]}")
     for cfg in {s.config.accelerator: s.config for s in specs}.values():
         check_accelerator(cfg)
+    check_optional(engine, specs)
     for spec in specs if rank_zero_only.rank == 0 else ():  # DDP: rank 0 checks before it starts the others
         folder = RunFolder.of(results_dir, sweep.name, spec.name)
         if not finished(folder, spec.config) or restart:

@@ -27,6 +27,7 @@ from lightning.pytorch.loggers.logger import Logger
 from lightning.pytorch.utilities import rank_zero_only
 
 from vae.config import Config
+from vae.optional import require_wandb
 from vae.runs.wandb_history import durable_steps
 
 
@@ -292,10 +293,12 @@ STEP_METRICS = ("train/*", "test/*", "lr", "time/*", "lr_select/*")
 
 def run_loggers(folder: RunFolder, config: Config) -> list[Logger]:
     """The run's CSV logger and, unless ``wandb: disabled``, its W&B run: offline by default (``wandb sync
-    <run>/wandb/offline-run-*`` uploads later), one W&B group per sweep, ``samples`` as every metric's x-axis."""
+    <run>/wandb/offline-run-*`` uploads later), one W&B group per sweep, ``samples`` as every metric's x-axis.
+    Lightning's ``WandbLogger`` imports wandb only when it is made, so with ``wandb: disabled`` nothing does."""
     loggers: list[Logger] = [RunCSVLogger(folder)]
     if config.wandb == "disabled":
         return loggers
+    require_wandb()  # a one-line error, not Lightning's, where wandb is missing
     wandb = ResumeSafeWandbLogger(
         folder, project=config.wandb_project, name=f"{folder.sweep}/{folder.name}", group=folder.sweep,
         id=folder.wandb_id(), save_dir=str(folder.path), offline=config.wandb == "offline", resume="allow",

@@ -53,11 +53,15 @@ def session_files(wandb_dir: Path, run_id: str) -> list[Path]:
 
 
 def durable_steps(wandb_dir: Path, run_id: str) -> list[int]:
-    """The step of every history record on disk for W&B run ``run_id``, over all its sessions, in order."""
+    """The step of every history record on disk for W&B run ``run_id``, over all its sessions, in order (wandb
+    is imported only where there are such files to read)."""
+    files = session_files(wandb_dir, run_id)
+    if not files:
+        return []
     from wandb.proto import wandb_internal_pb2
 
     steps = []
-    for path in session_files(wandb_dir, run_id):
+    for path in files:
         for raw in records(path):
             record = wandb_internal_pb2.Record()
             record.ParseFromString(raw)
