@@ -1,15 +1,19 @@
 """Training throughput of stacks of the paper's MNIST model (784-500-Nz, M = 100, estimator B, §5 and App. C):
 one model alone, Figure 2's five MNIST models (Nz in {3, 5, 10, 20, 200}) as one stack against the same five one
-after another, and, on a GPU, stacks of 18 and 54 models, eagerly and replayed from CUDA graphs.
+after another, and, on a GPU, stacks of 18 and 54 models.
 
-Every contender runs the suite's own training code: ``Stack.train_steps`` (eager) or ``GraphedSteps`` (the block
-of ``steps_per_call`` iterations that ``SampleAxis`` replays on CUDA), past Adagrad's warm-up, with the data on the
-device. "sequential" trains five stacks of one in turn, ``steps_per_call`` iterations each, as five runs of the
-normal path would. Rounds alternate the order of the contenders; the table gives medians over rounds and the
-ratio of medians. FLOP counts are the matrix products of a step (forward, and backward for weights and inputs);
-the share of the device's peak uses ``--peak-tflops`` (default: the H200's fp32 peak, 67 TFLOP/s, on CUDA).
+Every contender runs the suite's own training code past Adagrad's warm-up, with the data on the device, in one of
+these modes: "eager" (``Stack.train_steps``), "graphed" (``GraphedSteps``: the block of ``steps_per_call``
+iterations that ``SampleAxis`` replays on CUDA), "fused" (the same graph over steps compiled by torch.compile,
+``compile: true``, the default on CUDA) and "fused-tf32" (fused, ``matmul_precision: tf32``). "sequential" trains
+five stacks of one in turn, ``steps_per_call`` iterations each, as five runs of the normal path would. Rounds
+alternate the order of the contenders until ``--seconds`` have passed (one round at least); the table gives
+medians over rounds and the ratio of medians. FLOP counts are the matrix products of a step (forward, and
+backward for weights and inputs); the share of the device's peak uses ``--peak-tflops`` (default: the H200's
+fp32 peak, 67 TFLOP/s, on CUDA).
 
-    .venv/bin/python bench/stack_speed.py [--device cuda] [--seconds 20] [--sizes 1 5 18 54] [--out FILE.csv]
+    .venv/bin/python bench/stack_speed.py [--device cuda] [--seconds 20] [--sizes 1 5 18 54]
+        [--modes graphed fused fused-tf32] [--sequential-modes graphed fused] [--out FILE.csv]
 """
 
 from __future__ import annotations
@@ -31,10 +35,15 @@ FIGURE2_NZ = (3, 5, 10, 20, 200)
 H200_FP32_TFLOPS = 67.0
 
 
-def configs(nzs: list[int], steps_per_call: int) -> list[Config]:
-    """Figure 2's MNIST AEVB settings, the step size fixed, no warm-up (every timed step updates)."""
+MODES = ("eager", "graphed", "fused", "fused-tf32")
+
+
+def configs(nzs: list[int], steps_per_call: int, mode: str = "eager") -> list[Config]:
+    """Figure 2's MNIST AEVB settings, the step size fixed, no warm-up (every timed step updates), executed as
+    ``mode`` says."""
+    execution = dict(compile=mode.startswith("fused"), matmul_precision="tf32" if mode == "fused-tf32" else "highest")
     return [make_config(dict(nz=nz, hidden=500, M=100, lr=0.02, adagrad_warmup=0, seed=i,
-                             steps_per_call=steps_per_call)) for i, nz in enumerate(nzs)]
+                             steps_per_call=steps_per_call, **execution)) for i, nz in enumerate(nzs)]
 
 
 def flops_per_step(cfg: Config, nz: int) -> float:
@@ -51,12 +60,14 @@ def stack_of(cfgs: list[Config], train_x: torch.Tensor) -> Stack:
     return stack
 
 
-def runner(stacks: list[Stack], steps: int, graphed: bool) -> Callable[[], None]:
-    """One block of ``steps`` iterations of every stack in turn."""
-    if graphed:
-        graphs = [GraphedSteps(s, steps) for s in stacks]
-        return lambda: [g.run() for g in graphs] and None
-    return lambda: [s.train_steps(steps) for s in stacks] and None
+def runner(cfgs: list[list[Config]], train_x: torch.Tensor, steps: int, mode: str) -> Callable[[], None]:
+    """One block of ``steps`` iterations of every stack of ``cfgs`` in turn. Unless eager, each stack is captured
+    (compiled first if fused) before the next is built: a graph keeps the matrix precision it was captured in."""
+    if mode == "eager":
+        stacks = [stack_of(c, train_x) for c in cfgs]
+        return lambda: [s.train_steps(steps) for s in stacks] and None
+    graphs = [GraphedSteps(stack_of(c, train_x), steps) for c in cfgs]
+    return lambda: [g.run() for g in graphs] and None
 
 
 def timed(block: Callable[[], None], blocks: int, device: torch.device) -> float:
@@ -76,6 +87,10 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=20.0, help="timed budget, all contenders together")
     parser.add_argument("--chunk", type=float, default=0.5, help="seconds per timing, roughly")
     parser.add_argument("--sizes", type=int, nargs="*", help="stacks of k Nz=20 models (default: 18 54 on CUDA)")
+    parser.add_argument("--modes", nargs="*", choices=MODES,
+                        help="execution modes (default: graphed fused on CUDA, eager on the CPU)")
+    parser.add_argument("--sequential-modes", nargs="*", choices=MODES,
+                        help="modes that also time Figure 2's five models one after another (default: all)")
     parser.add_argument("--steps-per-call", type=int, default=50)
     parser.add_argument("--peak-tflops", type=float, help="the device's fp32 peak (default: H200's on CUDA)")
     parser.add_argument("--data-dir", default=None, help="data folder (default: $VAE_DATA_DIR or ./data)")
@@ -84,30 +99,32 @@ def main() -> None:
     device = torch.device(args.device)
     cuda = device.type == "cuda"
     steps = args.steps_per_call
+    modes = args.modes or (["graphed", "fused"] if cuda else ["eager"])
+    if not cuda and set(modes) != {"eager"}:
+        parser.error("graphed and fused modes need a CUDA device")
     train_x = load_dataset(configs([20], steps)[0], args.data_dir)[0].to(device)
     sizes = args.sizes if args.sizes is not None else ([18, 54] if cuda else [])
     peak = args.peak_tflops or (H200_FP32_TFLOPS if cuda else None)
 
-    fig2 = configs(list(FIGURE2_NZ), steps)
     contenders: dict[str, tuple[Callable[[], None], int, float]] = {}  # name: (block, models, FLOPs per block)
-    one = configs([20], steps)
-    modes = [False, True] if cuda else [False]
-    for graphed in modes:
-        tag = "graphed" if graphed else "eager"
-        contenders[f"k=1 {tag}"] = (runner([stack_of(one, train_x)], steps, graphed), 1,
-                                    steps * flops_per_step(one[0], 20))
-        contenders[f"fig2 stack of 5 {tag}"] = (runner([stack_of(fig2, train_x)], steps, graphed), 5,
-                                                steps * 5 * flops_per_step(fig2[0], 200))
-        contenders[f"fig2 5 one after another {tag}"] = (
-            runner([stack_of([c], train_x) for c in fig2], steps, graphed), 5,
-            steps * sum(flops_per_step(c, c.nz) for c in fig2))
+    compile_seconds: dict[str, float] = {}
+    for mode in modes:
+        fig2, one = configs(list(FIGURE2_NZ), steps, mode), configs([20], steps, mode)
+        layouts = {f"k=1 {mode}": ([one], 1, steps * flops_per_step(one[0], 20)),
+                   f"fig2 stack of 5 {mode}": ([fig2], 5, steps * 5 * flops_per_step(fig2[0], 200))}
+        if args.sequential_modes is None or mode in args.sequential_modes:
+            layouts[f"fig2 5 one after another {mode}"] = ([[c] for c in fig2], 5,
+                                                           steps * sum(flops_per_step(c, c.nz) for c in fig2))
         for k in sizes:
-            cfgs = configs([20] * k, steps)
-            contenders[f"stack of {k} {tag}"] = (runner([stack_of(cfgs, train_x)], steps, graphed), k,
-                                                 steps * k * flops_per_step(cfgs[0], 20))
-
-    for block, _, _ in contenders.values():  # warm-up: allocator, kernels, thread pools
-        timed(block, 2, device)
+            cfgs = configs([20] * k, steps, mode)
+            layouts[f"stack of {k} {mode}"] = ([cfgs], k, steps * k * flops_per_step(cfgs[0], 20))
+        for name, (cfgs, models, flops) in layouts.items():
+            began = time.perf_counter()
+            block = runner(cfgs, train_x, steps, mode)
+            timed(block, 2, device)  # warm-up: allocator, kernels, thread pools
+            compile_seconds[name] = time.perf_counter() - began
+            contenders[name] = (block, models, flops)
+            print(f"set up {name} in {compile_seconds[name]:.1f} s", flush=True)
     blocks = {name: max(1, round(args.chunk / (timed(c[0], 1, device) or 1e-9))) for name, c in contenders.items()}
     where = torch.cuda.get_device_name(device) if cuda else f"cpu, {torch.get_num_threads()} threads"
     print(f"device {where}; torch {torch.__version__}; M=100, hidden 500, {steps} steps per block")
@@ -115,7 +132,7 @@ def main() -> None:
     start = time.perf_counter()
     names = list(contenders)
     r = 0
-    while r < 3 or time.perf_counter() - start < args.seconds:
+    while r < 1 or time.perf_counter() - start < args.seconds:
         for name in names if r % 2 == 0 else names[::-1]:
             block, models, _ = contenders[name]
             seconds = timed(block, blocks[name], device)
@@ -124,16 +141,17 @@ def main() -> None:
     rows = []
     for name, (_, models, flops) in contenders.items():
         total = statistics.median(rates[name])
-        row = dict(contender=name, models=models, samples_per_s=round(total), per_model=round(total / models))
+        row = dict(contender=name, models=models, samples_per_s=round(total), per_model=round(total / models),
+                   rounds=len(rates[name]), setup_s=round(compile_seconds[name], 1))
         if peak:
             achieved = flops / (steps * 100 * models) * total
             row["share_of_fp32_peak"] = round(achieved / (peak * 1e12), 4)
         rows.append(row)
         print("  ".join(f"{k} {v}" for k, v in row.items()))
-    for tag in ("eager", "graphed") if cuda else ("eager",):
-        ratio = statistics.median(rates[f"fig2 stack of 5 {tag}"]) / statistics.median(
-            rates[f"fig2 5 one after another {tag}"])
-        print(f"fig2 MNIST models, stacked / one after another ({tag}): {ratio:.2f}")
+    for mode in [m for m in modes if f"fig2 5 one after another {m}" in rates]:
+        ratio = statistics.median(rates[f"fig2 stack of 5 {mode}"]) / statistics.median(
+            rates[f"fig2 5 one after another {mode}"])
+        print(f"fig2 MNIST models, stacked / one after another ({mode}): {ratio:.2f}")
     if args.out:
         with open(args.out, "w", newline="") as f:
             writer = csv.DictWriter(f, fieldnames=list(rows[0]))

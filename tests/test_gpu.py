@@ -5,6 +5,8 @@ the stacks draw from host generators (``HostDraws``) and copy the draws to the d
 the same arithmetic, compared in float64. Everything else uses the suite's own device generators.
 """
 
+import dataclasses
+import os
 import random
 import signal
 import subprocess
@@ -16,6 +18,8 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import torch
+import torch.distributed as dist
+import torch.multiprocessing as mp
 import yaml
 from helpers import STACK_MODELS, stack_configs
 
@@ -115,6 +119,75 @@ def test_graphed_steps_equal_eager_steps(mnist, kind):
         assert torch.equal(e.get_state(), g.get_state()), "the graph left a generator elsewhere than eager steps"
     assert eager.evaluate(mnist[1].cuda(), eager.eval_generators()) == pytest.approx(
         graphed.evaluate(mnist[1].cuda(), graphed.eval_generators()), rel=1e-6)
+
+
+def fused_or_eager(kind: type[Stack], cfgs: list[Config], data: tuple[torch.Tensor, torch.Tensor], fused: bool,
+                   steps: int) -> Stack:
+    """A stack trained past its warm-up, then ``steps`` more: fused and replayed from a graph, or eager."""
+    stack = trained(kind, [dataclasses.replace(cfg, compile=fused) for cfg in cfgs], data, "cuda", steps=10)  # past the warm-up
+    assert stack.fused == fused
+    if fused:
+        block = GraphedSteps(stack, steps)
+        block.run()
+    else:
+        stack.train_steps(steps)
+    return stack
+
+
+@pytest.mark.parametrize("kind, overrides", [(AEVB, {}), (WakeSleep, dict(decoder="gaussian-sigmoid-mean"))],
+                         ids=["aevb", "wakesleep-gaussian"])
+def test_compiled_graphed_steps_equal_eager_steps_in_float64(mnist, float64, kind, overrides):
+    """Inductor's Triton kernels inside the CUDA graph compute what the eager kernels compute: in float64 the
+    padded stack's parameters, running sums and streams agree after 20 fused steps."""
+    data = tuple(t.double() for t in mnist)
+    eager = fused_or_eager(kind, configs(**overrides), data, False, 20)
+    fused = fused_or_eager(kind, configs(**overrides), data, True, 20)
+    assert fused._compiled and not eager._compiled
+    assert_same_parameters(eager, fused, rtol=1e-9, atol=1e-12)
+    torch.testing.assert_close(eager.running, fused.running, rtol=1e-12, atol=1e-8)
+    for e, f in zip(eager.generators(), fused.generators(), strict=True):
+        assert torch.equal(e.get_state(), f.get_state())
+
+
+def test_tf32_is_the_configs_choice_and_changes_only_rounding(mnist):
+    highest = fused_or_eager(AEVB, configs(), mnist, True, 20)
+    assert not torch.backends.cuda.matmul.allow_tf32
+    tf32 = fused_or_eager(AEVB, configs(matmul_precision="tf32"), mnist, True, 20)
+    assert torch.backends.cuda.matmul.allow_tf32
+    differ = [not torch.equal(p, q) for p, q in zip(highest.parameters(), tf32.parameters(), strict=True)]
+    assert any(differ), "TF32 changed no number: the switch did not reach the matrix products"
+    x = mnist[1].cuda()
+    bounds = [s.evaluate(x, s.eval_generators()) for s in (highest, tf32)]
+    torch.backends.cuda.matmul.allow_tf32 = False
+    assert bounds[1] == pytest.approx(bounds[0], rel=1e-2)
+
+
+def _ddp_rank(rank: int, world: int, out: Path, data: tuple[torch.Tensor, torch.Tensor]) -> None:
+    """One rank of a gloo DDP group on the one GPU: trains the fused stack of one and saves its parameters."""
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=os.environ["TEST_PORT"])
+    dist.init_process_group("gloo", rank=rank, world_size=world)
+    stack = AEVB([configs(M=101)[0]]).to("cuda")
+    stack.attach(*(t.to("cuda") for t in data))
+    assert stack.fused and graph_unsupported(stack) is not None  # fused, but no graph across the all-reduce
+    stack.train_steps(20)
+    torch.save({n: p.detach().cpu() for n, p in stack.named_parameters()} | {"running": stack.running.cpu()},
+               out / f"rank{rank}.pt")
+    dist.destroy_process_group()
+
+
+def test_two_ranks_sharing_the_gpu_equal_one_rank(tmp_path, mnist):
+    """The multi-GPU path (device placement, fused steps, gradient all-reduce) with two gloo ranks on one GPU:
+    M = 101 split 51 + 50, the parameters equal a single process's to float32 summation order."""
+    os.environ["TEST_PORT"] = str(29500 + os.getpid() % 1000)
+    mp.spawn(_ddp_rank, args=(2, tmp_path, mnist), nprocs=2, join=True)
+    single = AEVB([configs(M=101)[0]]).to("cuda")
+    single.attach(*(t.to("cuda") for t in mnist))
+    single.train_steps(20)
+    ranks = [torch.load(tmp_path / f"rank{r}.pt") for r in (0, 1)]
+    for name, p in single.named_parameters():
+        for r in ranks:
+            torch.testing.assert_close(r[name], p.detach().cpu(), rtol=1e-4, atol=1e-6, msg=name)
+    torch.testing.assert_close(ranks[0]["running"] + ranks[1]["running"], single.running.cpu(), rtol=1e-6, atol=1e-3)
 
 
 def test_a_stack_on_cuda_equals_its_runs_alone(mnist, float64):

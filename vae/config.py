@@ -83,6 +83,7 @@ GROUPS: dict[str, str] = {  # group -> what its fields configure
     "mcem": "Monte Carlo EM (App. E)",
     "evaluation": "when and how the bound and the marginal likelihood are measured (Fig. 2, Fig. 3, App. D)",
     "seed": "the run's random streams: initialisation, minibatches, noise",
+    "precision": "the floating-point arithmetic of the matrix products on a CUDA device",
     "execution": "how long and how a run is carried out; never changes the mathematics (a larger samples "
                  "only extends the curve, devices > 1 changes only floating-point summation order), so it "
                  "may change on resume",
@@ -184,14 +185,23 @@ class Config:
     marginal_burnin: Annotated[int, Bounds(ge=0)] = _in("evaluation", 100)
     marginal_is_k: PositiveInt = _in("evaluation", 5000)  # importance samples per datapoint (marginal_estimator: is)
 
+    # highest: float32 matrix products | tf32: the tensor cores' TF32 mode for float32 matrix products on CUDA
+    # (10-bit mantissa inputs, float32 accumulation; faster, other numbers). Part of a run's identity; no
+    # effect on the CPU
+    matmul_precision: Literal["highest", "tf32"] = _in("precision", "highest")
+
     # initialisation, minibatches and noise; evaluation noise is seeded seed * 1_000_003 + samples (< 2**64)
     seed: Annotated[int, Bounds(ge=0, le=2**32 - 1)] = _in("seed", 0)
 
     # budget: training samples evaluated (Fig. 2 x-axis); a larger budget continues the same run on resume
-    samples: PositiveInt = _in("execution", 100_000_000)
+    samples: Annotated[int, Bounds(gt=0, le=10**12)] = _in("execution", 100_000_000)  # 10^4 times the paper's
     steps_per_call: PositiveInt = _in("execution", 50)  # optimizer steps per Lightning training_step
     # on CUDA, capture each block of steps_per_call optimizer steps as a CUDA graph and replay it; ignored on CPU
     cuda_graphs: bool = _in("execution", True)
+    # on CUDA, run each iteration's arithmetic (forward, bounds, backward, Adagrad) as kernels fused by
+    # torch.compile (inductor), the random draws outside them; false: eager kernels, the reference path.
+    # Ignored on the CPU
+    compile: bool = _in("execution", True)
     checkpoint_minutes: PositiveFloat = _in("execution", 10.0)
     # without a terminal, a progress line at most this often (on a terminal: a progress bar)
     heartbeat_seconds: PositiveFloat = _in("execution", 60.0)

@@ -3,6 +3,8 @@ encoder and decoder parameters with Adagrad, for a stack of k models."""
 
 from __future__ import annotations
 
+import torch
+
 from vae.algorithms.stack import Stack, share
 
 
@@ -18,11 +20,16 @@ class AEVB(Stack):
         params = [p for group in opt.param_groups for p in group["params"]]
         x = self.minibatch()
         eps = self.normal(cfg.L, cfg.M)[:, :, share(cfg.M)]
-        bound = self.bound(x, eps)
-        loss = bound.sum() / -cfg.M  # = -sum / M exactly, one kernel fewer
-        self.accumulate(bound)
+        loss, sums = self.region(self.objective)(x, eps)
+        self.accumulate(sums)
         for p in params:
             p.grad = None
         loss.backward()
         self.reduce_gradients(params)
         opt.step()
+
+    def objective(self, x: torch.Tensor, eps: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The loss, minus eq. (8)'s estimate divided by M (the sum over the k models), and each model's sum of
+        minibatch bounds for the running average."""
+        bound = self.bound(x, eps)
+        return bound.sum() / -self.cfg.M, self.bound_sums(bound)  # / -M: = -sum / M exactly, one kernel fewer

@@ -13,7 +13,8 @@ possible. The accumulator ``state["sum"]`` starts at ``eps`` instead of 0, so th
 update in one pass per tensor); elsewhere three multi-tensor (``torch._foreach``) kernels.
 
 ``StackedAdagrad`` steps k stacked models (a leading model dimension on every parameter) with a global step
-size per model: it is k of these optimizers in one.
+size per model: it is k of these optimizers in one. Its update off the CPU (``stacked_update``) can run compiled
+by torch.compile, which fuses it into a few kernels over all parameters (``compile_update``).
 """
 
 from __future__ import annotations
@@ -23,12 +24,12 @@ from typing import Any
 
 import torch
 
-_FUSED = hasattr(torch, "_fused_adagrad_")  # PyTorch >= 2.4
+from vae.algorithms.fusion import compiled
 
 
 def fusable(params: list[torch.Tensor]) -> bool:
     """Whether PyTorch's fused CPU Adagrad kernel can do the whole step for ``params``."""
-    return _FUSED and all(p.device.type == "cpu" and not p.is_sparse for p in params)
+    return all(p.device.type == "cpu" and not p.is_sparse for p in params)
 
 
 def accumulate(params: list[torch.Tensor], grads: list[torch.Tensor], sums: list[torch.Tensor],
@@ -38,6 +39,16 @@ def accumulate(params: list[torch.Tensor], grads: list[torch.Tensor], sums: list
         grads = torch._foreach_add(grads, params, alpha=decay)
     torch._foreach_addcmul_(sums, grads, grads)
     return grads
+
+
+def stacked_update(params: list[torch.Tensor], grads: list[torch.Tensor], sums: list[torch.Tensor],
+                   lrs: torch.Tensor, decay: float) -> None:
+    """One Adagrad step of k stacked models, model j with step size ``lrs[j]``: g += decay * w (the prior),
+    sum += g^2, w -= lr_j * g / sqrt(sum)."""
+    grads = accumulate(params, grads, sums, decay)
+    updates = torch._foreach_div(grads, torch._foreach_sqrt(sums))
+    torch._foreach_mul_(updates, [lrs.view(-1, *[1] * (p.dim() - 1)) for p in params])
+    torch._foreach_sub_(params, updates)
 
 
 class Adagrad(torch.optim.Optimizer):
@@ -96,13 +107,19 @@ class StackedAdagrad(Adagrad):
     """``Adagrad`` over stacked parameters (leading dimension k) with one global step size per model: slice j
     of every parameter moves by ``lrs[j] * g_j / sqrt(sum_j)``. Only ``update`` differs: on the CPU the fused
     kernel runs once per distinct step size, over the slices of the models that use it; elsewhere (and inside
-    a CUDA graph) multi-tensor kernels scale each slice by its step size, read from a device tensor."""
+    a CUDA graph) ``stacked_update`` scales each slice by its step size, read from a device tensor."""
 
     def __init__(self, params: Iterable[Any], lrs: Sequence[float], eps: float, warmup: int,
                  fused: bool | None = None) -> None:
         super().__init__(params, lr=1.0, eps=eps, warmup=warmup, fused=fused)
         self.lr_values = [float(lr) for lr in lrs]  # exact, for logs and checkpoints
         self._on_device: torch.Tensor | None = None
+        self._update = stacked_update
+
+    def compile_update(self, on: bool) -> None:
+        """Run ``stacked_update`` compiled by torch.compile (inductor: one pass per parameter tensor, the prior,
+        accumulation and step fused), on any device; off: eager kernels (the CPU's fused kernel there)."""
+        self._update = compiled(stacked_update) if on else stacked_update
 
     def set_lrs(self, lrs: Sequence[float]) -> None:
         """The step size of every model (the device copy is updated in place: a captured graph keeps reading it)."""
@@ -112,7 +129,7 @@ class StackedAdagrad(Adagrad):
 
     def update(self, params: list[torch.Tensor], grads: list[torch.Tensor], sums: list[torch.Tensor], lr: float,
                decay: float) -> None:
-        if self.use_fused(params):
+        if self._update is stacked_update and self.use_fused(params):
             values = self.lr_values
             if len(set(values)) == 1:  # one step size: the whole stacked tensors at once
                 super().update(params, grads, sums, values[0], decay)
@@ -122,11 +139,7 @@ class StackedAdagrad(Adagrad):
                 p, g, s = ([t[j] for t in tensors for j in models] for tensors in (params, grads, sums))
                 super().update(p, g, s, value, decay)
             return
-        grads = accumulate(params, grads, sums, decay)
-        updates = torch._foreach_div(grads, torch._foreach_sqrt(sums))
-        lrs = self._device_lrs(params[0])
-        torch._foreach_mul_(updates, [lrs.view(-1, *[1] * (p.dim() - 1)) for p in params])
-        torch._foreach_sub_(params, updates)
+        self._update(params, grads, sums, self._device_lrs(params[0]), decay)
 
     def _device_lrs(self, like: torch.Tensor) -> torch.Tensor:
         """The step sizes on the parameters' device, copied once (a CUDA graph replays the same tensor)."""

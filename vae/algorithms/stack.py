@@ -15,6 +15,12 @@ binarization, noise) from identically seeded generators and keeps its share; eac
 the bound's sum divided by M and one all-reduce sums the gradients, so the step is the single-process step up
 to summation order. The full-set evaluation is split across ranks by chunk and reduced with one all-reduce.
 
+Fused steps (``fuse``): on CUDA (``compile: true``) the arithmetic of an iteration, each region between two
+random draws (AEVB: eq. 8's bound, its loss and the running sum; its backward pass; the Adagrad update), runs
+as kernels compiled by torch.compile (inductor), and a CUDA graph (``vae.algorithms.graphs``) replays them with
+the draws. The draws stay eager, from each model's own generator, so the random numbers and every stream's
+position are those of eager steps; only floating-point rounding differs. Eager execution is the reference.
+
 Model j's state (``run_state``) is its own: unpadded parameters, Adagrad sums and step size, random stream,
 algorithm state, and the running sum of its minibatch bounds since the last logged running average. It moves
 between stacks of any size, which is how runs are checkpointed, how the §5 step-size candidates are trained side
@@ -24,13 +30,14 @@ by side, and how a run started in a stack continues alone.
 from __future__ import annotations
 
 import copy
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import torch
 import torch.distributed as dist
 from torch import nn
 
+from vae.algorithms.fusion import compiled
 from vae.algorithms.optim import StackedAdagrad
 from vae.config import Config, ConfigError
 from vae.models.bounds import elbo
@@ -128,6 +135,8 @@ class Stack(nn.Module):
         # per model, the sum of the minibatch bounds since ``running_since`` samples (``accumulate``)
         self.register_buffer("running", torch.zeros(len(configs), dtype=torch.float64), persistent=False)
         self.running_since = 0
+        self.fused = False
+        self._compiled: dict[str, Callable[..., Any]] = {}
 
     @property
     def k(self) -> int:
@@ -158,11 +167,35 @@ class Stack(nn.Module):
             self.step()
         self.samples += steps * self.samples_per_step
 
-    def accumulate(self, bounds: torch.Tensor) -> None:
-        """Add this iteration's minibatch bounds (k, n: this rank's share of the minibatch) to each model's running
-        sum, on the device, with no host sync. Skipped where no running average is logged."""
+    def accumulate(self, sums: torch.Tensor) -> None:
+        """Add this iteration's sum of minibatch bounds per model (k, float64: see ``bound_sums``) to each model's
+        running sum, on the device, with no host sync. Skipped where no running average is logged."""
         if self.cfg.running_every is not None:
-            self.running += bounds.detach().sum(-1, dtype=torch.float64)
+            self.running += sums
+
+    @staticmethod
+    def bound_sums(bounds: torch.Tensor) -> torch.Tensor:
+        """Each model's sum of its minibatch bounds (k, n: this rank's share), in float64, for ``accumulate``."""
+        return bounds.detach().sum(-1, dtype=torch.float64)
+
+    # ---------------------------------------------------------------- fused steps
+    def fuse(self, on: bool) -> None:
+        """Run the update rule's arithmetic regions (``region``) and the Adagrad updates compiled by torch.compile
+        (on), or eagerly (off, the reference). Compilation happens at the first call of each region."""
+        self.fused = on
+        self._compiled = {}
+        for opt in self.optimizers:
+            opt.compile_update(on)
+
+    def region(self, fn: Callable[..., Any]) -> Callable[..., Any]:
+        """``fn`` (a method of this stack holding arithmetic but no random draw) compiled if the stack is fused,
+        else ``fn`` itself. Shapes are static: a stack of another size compiles its own kernels."""
+        if not self.fused:
+            return fn
+        name = fn.__name__
+        if name not in self._compiled:
+            self._compiled[name] = compiled(fn)
+        return self._compiled[name]
 
     def running_average(self) -> list[float]:
         """Each model's average minibatch bound per datapoint over the iterations since the last call (the
@@ -211,8 +244,12 @@ class Stack(nn.Module):
 
     def attach(self, train_x: torch.Tensor, test_x: torch.Tensor) -> None:
         """The data (on the stack's device) and each model's random stream there, restored if a state is
-        pending from ``load_run_state``."""
+        pending from ``load_run_state``. On CUDA, the steps are fused if the config says ``compile``, and the
+        process's float32 matrix products follow ``matmul_precision``."""
         self.train_x, self.test_x = train_x, test_x
+        if train_x.device.type == "cuda":
+            torch.backends.cuda.matmul.allow_tf32 = self.cfg.matmul_precision == "tf32"
+            self.fuse(self.cfg.compile)
         self.streams = [Stream(cfg, train_x.device) for cfg in self.configs]
         for stream, state in zip(self.streams, self._pending_streams, strict=True):
             if state is not None:
@@ -369,6 +406,7 @@ class Stack(nn.Module):
         the same data: for training §5's step-size candidates side by side."""
         other = type(self)([self.configs[j] for j in models]).to(self.device)
         other.attach(self.train_x, self.test_x)
+        other.fuse(self.fused)
         for i, j in enumerate(models):
             other.load_run_state(i, self.run_state(j))
         other.samples = self.samples

@@ -31,29 +31,25 @@ class WakeSleep(Stack):
         around the decoder mean."""
         z = self.normal(n)
         if isinstance(self.decoder, GaussianMLP):
-            mean, logvar = self.decoder(z)
+            mean, logvar = self.region(self.fantasy_density)(z)
             noise = self.normal(n, sizes=[mean.shape[-1]] * self.k)
             return z, mean + torch.exp(0.5 * logvar) * noise
-        return z, self.bernoulli(torch.sigmoid(self.decoder(z)))
+        return z, self.bernoulli(self.region(self.fantasy_density)(z))
+
+    def fantasy_density(self, z: torch.Tensor) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+        """p(x|z) of the fantasies: the Bernoulli means, or the Gaussian mean and log-variance."""
+        out = self.decoder(z)
+        return out if isinstance(self.decoder, GaussianMLP) else torch.sigmoid(out)
 
     def step(self) -> None:
         """Under DDP each rank takes its share of the M datapoints and of the M fantasies (drawn in full on
         every rank); both losses are sums divided by M, reduced over ranks."""
         wake_opt, sleep_opt = self.optimizers
         M, mine = self.cfg.M, share(self.cfg.M)
-        encoder, decoder = self.encoder, self.decoder
-        theta, phi = list(decoder.parameters()), list(encoder.parameters())
+        theta, phi = list(self.decoder.parameters()), list(self.encoder.parameters())
         x = self.minibatch()
-        with torch.no_grad():
-            mean, logvar = encoder(x)
-            z = reparameterize(mean, logvar, self.normal(M)[:, mine])
-        # log p(x, z) = log p(x|z) + log p(z); the prior term is constant in theta (z is a sample, no
-        # gradient), so only log p(x|z) is built: the same gradient, five kernels fewer
-        log_px = decoder.log_prob(x, z)
-        wake = log_px.sum() / -M
-        if self.cfg.running_every is not None:  # the one-sample bound log p(x|z) + log p(z) - log q(z|x)
-            with torch.no_grad():
-                self.accumulate(log_px + log_std_normal(z) - log_normal(z, mean, logvar))
+        wake, sums = self.region(self.wake_objective)(x, self.normal(M)[:, mine])
+        self.accumulate(sums)
         for p in theta:
             p.grad = None
         wake.backward()
@@ -62,9 +58,25 @@ class WakeSleep(Stack):
 
         with torch.no_grad():
             z, x = self.fantasies(M)
-        sleep = log_normal(z[:, mine], *encoder(x[:, mine])).sum() / -M
+        sleep = self.region(self.sleep_objective)(z[:, mine], x[:, mine])
         for p in phi:
             p.grad = None
         sleep.backward()
         self.reduce_gradients(phi)
         sleep_opt.step()
+
+    def wake_objective(self, x: torch.Tensor, eps: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The wake loss, -(1/M) sum log p(x, z) for z ~ q(z|x) (a sample: no gradient reaches phi), and each
+        model's sum of the one-sample bounds log p(x|z) + log p(z) - log q(z|x) for the running average. The
+        prior term log p(z) is constant in theta, so only log p(x|z) carries the gradient."""
+        with torch.no_grad():
+            mean, logvar = self.encoder(x)
+            z = reparameterize(mean, logvar, eps)
+        log_px = self.decoder.log_prob(x, z)
+        with torch.no_grad():
+            bounds = log_px + log_std_normal(z) - log_normal(z, mean, logvar)
+        return log_px.sum() / -self.cfg.M, self.bound_sums(bounds)
+
+    def sleep_objective(self, z: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        """The sleep loss, -(1/M) sum log q(z|x) over the fantasies (z, x)."""
+        return log_normal(z, *self.encoder(x)).sum() / -self.cfg.M

@@ -54,13 +54,13 @@ class StackedLinear(nn.Module):
 
     def forward(self, v: torch.Tensor) -> torch.Tensor:
         """v: (..., k, N, in) -> (..., k, N, out); leading dimensions (the L samples of z) join N. On a GPU every
-        layer is one ``baddbmm`` (a view, no copy, when there are none or L = 1); a stack of one, and a stack on
-        the CPU (where batching saves nothing), runs one ``addmm`` per model on its unpadded block, whose
-        padded outputs stay exactly zero."""
+        layer is one ``baddbmm`` (a view, no copy, when there are none or L = 1), masked where padded; so is a
+        compiled step on any device. A stack of one, and an eager stack on the CPU (where batching saves
+        nothing), runs one ``addmm`` per model on its unpadded block, whose padded outputs stay exactly zero."""
         *lead, k, n, d = v.shape
         if k == 1:
             return torch.addmm(self.bias, v.reshape(-1, d), self.weight.T).view(*lead, 1, n, -1)
-        if v.device.type == "cpu":
+        if v.device.type == "cpu" and not torch.compiler.is_compiling():
             return _BlockLinear.apply(v, self.weight, self.bias, self.sizes)
         y = torch.baddbmm(self.bias.unsqueeze(1), v.movedim(-3, 0).reshape(k, -1, d), self.weight.mT)
         y = y.reshape(k, *lead, n, -1).movedim(0, -3)

@@ -13,7 +13,8 @@ reaches from 0 to the first point after it.
 Speed: one optimizer step of these networks costs less than Lightning's per-step overhead, so one Lightning
 ``training_step`` runs up to ``steps_per_call`` iterations (manual optimization), replayed as one CUDA graph on
 a GPU. Data stays on the device; minibatch indices and noise come from device generators; nothing syncs with
-the host between evaluation points. The trajectory does not depend on ``steps_per_call``: blocks of steps are
+the host between logged points. Time is read only there, after a device sync (``PhaseClock``): training,
+§5's selection, evaluations and checkpoints are each charged the wall time they took. The trajectory does not depend on ``steps_per_call``: blocks of steps are
 cut at evaluation points.
 
 Checkpoints: Lightning writes one checkpoint dictionary for the module; ``on_save_checkpoint`` replaces the
@@ -27,7 +28,6 @@ is not finite is never saved: the run stops (``RunDiverged``) and keeps its last
 from __future__ import annotations
 
 import math
-import time
 from collections.abc import Sequence
 from typing import Any
 
@@ -37,6 +37,7 @@ from lightning.pytorch.loggers.logger import Logger
 
 from vae.algorithms.graphs import GraphedSteps, graph_unsupported
 from vae.algorithms.stack import Stack
+from vae.protocol.clock import PhaseClock
 from vae.models.marginal import log_marginal_hmc, log_marginal_is
 from vae.protocol.schedule import round_up, run_points, running_points
 
@@ -71,8 +72,11 @@ class SampleAxis(L.LightningModule):
         self.history: list[list[dict[str, float]]] = [[] for _ in names]
         self.train_seconds = [0.0] * len(names)  # per run: runs stacked together may have different pasts
         self._graph: GraphedSteps | None = None
-        self._since_eval = (0, 0.0)  # (samples, this session's train seconds) at the last evaluation
+        self._since_eval = (0, 0.0)  # (samples, this session's train seconds) at the last logged point
         self._seconds = 0.0  # train seconds of this session
+        self.clock = PhaseClock(torch.device("cpu"))  # this session's seconds per phase
+        self._checkpointed = False  # a checkpoint was written since the last lap
+        self._synced_samples = 0
 
     @property
     def samples(self) -> int:
@@ -97,10 +101,33 @@ class SampleAxis(L.LightningModule):
 
     def on_train_start(self) -> None:
         self._since_eval = (self.samples, self._seconds)
+        self._synced_samples = self.samples
+        self.clock = PhaseClock(self.device)
+        self.clock.start()
+
+    def on_train_end(self) -> None:
+        if self._checkpointed:
+            self.clock.lap("checkpoint")
+        else:
+            self._lap_training()
+
+    def _lap_training(self) -> float:
+        """Charge the time since the last lap to training (and to every run's training seconds)."""
+        spent = self.clock.lap("train")
+        self._seconds += spent
+        self.train_seconds = [t + spent for t in self.train_seconds]
+        return spent
+
+    @property
+    def synced(self) -> tuple[int, float]:
+        """(samples, host time) at the last synchronised point: what an honest rate is measured between."""
+        return self._synced_samples, self.clock.synced
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         """Refuses (``RunDiverged``) before any run's file is written when a run's state is not finite, so the
-        last good checkpoints stay."""
+        last good checkpoints stay. The time to the next step is charged to checkpoints."""
+        self._lap_training()
+        self._checkpointed = True
         runs = [self._run_checkpoint(j) for j in range(self.stack.k)]
         for j, run in enumerate(runs):
             bad = not_finite(run)
@@ -150,35 +177,34 @@ class SampleAxis(L.LightningModule):
 
     # ---------------------------------------------------------------- training
     def training_step(self, batch: Any, batch_idx: int) -> None:
+        if self._checkpointed:
+            self.clock.lap("checkpoint")
+            self._checkpointed = False
         if self.cfg.lr is None and self.samples == 0:
             self.select_lr()
         self._log_if_due()
         if self.samples < self.budget:
             target = next(p for p in self.logged_points if p > self.samples)
-            self._timed_steps(min(self.cfg.steps_per_call, (target - self.samples) // self.stack.samples_per_step))
+            self._steps(min(self.cfg.steps_per_call, (target - self.samples) // self.stack.samples_per_step))
             self._log_if_due()
         if self.samples >= self.budget:
             self.trainer.should_stop = True
 
-    def _timed_steps(self, steps: int, stack: Stack | None = None) -> None:
-        """``steps`` iterations of ``stack`` (the run's by default), replayed from a CUDA graph where one
-        applies; the time is added to every run's training seconds."""
-        start = time.perf_counter()
-        if stack is None and steps == self.cfg.steps_per_call and graph_unsupported(self.stack) is None:
+    def _steps(self, steps: int) -> None:
+        """``steps`` iterations of the run's stack, replayed from a CUDA graph where one applies."""
+        if steps == self.cfg.steps_per_call and graph_unsupported(self.stack) is None:
             if self._graph is None:
                 self._graph = GraphedSteps(self.stack, steps)
             self._graph.run()
         else:
-            (stack or self.stack).train_steps(steps)
-        spent = time.perf_counter() - start
-        self._seconds += spent
-        self.train_seconds = [t + spent for t in self.train_seconds]
+            self.stack.train_steps(steps)
 
     def select_lr(self) -> None:
         """§5: pick each model's Adagrad global step size from ``lr_candidates`` by ``selection_score`` after the
         first ``lr_select_samples`` samples. The candidates of every model train side by side as one stack (one
         after another where the update rule stacks no models, or under DDP), each from the model's initial state
         and random stream; each model continues from its winner, so it equals a run started with that step size."""
+        self._lap_training()
         stack, candidates = self.stack, self.cfg.lr_candidates
         steps = round_up(self.cfg.lr_select_samples, stack.samples_per_step) // stack.samples_per_step
         trials = [(j, lr) for lr in candidates for j in range(stack.k)]
@@ -189,7 +215,7 @@ class SampleAxis(L.LightningModule):
             chunk = trials[first:first + size]
             trial = stack.replicate([j for j, _ in chunk])
             trial.set_lrs([lr for _, lr in chunk])
-            self._timed_steps(steps, trial)
+            trial.train_steps(steps)
             for i, (key, value) in enumerate(zip(chunk, trial.selection_score(trial.eval_generators()), strict=True)):
                 scores[key] = value if math.isfinite(value) else -math.inf
                 finals[key] = trial.run_state(i)
@@ -207,8 +233,10 @@ class SampleAxis(L.LightningModule):
                 logger.log_metrics({f"lr_select/{lr}": scores[j, lr] for lr in candidates}
                                    | {"samples": samples, "lr": best})
         stack.samples = samples
+        spent = self.clock.lap("select")
         # the first rate counts one candidate's share of the selection time, as if the winner alone had trained
-        self._since_eval = (0, self._seconds - (self._seconds - self._since_eval[1]) / len(candidates))
+        self._since_eval = (0, self._seconds - spent / len(candidates))
+        self._synced_samples = samples
 
     # ---------------------------------------------------------------- evaluation and logging
     def _log_if_due(self) -> None:
@@ -218,6 +246,8 @@ class SampleAxis(L.LightningModule):
         evaluate, running = s in self.points, s in self.running_points
         if not (evaluate or running) or (self.history[0] and self.history[0][-1]["samples"] >= s):
             return
+        self._lap_training()
+        self._synced_samples = s
         rows = self.measure() if evaluate else [{} for _ in range(self.stack.k)]
         if running:
             for row, value in zip(rows, self.stack.running_average(), strict=True):
@@ -243,6 +273,7 @@ class SampleAxis(L.LightningModule):
                 logger.log_metrics(row)
             shown = "  ".join(f"{k} {v:9.3f}" for k, v in row.items() if k.startswith(("train/", "test/")))
             self.print(f"[{self.names[j]}] samples {s:>11,d}  {shown}  {rate:8.0f} samples/s")
+        self.clock.lap("eval")
 
     def last_evaluation(self, j: int) -> dict[str, float] | None:
         """Run j's last logged row with an evaluation (not a running average alone), or None."""

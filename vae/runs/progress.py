@@ -1,8 +1,10 @@
 """Progress of a stack of runs along the samples axis: a bar on a terminal, a heartbeat line elsewhere.
 
 Everything shown is already on the host: the sample counter (a Python int that the training module advances
-by the steps it launches) and the bounds of the last evaluation point. Nothing here reads a tensor, so the
-training step gains no host synchronisation.
+by the steps it launches), the bounds of the last evaluation point, and the samples and time of the module's
+last synchronised point (``synced``), between which the rate and the time left are measured: host time
+around asynchronous launches would count launches, not work. Nothing here reads a tensor, so the training step
+gains no host synchronisation.
 """
 
 from __future__ import annotations
@@ -38,35 +40,46 @@ class Progress(L.Callback):
 
     @rank_zero_only
     def on_train_start(self, trainer: L.Trainer, module: Any) -> None:
-        self.began, self.first = time.monotonic(), module.samples
-        self.beat = self.began
+        self.beat = time.monotonic()
+        self.first: tuple[int, float] | None = None  # the first synchronised point seen
         if self.stream.isatty():
+            # tqdm's own rate is host time between updates: the postfix shows the synchronised one instead
             self.bar = tqdm(total=module.budget, initial=module.samples, unit="sample", unit_scale=True,
                             desc=self.title, file=self.stream, dynamic_ncols=True,
-                            smoothing=0.05)
+                            bar_format="{l_bar}{bar}| {n_fmt}/{total_fmt} [{elapsed}{postfix}]")
 
     @rank_zero_only
     def on_train_batch_end(self, trainer: L.Trainer, module: Any, *args: Any) -> None:
         now = time.monotonic()
+        if self.first is None:
+            self.first = module.synced
         if self.bar is not None:
             self.bar.update(module.samples - self.bar.n)
-            if len(module.history[0]) != self.shown:  # a new logged point
+            if len(module.history[0]) != self.shown:  # a new logged point, a new synchronised point
                 self.shown = len(module.history[0])
-                self.bar.set_postfix_str(self.bounds(module), refresh=False)
+                rate = self.rate(module)
+                shown = [f"{rate:,.0f} samples/s"] if rate > 0 else []
+                self.bar.set_postfix_str(", ".join(shown + [self.bounds(module)]), refresh=False)
         elif now - self.beat >= self.seconds:
             self.beat = now
-            print(self.line(module, now), file=self.stream, flush=True)
+            print(self.line(module), file=self.stream, flush=True)
 
     @rank_zero_only
     def on_train_end(self, trainer: L.Trainer, module: Any) -> None:
         if self.bar is not None:
             self.bar.close()
 
-    def line(self, module: Any, now: float) -> str:
+    def rate(self, module: Any) -> float:
+        """Samples per second of wall time (evaluations and checkpoints included) between the first and the
+        last synchronised point seen; 0 before there are two."""
+        (done, at), (first, began) = module.synced, self.first or module.synced
+        return (done - first) / (at - began) if at > began else 0.0
+
+    def line(self, module: Any) -> str:
         """``[2/5] fig2-mnist-aevb/nz5-seed0: 1,230,000 / 10,000,000 samples (12.3%), 8,120 samples/s, 18 min
         left, test/elbo at 1,000,000: -130.52``"""
         done, budget = module.samples, module.budget
-        rate = (done - self.first) / max(now - self.began, 1e-9)
+        rate = self.rate(module)
         left = f"{duration((budget - done) / rate)} left" if rate > 0 else "time left unknown"
         last = f", {self.bounds(module)}" if module.last_evaluation(0) else ""
         return (f"{self.title}: {done:,d} / {budget:,d} samples ({100 * done / budget:.1f}%), "

@@ -147,6 +147,8 @@ def _train_stack(specs: Sequence[RunSpec], folders: Sequence[RunFolder], data: L
             "lr_selection": module.lr_selection[j], "last": module.last_evaluation(j),
             "train_seconds": module.train_seconds[j],
             "wall_seconds": statuses[spec.name].get("wall_seconds", 0.0) + wall,
+            **{f"{phase}_seconds": statuses[spec.name].get(f"{phase}_seconds", 0.0) + module.clock.totals[phase]
+               for phase in ("select", "eval", "checkpoint")},
             "device": str(trainer.strategy.root_device), "ranks": ranks,
         }
         if len(specs) > 1:

@@ -1,0 +1,84 @@
+"""The reference on the paper's axis, unit by unit: staged from the reference's checkpoints, trained with the
+stack engine up to a deadline (SIGTERM: checkpointed), packed into tars and adopted into the reference, where
+the next unit run continues it. On the CPU, on a tiny sweep; ``make gpu-reference`` runs the same commands."""
+
+import os
+import subprocess
+import sys
+import tarfile
+from pathlib import Path
+
+import yaml
+
+from vae.runs.folder import RunFolder
+
+TINY = dict(dataset="mnist", n_train=1000, hidden=20, lr=0.02, adagrad_warmup=5, eval_start=2000, eval_per_decade=2,
+            eval_batch=5000, running_every=None, samples=4000, checkpoint_minutes=10)
+
+
+def units(tmp_path: Path, samples: int) -> Path:
+    sweep = tmp_path / "tiny.yaml"
+    sweep.write_text(yaml.safe_dump({"name": "tiny", "base": TINY, "grid": {"nz": [2, 4]}}))
+    path = tmp_path / "units.yaml"
+    path.write_text(yaml.safe_dump({"u": [{"sweep": "tiny.yaml", "samples": samples}]}))
+    return path
+
+
+def units_cmd(tmp_path: Path, data_root: Path, *args: str, timeout: float = 300) -> subprocess.CompletedProcess:
+    cmd = [sys.executable, "-m", "vae.runs.units", *args, "--units", str(tmp_path / "units.yaml"),
+           "--staging", str(tmp_path / "staging"), "--reference", str(tmp_path / "reference"),
+           "--out", str(tmp_path / "out")]
+    env = os.environ | {"VAE_DATA_DIR": str(data_root), "OMP_NUM_THREADS": "1"}
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env)
+
+
+def slot(tmp_path: Path, data_root: Path, seconds: float) -> list[Path]:
+    """One GPU slot's commands, here: stage, train until ``seconds``, pack; the staging folder is gone after,
+    as on a fresh machine."""
+    for args in (["stage", "u"], ["train", "u", "--seconds", str(seconds), "--set", "accelerator=cpu"],
+                 ["pack", "u"]):
+        done = units_cmd(tmp_path, data_root, *args)
+        assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+    tars = sorted((tmp_path / "out").glob("*.tar"))
+    moved = [tmp_path / f"slot-{t.name}" for t in tars]
+    for t, m in zip(tars, moved, strict=True):
+        t.rename(m)
+    subprocess.run(["rm", "-rf", str(tmp_path / "staging")], check=True)
+    return moved
+
+
+def test_a_unit_continues_from_the_adopted_reference(tmp_path, data_root):
+    units(tmp_path, 4000)
+    tars = slot(tmp_path, data_root, 300)
+    names = {m.name for t in tars for m in tarfile.open(t).getmembers()}
+    assert "runs/tiny/nz2-seed0/checkpoints/last.ckpt" in names and "runs/tiny/nz4-seed0/metrics.csv" in names
+    done = units_cmd(tmp_path, data_root, "adopt", *map(str, tars))
+    assert done.returncode == 0 and "adopted tiny/nz2-seed0" in done.stdout
+    first = RunFolder.of(tmp_path / "reference", "tiny", "nz2-seed0")
+    assert first.status()["samples"] == 4000 and first.has_checkpoint()
+    rows = len(first.metrics())
+    assert list(first.metrics()["samples"]) == [2000, 4000]
+
+    units(tmp_path, 8000)  # the next slot extends the adopted runs
+    tars = slot(tmp_path, data_root, 300)
+    assert "staged 2 runs" in units_cmd(tmp_path, data_root, "stage", "u").stdout
+    units_cmd(tmp_path, data_root, "adopt", *map(str, tars))
+    again = RunFolder.of(tmp_path / "reference", "tiny", "nz2-seed0")
+    assert again.status()["samples"] == 8000 and len(again.metrics()) > rows
+
+
+def test_the_deadline_stops_a_unit_checkpointed(tmp_path, data_root):
+    units(tmp_path, 10**7)
+    tars = slot(tmp_path, data_root, 20)
+    units_cmd(tmp_path, data_root, "adopt", *map(str, tars))
+    run = RunFolder.of(tmp_path / "reference", "tiny", "nz2-seed0")
+    assert run.has_checkpoint() and 0 < run.status()["samples"] < 10**7
+
+
+def test_adopt_refuses_a_tar_that_is_not_a_unit(tmp_path, data_root):
+    bad = tmp_path / "bad.tar"
+    (tmp_path / "x").write_text("x")
+    with tarfile.open(bad, "w") as t:
+        t.add(tmp_path / "x", arcname="../x")
+    done = units_cmd(tmp_path, data_root, "adopt", str(bad))
+    assert done.returncode == 2 and done.stderr.startswith("error: ") and not (tmp_path / "reference").exists()
