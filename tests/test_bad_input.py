@@ -5,6 +5,7 @@ import os
 import shutil
 import subprocess
 import sys
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -97,6 +98,10 @@ class Case:
 
 CASES: dict[str, Callable[[Case], list[str]]] = {
     "samples=1e400": lambda c: c.train("samples=1e400"),
+    "samples=1e30": lambda c: c.train("samples=1e30"),
+    "--seeds 100000000": lambda c: c.train() + ["--seeds", "100000000"],
+    "a running average every 100 samples to 1e9": lambda c: c.train("samples=1e9", "running_every=100"),
+    "an evaluation every minibatch to 1e9": lambda c: c.train("samples=1e9", "eval_spacing=linear", "eval_every=100"),
     "lr=nan": lambda c: c.train("lr=nan"),
     "lr=.inf": lambda c: c.train("lr=.inf"),
     "lr=inf": lambda c: c.train("lr=inf"),
@@ -172,3 +177,25 @@ def test_one_unreadable_run_is_skipped_with_a_warning_and_the_others_are_tabulat
     assert f"{results / RUN / 'metrics.csv'} cannot be read" in err and "skipped" in err
     used = (results / "tables" / "fig2_runs_used.csv").read_text()
     assert "nz3-seed0" in used and "nz2-seed0" not in used
+
+
+@pytest.mark.parametrize("args, bound", [(["--set", "samples=1e30"], "(0, 1000000000000]"),
+                                         (["--seeds", "100000000"], "at most 1,000 seeds")], ids=["samples", "seeds"])
+def test_a_budget_or_seed_count_beyond_its_bound_is_refused_at_once_and_creates_nothing(args, bound, tmp_path,
+                                                                                           data_root):
+    """Refused while the sweep is read, before torch loads: nothing is expanded, built or written. (On a quiet
+    machine the command takes a tenth of a second; the time allows for a loaded one.)"""
+    (tmp_path / "s.yaml").write_text(yaml.safe_dump(SWEEP))
+    cli = "import sys; from vae.__main__ import main; status = main(sys.argv[1:]); print(sorted(sys.modules)); " \
+          "sys.exit(status)"
+    start = time.monotonic()
+    done = subprocess.run([sys.executable, "-c", cli, "train", str(tmp_path / "s.yaml"), "--results-dir",
+                           str(tmp_path / "results"), "--data-dir", str(data_root), *args], capture_output=True,
+                          text=True, timeout=60)
+    assert time.monotonic() - start < 10
+    assert done.returncode == 2 and "Traceback" not in done.stderr, done.stderr
+    assert "'torch'" not in done.stdout and "'lightning'" not in done.stdout
+    (line,) = done.stderr.strip().splitlines()
+    assert line.startswith("error: ") and bound in line, line
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["s.yaml"]
+

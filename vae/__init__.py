@@ -6,9 +6,21 @@
 from __future__ import annotations
 
 import os
+from typing import TYPE_CHECKING, Any
 
 from vae.config import Config
-from vae.models.vae import VAE
+
+if TYPE_CHECKING:
+    from vae.models.vae import VAE
+
+
+def __getattr__(name: str) -> Any:
+    """``vae.VAE``, imported on first use: ``python -m vae`` refuses bad arguments before torch loads."""
+    if name == "VAE":
+        from vae.models.vae import VAE
+
+        return VAE
+    raise AttributeError(f"module 'vae' has no attribute {name!r}")
 
 
 def load_run(path: str | os.PathLike[str]) -> tuple[VAE, Config]:

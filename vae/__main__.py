@@ -1,6 +1,7 @@
 """Command line: ``python -m vae train EXPERIMENT.yaml [--set key=value ...]``, ``tables``, ``figures``,
 ``log-px``, ``diagnose`` and ``data``. Exit status 2: a known error, said in one line; 130 / 143: training
-stopped by SIGINT / SIGTERM, checkpointed."""
+stopped by SIGINT / SIGTERM, checkpointed. The arguments and the sweep file are read, and refused, before torch
+and Lightning load: a bad budget is said within a second."""
 
 from __future__ import annotations
 
@@ -11,20 +12,37 @@ import warnings
 from pathlib import Path
 
 import yaml
-from lightning.pytorch.utilities import rank_zero_only
 
-from vae.config import ConfigError, load_sweep, parse_overrides, problem
-from vae.data import DATA_ENV, DataError, data_dir, load_frey, load_mnist
-from vae.optional import MissingDependency
-from vae.protocol.sample_axis import RunDiverged
-from vae.results.diagnose import INPUTS
-from vae.results.report import ReportError
-from vae.runs.engine import SweepFailed
-from vae.runs.folder import ResultsError
-from vae.runs.signals import Interrupted
+from vae.config import ConfigError, Sweep, load_sweep, parse_overrides, problem
+from vae.names import DATA_ENV, INPUTS
+
+MAX_SEEDS = 1000  # seeds per grid point
 
 
 def main(argv: list[str] | None = None) -> int:
+    args = command_line().parse_args(argv)
+    try:
+        sweep = read_sweep(args) if args.command == "train" else None
+    except ConfigError as e:
+        return refuse(e)
+    return run(args, sweep)
+
+
+def refuse(error: Exception) -> int:
+    """Say a known error in one line; exit status 2."""
+    print(f"error: {error}", file=sys.stderr)
+    return 2
+
+
+def read_sweep(args: argparse.Namespace) -> Sweep:
+    """The sweep that ``train`` runs, with its overrides and seeds."""
+    if args.seeds is not None and args.seeds > MAX_SEEDS:
+        raise ConfigError(f"--seeds {args.seeds:,d}: a sweep takes at most {MAX_SEEDS:,d} seeds per grid point")
+    return load_sweep(args.experiment, parse_overrides(args.set), args.seeds)
+
+
+def command_line() -> argparse.ArgumentParser:
+    """The command line: one subcommand per task."""
     parser = argparse.ArgumentParser(prog="python -m vae", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
     train = sub.add_parser("train", help="run (or continue) every run of a sweep file under experiments/")
@@ -78,7 +96,20 @@ def main(argv: list[str] | None = None) -> int:
     log_px.add_argument("--data-dir", type=Path, help=f"data folder (default ${DATA_ENV} or ./data)")
     log_px.add_argument("--k", type=int, default=5000, help="importance samples per image")
     log_px.add_argument("--points", type=int, default=1000, help="the first this many test images")
-    args = parser.parse_args(argv)
+    return parser
+
+
+def run(args: argparse.Namespace, sweep: Sweep | None) -> int:
+    """Carry out the command (``sweep``: train's); the exit status."""
+    from lightning.pytorch.utilities import rank_zero_only
+
+    from vae.data import DataError, data_dir, load_frey, load_mnist
+    from vae.optional import MissingDependency
+    from vae.protocol.sample_axis import RunDiverged
+    from vae.results.report import ReportError
+    from vae.runs.engine import SweepFailed
+    from vae.runs.folder import ResultsError
+    from vae.runs.signals import Interrupted
 
     logging.getLogger("lightning.pytorch").setLevel(logging.WARNING)
     warnings.filterwarnings("ignore", message=".*does not have many workers.*")
@@ -86,7 +117,6 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "train":
             from vae.runs.engine import Engine, run_sweep
 
-            sweep = load_sweep(args.experiment, parse_overrides(args.set), args.seeds)
             engine = Engine(args.engine, args.address, args.gpus, args.gpus_per_run, args.cpus_per_run,
                             args.stack_size)
             run_sweep(sweep, args.results_dir, args.data_dir, args.only, engine, restart=args.restart)
@@ -136,8 +166,7 @@ def main(argv: list[str] | None = None) -> int:
             frey_train, frey_test = load_frey(data_dir(args.data_dir))
             print(f"Frey Face: checksum ok; train {tuple(frey_train.shape)}, test {tuple(frey_test.shape)}")
     except (ConfigError, DataError, MissingDependency, ReportError, ResultsError, RunDiverged, SweepFailed) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+        return refuse(e)
     except Interrupted as e:
         if rank_zero_only.rank == 0:  # under DDP every rank stops; one says so
             print(e, file=sys.stderr)

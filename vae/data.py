@@ -24,8 +24,8 @@ import torch
 from torch.utils.data import DataLoader, IterableDataset
 
 from vae.config import Config
+from vae.names import DATA_ENV
 
-DATA_ENV = "VAE_DATA_DIR"
 
 
 class DataError(RuntimeError):

@@ -1,13 +1,19 @@
 """Where a run logs on the "training samples evaluated" axis: evaluations at log-spaced points (Fig. 2) or evenly
 spaced ones (Fig. 3), and the running average of the minibatch bounds at evenly spaced points (Fig. 2's train
-curve)."""
+curve). A run logs at most ``MAX_POINTS`` of each, so what is built before training stays small whatever the
+budget."""
 
 from __future__ import annotations
 
+import math
 from typing import TYPE_CHECKING
+
+from vae.config import ConfigError
 
 if TYPE_CHECKING:
     from vae.config import Config
+
+MAX_POINTS = 100_000  # evaluations, and running averages, per run (the paper's runs: about 30 and 400)
 
 
 def round_up(n: int, m: int) -> int:
@@ -39,10 +45,21 @@ def linear_points(start: int, every: int, budget: int, step: int) -> list[int]:
     return sorted(p for p in points | {last} if p <= last)
 
 
+def bounded(count: int, kind: str, cfg: Config, advice: str) -> None:
+    """Refuse ``count`` points of ``kind`` beyond ``MAX_POINTS``, before any is built."""
+    if count > MAX_POINTS:
+        raise ConfigError(f"samples={cfg.samples:,d} makes up to {count:,d} {kind} points; a run logs at most "
+                          f"{MAX_POINTS:,d}: lower samples or {advice}")
+
+
 def run_points(cfg: Config, step: int) -> list[int]:
     """The evaluation points of a run whose optimizer iterations evaluate ``step`` samples each."""
-    if cfg.eval_spacing == "log":
+    last = round_up(cfg.samples, step)
+    if cfg.eval_spacing == "log":  # the loop of eval_points stops once start * 10^(k/per_decade) > last + step / 2
+        tries = math.floor(cfg.eval_per_decade * math.log10((last + step) / cfg.eval_start)) + 2
+        bounded(tries, "evaluation", cfg, f"lower eval_per_decade={cfg.eval_per_decade:,d}")
         return eval_points(cfg.eval_start, cfg.samples, cfg.eval_per_decade, step)
+    bounded((last - cfg.eval_start) // cfg.eval_every + 2, "evaluation", cfg, f"raise eval_every={cfg.eval_every:,d}")
     return linear_points(cfg.eval_start, cfg.eval_every, cfg.samples, step)
 
 
@@ -51,4 +68,12 @@ def running_points(cfg: Config, step: int) -> list[int]:
     budget, rounded to whole steps; none where ``running_every`` is null."""
     if cfg.running_every is None:
         return []
+    bounded(round_up(cfg.samples, step) // cfg.running_every + 1, "running-average", cfg,
+            f"raise running_every={cfg.running_every:,d} (null logs none)")
     return linear_points(cfg.running_every, cfg.running_every, cfg.samples, step)
+
+
+def check_schedule(cfg: Config, step: int) -> None:
+    """Refuse a run that would log more than ``MAX_POINTS`` evaluations or running averages."""
+    run_points(cfg, step)
+    running_points(cfg, step)

@@ -25,11 +25,11 @@ from vae.models.bounds import reparameterize
 from vae.models.densities import neg_kl_std_normal
 from vae.models.nets import GaussianMLP
 from vae.models.vae import VAE
+from vae.names import INPUTS
 from vae.runs.checkpoint import load_model
 from vae.runs.folder import RunFolder
 
 ACTIVE = 0.01  # Burda et al. (2016): Var_x(E_q[z_u|x]) above this marks an active latent dimension
-INPUTS = ("test", "bernoulli", "fantasies")
 
 
 @torch.no_grad()

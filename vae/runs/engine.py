@@ -25,6 +25,7 @@ from vae.algorithms import ALGORITHMS
 from vae.algorithms.stack import STACKED_KEYS
 from vae.config import ConfigError, RunSpec, Sweep
 from vae.optional import require_ray, require_wandb
+from vae.protocol.schedule import check_schedule
 from vae.runs.folder import ResultsError, RunFolder
 from vae.runs.train import check_accelerator, finished, run_one, say, train_stack
 
@@ -153,6 +154,8 @@ def run_sweep(sweep: Sweep, results_dir: Path, data_dir: Path | None = None, onl
     specs = [s for s in sweep.runs if not only or s.name in only]
     if only and len(specs) != len(only):
         raise ConfigError(f"--only {only}: unknown run name(s); this sweep has {[s.name for s in sweep.runs]}")
+    for spec in specs:
+        check_schedule(spec.config, ALGORITHMS[spec.config.algorithm].step_samples(spec.config))
     for cfg in {s.config.accelerator: s.config for s in specs}.values():
         check_accelerator(cfg)
     check_optional(engine, specs)
