@@ -25,7 +25,8 @@ STACK ?=
 export VAE_DATA_DIR := $(DATA)
 
 ENGINE := $(if $(STACK),--engine stack,$(if $(or $(GPUS),$(ADDRESS)),--engine ray $(if $(GPUS),--gpus $(GPUS)) $(if $(ADDRESS),--address $(ADDRESS))))
-TRAIN := $(PY) -m vae train --results-dir $(RESULTS) --data-dir $(DATA) $(ENGINE) $(if $(RESTART),--restart) \
+TRAIN := $(PY) -m vae train --results-dir "$(RESULTS)" --data-dir "$(DATA)" --reference "$(REFERENCE)" $(ENGINE) \
+	$(if $(RESTART),--restart) \
 	$(if $(SEEDS),--seeds $(SEEDS))
 BUDGET := $(if $(SAMPLES),samples=$(SAMPLES)) $(if $(DEVICES),devices=$(DEVICES)) $(if $(NODES),num_nodes=$(NODES))
 

@@ -1,10 +1,13 @@
 """Guards around a training process: SIGINT / SIGTERM stop it checkpointed and a rerun continues exactly; one
-process at a time per run folder; results files get the mode the umask gives."""
+process at a time per run folder; results files get the mode the umask gives; the reference runs, and runs that git
+tracks, are never discarded."""
 
 import contextlib
+import hashlib
 import json
 import os
 import re
+import shutil
 import signal
 import socket
 import subprocess
@@ -25,6 +28,7 @@ from vae.runs.folder import ResultsError, RunFolder
 from vae.runs.signals import Interrupted
 from vae.runs.train import run_one, train_stack
 
+ROOT = Path(__file__).resolve().parent.parent
 # checkpoint_minutes: none periodic, so a checkpoint that exists after a signal was written on the signal
 STOP = dict(hidden=20, nz=2, n_train=2000, samples=100000, eval_start=5000, lr_select_samples=5000,
             adagrad_warmup=10, wandb="disabled", checkpoint_minutes=10.0)
@@ -219,3 +223,60 @@ def test_a_run_ahead_of_its_missing_checkpoint_is_never_restarted_silently(tmp_p
     clean = pd.read_csv(uninterrupted / "metrics.csv")[cols]
     pd.testing.assert_frame_equal(pd.read_csv(run / "metrics.csv")[cols], clean[clean["samples"] <= 10000])
     assert json.loads((run / "status.json").read_text())["samples"] == 10000
+
+
+def tree(root: Path) -> dict[str, str | None]:
+    """Every entry under ``root`` by path: a file by the SHA-256 of its content, a folder or link by None."""
+    return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest() if p.is_file() and not p.is_symlink()
+            else None for p in sorted(root.rglob("*"))}
+
+
+@pytest.mark.parametrize("spelling", ["reference", "experiments/../reference", "a link to it", "runs linked into it"])
+def test_restart_into_the_reference_folder_is_refused_and_changes_nothing(spelling, tmp_path):
+    """However the results folder reaches the repository's reference runs (from another working folder, where the
+    default --reference names nothing), --restart is refused before anything is written, and no destructive command
+    is suggested."""
+    results = {"a link to it": tmp_path / "link", "runs linked into it": tmp_path / "results"}.get(spelling, spelling)
+    (tmp_path / "link").symlink_to(ROOT / "reference")
+    (tmp_path / "results").mkdir()
+    (tmp_path / "results" / "runs").symlink_to(ROOT / "reference" / "runs")
+    cwd = ROOT if spelling in ("reference", "experiments/../reference") else tmp_path
+    before = tree(ROOT / "reference")
+    done = subprocess.run([sys.executable, "-m", "vae", "train", str(ROOT / "experiments" / "fig2_mnist_aevb.yaml"),
+                           "--only", "nz3-seed0", "--results-dir", str(results), "--restart"], cwd=cwd,
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2 and "Traceback" not in done.stderr, done.stderr
+    (line,) = done.stderr.strip().splitlines()
+    assert "lies in the reference folder" in line and "no training command writes to" in line, line
+    assert "--restart" not in line and "RESTART" not in line and "discard" not in line
+    assert tree(ROOT / "reference") == before
+
+
+def test_the_reference_named_by_the_command_is_refused_too(tmp_path, data_root):
+    mine = tmp_path / "mine"
+    (mine / "runs" / "stop" / "seed0").mkdir(parents=True)
+    (mine / "runs" / "stop" / "seed0" / "status.json").write_text('{"samples": 100000}')
+    before = tree(mine)
+    done = subprocess.run(command(sweep_file(tmp_path), tmp_path / "x" / ".." / "mine", data_root)
+                          + ["--reference", str(mine), "--restart"], capture_output=True, text=True)
+    assert done.returncode == 2 and "lies in the reference folder" in done.stderr, done.stderr
+    assert tree(mine) == before
+
+
+def test_restart_keeps_a_run_that_git_tracks_unless_told_to_discard_it(tmp_path, data_root):
+    sweep = sweep_file(tmp_path, samples=10000, lr=0.02)
+    subprocess.run(command(sweep, tmp_path, data_root), check=True, capture_output=True)
+    run = tmp_path / "runs" / "stop" / "seed0"
+    shutil.rmtree(run / "checkpoints")  # committed results come without their checkpoint
+    subprocess.run(["git", "init", "-q", str(tmp_path)], check=True)
+    subprocess.run(["git", "-C", str(tmp_path), "add", "runs"], check=True)
+    before = snapshot(run)
+    refused = subprocess.run(command(sweep, tmp_path, data_root) + ["--restart"], capture_output=True, text=True)
+    assert refused.returncode == 2 and "Traceback" not in refused.stderr, refused.stderr
+    (line,) = refused.stderr.strip().splitlines()
+    assert "holds files that git tracks" in line and "--results-dir" in line and "--discard-tracked" not in line
+    assert snapshot(run) == before
+    subprocess.run(command(sweep, tmp_path, data_root) + ["--restart", "--discard-tracked"], check=True,
+                   capture_output=True)
+    assert RunFolder(run).samples_done() == 10000
+

@@ -1,7 +1,7 @@
 """Command line: ``python -m vae train EXPERIMENT.yaml [--set key=value ...]``, ``tables``, ``figures``,
 ``log-px``, ``diagnose`` and ``data``. Exit status 2: a known error, said in one line; 130 / 143: training
-stopped by SIGINT / SIGTERM, checkpointed. The arguments and the sweep file are read, and refused, before torch
-and Lightning load: a bad budget is said within a second."""
+stopped by SIGINT / SIGTERM, checkpointed. No training command writes into the reference runs. The arguments and
+the sweep file are read, and refused, before torch and Lightning load: a bad budget is said within a second."""
 
 from __future__ import annotations
 
@@ -16,6 +16,7 @@ import yaml
 from vae.config import ConfigError, Sweep, load_sweep, parse_overrides, problem
 from vae.names import DATA_ENV, INPUTS
 
+REFERENCE = Path(__file__).resolve().parent.parent / "reference"  # the repository's committed reference runs
 MAX_SEEDS = 1000  # seeds per grid point
 
 
@@ -54,7 +55,12 @@ def command_line() -> argparse.ArgumentParser:
     train.add_argument("--results-dir", type=Path, default=Path("results"))
     train.add_argument("--restart", action="store_true",
                        help="train again from zero the runs that have results but no checkpoint (their "
-                            "metrics, status and W&B run are discarded)")
+                            "metrics, status and W&B run are discarded); never a run whose files git tracks")
+    train.add_argument("--discard-tracked", action="store_true",
+                       help="with --restart, also discard the results of runs whose files git tracks")
+    train.add_argument("--reference", type=Path, default=Path("reference"),
+                       help="the committed reference runs, which training refuses to write into (as it does the "
+                            "repository's own reference/)")
     train.add_argument("--data-dir", type=Path, help=f"data folder (default ${DATA_ENV} or ./data)")
     train.add_argument("--engine", choices=["local", "ray", "stack"], default="local",
                        help="local: runs one after another here; ray: one run per task on a Ray cluster; "
@@ -119,7 +125,8 @@ def run(args: argparse.Namespace, sweep: Sweep | None) -> int:
 
             engine = Engine(args.engine, args.address, args.gpus, args.gpus_per_run, args.cpus_per_run,
                             args.stack_size)
-            run_sweep(sweep, args.results_dir, args.data_dir, args.only, engine, restart=args.restart)
+            run_sweep(sweep, args.results_dir, args.data_dir, args.only, engine, restart=args.restart,
+                      discard_tracked=args.discard_tracked, reference=(args.reference, REFERENCE))
             if rank_zero_only.rank == 0:
                 from vae.results.wandb_paper import log_paper_curves
 

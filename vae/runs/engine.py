@@ -147,14 +147,17 @@ def check_optional(engine: Engine, specs: Sequence[RunSpec]) -> None:
 
 
 def run_sweep(sweep: Sweep, results_dir: Path, data_dir: Path | None = None, only: list[str] | None = None,
-              engine: Engine = Engine(), data: L.LightningDataModule | None = None,
-              restart: bool = False) -> dict[str, dict[str, Any]]:
+              engine: Engine = Engine(), data: L.LightningDataModule | None = None, restart: bool = False,
+              discard_tracked: bool = False, reference: Sequence[Path] = ()) -> dict[str, dict[str, Any]]:
     """Train the sweep's runs (or those named in ``only``) on ``engine`` and print a summary. A run that has
-    results but no checkpoint to continue from is refused, or with ``restart`` trained again from zero."""
+    results but no checkpoint to continue from is refused, or with ``restart`` trained again from zero, unless
+    git tracks its files (then ``discard_tracked`` must say so too). Runs in a ``reference`` folder are refused."""
     specs = [s for s in sweep.runs if not only or s.name in only]
     if only and len(specs) != len(only):
         raise ConfigError(f"--only {only}: unknown run name(s); this sweep has {[s.name for s in sweep.runs]}")
     for spec in specs:
+        for protected in reference:
+            RunFolder.of(results_dir, sweep.name, spec.name).check_outside(protected)
         check_schedule(spec.config, ALGORITHMS[spec.config.algorithm].step_samples(spec.config))
     for cfg in {s.config.accelerator: s.config for s in specs}.values():
         check_accelerator(cfg)
@@ -167,6 +170,10 @@ def run_sweep(sweep: Sweep, results_dir: Path, data_dir: Path | None = None, onl
             except ResultsError:
                 if not restart:
                     raise
+                if folder.tracked() and not discard_tracked:
+                    raise ResultsError(f"{folder.path} holds files that git tracks (a committed run), which --restart "
+                                       "does not discard; train in another results folder (--results-dir / make "
+                                       "RESULTS=...)") from None
                 with folder.lock():
                     folder.discard_results()
                 say(f"[{spec.name}] --restart: discarded its results; training again from zero")

@@ -12,6 +12,7 @@ import os
 import secrets
 import shutil
 import socket
+import subprocess
 import tempfile
 from argparse import Namespace
 from collections.abc import Iterator
@@ -112,6 +113,21 @@ class RunFolder:
             yield
         finally:
             os.close(fd)
+
+    def check_outside(self, reference: Path) -> None:
+        """Refuse to train into the reference runs: this folder inside ``reference``, however either path is
+        spelled (symlinks, ``..``)."""
+        if self.path.resolve().is_relative_to(Path(reference).resolve()):
+            raise ResultsError(f"{self.path} lies in the reference folder {reference}, which no training command "
+                               "writes to; train into another results folder (--results-dir / make RESULTS=...)")
+
+    def tracked(self) -> bool:
+        """Whether git tracks any file of the run (a committed run); false outside a git work tree or without git."""
+        try:
+            done = subprocess.run(["git", "-C", str(self.path), "ls-files", "-z", "--", "."], capture_output=True)
+        except OSError:
+            return False
+        return done.returncode == 0 and bool(done.stdout)
 
     def unreadable(self, path: Path, why: str) -> ResultsError:
         return ResultsError(f"{path} cannot be read ({why}); put back the run's own file, or delete {self.path} "
