@@ -53,7 +53,7 @@ test-full: install  ## the test suite with the slow tests
 	$(PY) -m pytest -q
 
 data: install  ## verify (and download if missing) MNIST and Frey Face; print their facts
-	$(PY) -m vae data --data-dir $(DATA)
+	$(PY) -m vae data --data-dir "$(DATA)"
 
 reproduce-mnist: install  ## Figure 2, MNIST, AEVB, Nz in {3,5,10,20,200}, to 1e8 samples
 	$(TRAIN) experiments/fig2_mnist_aevb.yaml --set $(BUDGET)
@@ -88,7 +88,7 @@ ablations: install  ## the ablations: Frey Face step size, initialisation and x-
 	$(TRAIN) experiments/ablation_fig3_n50000_lr.yaml --set $(BUDGET)
 
 smoke: install  ## the whole pipeline on a tiny budget (well under a minute)
-	$(PY) -m vae train experiments/smoke.yaml --results-dir $(RESULTS)/smoke --data-dir $(DATA) $(ENGINE)
+	$(PY) -m vae train experiments/smoke.yaml --results-dir "$(RESULTS)/smoke" --data-dir "$(DATA)" $(ENGINE)
 
 bench: install  ## throughput: the suite against plain and Lightning loops; a stack against its runs one after another
 	$(PY) bench/train_speed.py
@@ -111,12 +111,13 @@ gpu-check:  ## on a GPU machine (its python3, nothing installed): GPU tests, thr
 	PYTHONPATH=. $(GPU_PY) -m vae tables --results-dir results/gpu/fig2 --include-incomplete 2>&1 | tee -a results/gpu/fig2.log
 
 log-px: install  ## log p(x) (importance sampling, k=5000, 1000 test images) of your trained Figure 2 runs, for make tables
-	@runs="$(patsubst %/checkpoints/last.ckpt,%,$(wildcard $(RESULTS)/runs/fig2-*/*/checkpoints/last.ckpt))"; \
-	[ -n "$$runs" ] || { echo "no trained Figure 2 run with a checkpoint under $(RESULTS)/runs: train one first (make reproduce-mnist)"; exit 2; }; \
-	$(PY) -m vae log-px $$runs --data-dir $(DATA)
+	@set -- "$(RESULTS)"/runs/fig2-*/*/checkpoints/last.ckpt; \
+	[ -f "$$1" ] || { echo "no trained Figure 2 run with a checkpoint under $(RESULTS)/runs: train one first (make reproduce-mnist)"; exit 2; }; \
+	for ckpt do set -- "$$@" "$${ckpt%/checkpoints/last.ckpt}"; shift; done; \
+	$(PY) -m vae log-px "$$@" --data-dir "$(DATA)"
 
 tables: install  ## results/tables/: your runs beside the paper and the reference runs (reference/tables/ if none)
-	$(PY) -m vae tables --results-dir $(RESULTS) --reference $(REFERENCE)
+	$(PY) -m vae tables --results-dir "$(RESULTS)" --reference "$(REFERENCE)"
 
 figures: install  ## results/figures/: Figures 2-3 from your runs over the paper's and the reference's, 4-5 from checkpoints
-	$(PY) -m vae figures --results-dir $(RESULTS) --reference $(REFERENCE)
+	$(PY) -m vae figures --results-dir "$(RESULTS)" --reference "$(REFERENCE)"

@@ -102,6 +102,7 @@ CASES: dict[str, Callable[[Case], list[str]]] = {
     "--seeds 100000000": lambda c: c.train() + ["--seeds", "100000000"],
     "a running average every 100 samples to 1e9": lambda c: c.train("samples=1e9", "running_every=100"),
     "an evaluation every minibatch to 1e9": lambda c: c.train("samples=1e9", "eval_spacing=linear", "eval_every=100"),
+    "a 131,000-character --set value": lambda c: c.train("nz=" + "x" * 131_000),
     "lr=nan": lambda c: c.train("lr=nan"),
     "lr=.inf": lambda c: c.train("lr=.inf"),
     "lr=inf": lambda c: c.train("lr=inf"),
@@ -199,3 +200,18 @@ def test_a_budget_or_seed_count_beyond_its_bound_is_refused_at_once_and_creates_
     assert line.startswith("error: ") and bound in line, line
     assert sorted(p.name for p in tmp_path.iterdir()) == ["s.yaml"]
 
+
+def test_an_echoed_value_is_cut_to_a_readable_length(tmp_path, capsys):
+    """The error line keeps the key at its start and the end of the value; the 131,000 characters between go,
+    from the config's messages and from argparse's alike."""
+    (tmp_path / "s.yaml").write_text(yaml.safe_dump(SWEEP))
+    assert main(["train", str(tmp_path / "s.yaml"), "--results-dir", str(tmp_path / "r"), "--set",
+                 "nz=" + "x" * 131_000]) == 2
+    (line,) = capsys.readouterr().err.strip().splitlines()
+    assert line.startswith("error: nz must be a number, got 'xxx") and line.endswith("xxx'") and " … " in line
+    assert len(line) <= 203
+    with pytest.raises(SystemExit) as stop:
+        main(["train", str(tmp_path / "s.yaml"), "--seeds", "9" * 131_000])
+    assert stop.value.code == 2
+    last = capsys.readouterr().err.strip().splitlines()[-1]
+    assert last.startswith("python -m vae train: error: argument --seeds: invalid int value: '999") and len(last) < 240

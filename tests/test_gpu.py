@@ -134,8 +134,9 @@ def fused_or_eager(kind: type[Stack], cfgs: list[Config], data: tuple[torch.Tens
     return stack
 
 
-@pytest.mark.parametrize("kind, overrides", [(AEVB, {}), (WakeSleep, dict(decoder="gaussian-sigmoid-mean"))],
-                         ids=["aevb", "wakesleep-gaussian"])
+@pytest.mark.parametrize("kind, overrides", [(AEVB, {}), (AEVB, dict(decoder="gaussian-sigmoid-mean")),
+                                             (WakeSleep, {}), (WakeSleep, dict(decoder="gaussian-sigmoid-mean"))],
+                         ids=["aevb", "aevb-gaussian", "wakesleep", "wakesleep-gaussian"])
 def test_compiled_graphed_steps_equal_eager_steps_in_float64(mnist, float64, kind, overrides):
     """Inductor's Triton kernels inside the CUDA graph compute what the eager kernels compute: in float64 the
     padded stack's parameters, running sums and streams agree after 20 fused steps."""

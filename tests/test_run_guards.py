@@ -280,3 +280,15 @@ def test_restart_keeps_a_run_that_git_tracks_unless_told_to_discard_it(tmp_path,
                    capture_output=True)
     assert RunFolder(run).samples_done() == 10000
 
+
+def test_taking_a_run_removes_the_temporary_files_a_kill_left(tmp_path):
+    folder = RunFolder(tmp_path / "run")
+    folder.path.mkdir()
+    stale = [folder.path / f"{name}.{os.urandom(6).hex()}.tmp" for name in ("metrics.csv", "status.json", "config.yaml",
+                                                                            "wandb_id")]
+    kept = [folder.path / "log_px.json.0123456789ab.tmp", folder.path / "notes.tmp", folder.path / "metrics.csv"]
+    for path in stale + kept:
+        path.write_text("x")
+    with folder.lock():
+        assert not any(p.exists() for p in stale)
+    assert all(p.exists() for p in kept)

@@ -10,6 +10,7 @@ import logging
 import sys
 import warnings
 from pathlib import Path
+from typing import NoReturn
 
 import yaml
 
@@ -18,6 +19,20 @@ from vae.names import DATA_ENV, INPUTS
 
 REFERENCE = Path(__file__).resolve().parent.parent / "reference"  # the repository's committed reference runs
 MAX_SEEDS = 1000  # seeds per grid point
+LONG, KEEP = 1000, 100  # an error line longer than LONG echoes a value: only its first and last KEEP characters stay
+
+
+def shorten(message: str) -> str:
+    """``message`` with each line longer than ``LONG`` cut in the middle, so that a value echoed whole (a
+    100,000-character --set value) cannot flood the terminal; the key at its start and the advice at its end stay."""
+    return "\n".join(line if len(line) <= LONG else f"{line[:KEEP]} … {line[-KEEP:]}" for line in message.split("\n"))
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse, with its error lines (which echo the bad value) shortened."""
+
+    def error(self, message: str) -> NoReturn:
+        super().error(shorten(message))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -30,8 +45,8 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def refuse(error: Exception) -> int:
-    """Say a known error in one line; exit status 2."""
-    print(f"error: {error}", file=sys.stderr)
+    """Say a known error in one (shortened) line; exit status 2."""
+    print(shorten(f"error: {error}"), file=sys.stderr)
     return 2
 
 
@@ -42,9 +57,9 @@ def read_sweep(args: argparse.Namespace) -> Sweep:
     return load_sweep(args.experiment, parse_overrides(args.set), args.seeds)
 
 
-def command_line() -> argparse.ArgumentParser:
+def command_line() -> Parser:
     """The command line: one subcommand per task."""
-    parser = argparse.ArgumentParser(prog="python -m vae", description=__doc__)
+    parser = Parser(prog="python -m vae", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
     train = sub.add_parser("train", help="run (or continue) every run of a sweep file under experiments/")
     train.add_argument("experiment", type=Path)

@@ -130,15 +130,16 @@ class Shown:
 
 
 def gather(results_dir: Path, reference_dir: Path | None = None, include_incomplete: bool = False) -> Shown:
-    """The user's runs beside the reference runs, or, when the user has none yet, the reference alone."""
+    """The user's runs beside the reference runs, or, when the user has none yet, the reference alone. A reference
+    run counts as far as it has reached: a GPU unit extends its runs to the paper's budget over several slots."""
     runs = load_runs(results_dir, include_incomplete)
     if reference_dir is None or not reference_dir.is_dir() or reference_dir.resolve() == results_dir.resolve():
         return Shown(results_dir, runs, [], True, include_incomplete)
     if not runs:
         print(f"no {'logged' if include_incomplete else 'complete'} runs under {results_dir}/runs yet: showing the "
               f"committed reference runs of {reference_dir} alone")
-        return Shown(reference_dir, load_runs(reference_dir, include_incomplete), [], False, include_incomplete)
-    return Shown(results_dir, runs, load_runs(reference_dir, include_incomplete), True, include_incomplete)
+        return Shown(reference_dir, load_runs(reference_dir, True), [], False, True)
+    return Shown(results_dir, runs, load_runs(reference_dir, True), True, include_incomplete)
 
 
 def group_curves(runs: list[LoggedRun]) -> dict[tuple[Any, ...], list[LoggedRun]]:
@@ -186,14 +187,15 @@ def paper_series(algorithm: str, split: str) -> str:
 
 
 def curve_mean(members: list[LoggedRun], column: str) -> pd.DataFrame:
-    """Over the seeds that logged ``column`` (the running average: perhaps not all), at the points every one of
-    them logged: the mean (``value``), the sample standard deviation (``std``), the number of seeds and the 95%
-    Student-t interval of the mean (``ci_low``, ``ci_high``: mean ± t(0.975, n-1)·std/√n; NaN for one seed)."""
+    """At every point that a seed logged ``column`` at, over the seeds that did (seeds may reach different
+    budgets, and some logged no running average): the mean (``value``), the sample standard deviation (``std``),
+    the number of seeds and the 95% Student-t interval of the mean (``ci_low``, ``ci_high``: mean ±
+    t(0.975, n-1)·std/√n; NaN for one seed)."""
     frames = [m.metrics.set_index("samples")[column].dropna() for m in logging(members, column)]
-    joined = pd.concat(frames, axis=1, join="inner")
-    n = joined.shape[1]
+    joined = pd.concat(frames, axis=1, join="outer").sort_index()
+    n = joined.count(axis=1)
     mean, std = joined.mean(axis=1), joined.std(axis=1, ddof=1)
-    half = t_half_width(std, n)
+    half = pd.Series([t_half_width(s, int(k)) for s, k in zip(std, n, strict=True)], index=joined.index)
     return pd.DataFrame({"value": mean, "std": std, "seeds": n, "ci_low": mean - half,
                          "ci_high": mean + half}).reset_index()
 

@@ -1,7 +1,8 @@
 """A run's folder and the loggers that write into it: CSV rows of evaluation points, and W&B.
 
 Every file is written atomically (temporary file, then rename), so a killed run never leaves a torn file, with the
-mode the umask gives a new file. One process at a time trains a run: it holds the folder's lock.
+mode the umask gives a new file; the temporary files a kill leaves go when the run is next locked. One process at
+a time trains a run: it holds the folder's lock.
 """
 
 from __future__ import annotations
@@ -110,9 +111,17 @@ class RunFolder:
                                    "system with file locks (--results-dir / RESULTS=)") from None
             os.ftruncate(fd, 0)
             os.pwrite(fd, f"{os.getpid()} {socket.gethostname()}\n".encode(), 0)
+            self.remove_stale_files()
             yield
         finally:
             os.close(fd)
+
+    def remove_stale_files(self) -> None:
+        """Delete the temporary files of ``atomic_write_text`` that a killed process left beside the files written
+        under the lock (``log_px.json`` is written without it, so its are left alone)."""
+        for file in (self.config_file, self.metrics_file, self.status_file, self.wandb_id_file):
+            for stale in self.path.glob(f"{file.name}.*.tmp"):
+                stale.unlink(missing_ok=True)
 
     def check_outside(self, reference: Path) -> None:
         """Refuse to train into the reference runs: this folder inside ``reference``, however either path is
