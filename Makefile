@@ -31,12 +31,11 @@ TRAIN := $(PY) -m vae train --results-dir "$(RESULTS)" --data-dir "$(DATA)" --re
 BUDGET := $(if $(SAMPLES),samples=$(SAMPLES)) $(if $(DEVICES),devices=$(DEVICES)) $(if $(NODES),num_nodes=$(NODES))
 
 GPU_PY ?= python3
-FIG2_SECONDS ?= 240
 
 help:  ## list the targets
 	@grep -E '^[a-z0-9-]+:.*## ' $(firstword $(MAKEFILE_LIST)) | sed -E 's/^([a-z0-9-]+):.*## (.*)/  make \1\t\2/' | expand -t 24
 
-.PHONY: help gpu-check install test test-full reproduce-mnist reproduce-frey reproduce-fig2 reproduce-fig45 reproduce-fig3 ablations smoke data log-px tables figures bench
+.PHONY: help gpu-check gpu-reference install test test-full reproduce-mnist reproduce-frey reproduce-fig2 reproduce-fig45 reproduce-fig3 ablations smoke data log-px tables figures bench
 
 install: $(VENV)/.installed  ## create .venv and install the package with its test dependencies
 $(VENV)/.installed: pyproject.toml
@@ -94,21 +93,30 @@ bench: install  ## throughput: the suite against plain and Lightning loops; a st
 	$(PY) bench/train_speed.py
 	$(PY) bench/stack_speed.py
 
-# Not through .venv: a GPU machine brings its own torch and Lightning. Each sweep of Figure 2 is trained as
-# stacks at the paper's budget until FIG2_SECONDS run out in all (a cut run keeps its last checkpoint).
-FIG2 := fig2_mnist_aevb fig2_mnist_wakesleep fig2_frey_aevb fig2_frey_wakesleep
-gpu-check:  ## on a GPU machine (its python3, nothing installed): GPU tests, throughput, Figure 2 at 1e8 -> results/gpu/
+# Not through .venv: a GPU machine brings its own torch and Lightning (wandb and Ray are not needed).
+# gpu-check: the GPU tests, the throughput of every execution mode, and Figure 2's MNIST AEVB sweep to 1e7 in TF32
+# (to compare with the float32 seeds of the reference). gpu-reference: a unit of experiments/reference_units.yaml
+# trained to the paper's axis for at most GPU_SECONDS, continued from the reference's checkpoints, packed for
+# `python -m vae.runs.units adopt` (GPU_OUT, default $$OUT on the lent machine).
+GPU_SECONDS ?= 480
+GPU_OUT ?= $(or $(OUT),results/gpu/units)
+GPU_SETTINGS ?= accelerator=gpu steps_per_call=500 checkpoint_minutes=2
+UNIT ?= mnist-aevb
+gpu-check:  ## on a GPU machine (its python3, nothing installed): GPU tests, throughput, TF32 at 1e7 -> results/gpu/
 	mkdir -p results/gpu
 	PYTHONPATH=. $(GPU_PY) -m pytest -p no:cacheprovider -q -m gpu tests/test_gpu.py 2>&1 | tee results/gpu/tests.txt
-	PYTHONPATH=. $(GPU_PY) bench/stack_speed.py --seconds 30 --out results/gpu/throughput.csv 2>&1 \
-		| tee results/gpu/throughput.txt
-	end=$$(( $$(date +%s) + $(FIG2_SECONDS) )); for sweep in $(FIG2); do \
-		left=$$(( end - $$(date +%s) )); [ $$left -gt 10 ] || break; \
-		PYTHONPATH=. timeout $$left $(GPU_PY) -m vae train experiments/$$sweep.yaml --engine stack \
-			--results-dir results/gpu/fig2 --data-dir $(DATA) \
-			--set samples=1e8 wandb=disabled accelerator=gpu steps_per_call=500 checkpoint_minutes=0.5 \
-			2>&1 | tee -a results/gpu/fig2.log; done
-	PYTHONPATH=. $(GPU_PY) -m vae tables --results-dir results/gpu/fig2 --include-incomplete 2>&1 | tee -a results/gpu/fig2.log
+	PYTHONPATH=. $(GPU_PY) bench/stack_speed.py --seconds 20 --modes graphed fused fused-tf32 --sizes 54 \
+		--sequential-modes graphed fused \
+		--out results/gpu/throughput.csv 2>&1 | tee results/gpu/throughput.txt
+	PYTHONPATH=. $(GPU_PY) -m vae train experiments/fig2_mnist_aevb.yaml --engine stack --results-dir results/gpu/tf32 \
+		--data-dir "$(DATA)" --set samples=1e7 matmul_precision=tf32 wandb=disabled $(GPU_SETTINGS) \
+		2>&1 | tee results/gpu/tf32.log
+
+gpu-reference:  ## on a GPU machine: train UNIT (make gpu-reference UNIT=mnist-aevb) for GPU_SECONDS, packed in GPU_OUT
+	PYTHONPATH=. $(GPU_PY) -m vae.runs.units stage $(UNIT) --staging results/units --reference "$(REFERENCE)"
+	PYTHONPATH=. $(GPU_PY) -m vae.runs.units train $(UNIT) --staging results/units --data-dir "$(DATA)" \
+		--seconds $(GPU_SECONDS) --set $(GPU_SETTINGS)
+	PYTHONPATH=. $(GPU_PY) -m vae.runs.units pack $(UNIT) --staging results/units --out "$(GPU_OUT)"
 
 log-px: install  ## log p(x) (importance sampling, k=5000, 1000 test images) of your trained Figure 2 runs, for make tables
 	@set -- "$(RESULTS)"/runs/fig2-*/*/checkpoints/last.ckpt; \
