@@ -46,6 +46,10 @@ def test_tiny_run_logs_the_paper_axis_and_improves_the_bound(tmp_path, data_root
     assert yaml.safe_load((run / "config.yaml").read_text())["nz"] == 2
     offline = list((run / "wandb").glob("offline-run-*"))
     assert len(offline) == 1 and list(offline[0].glob("*.wandb"))
+    # time is charged by phase at synchronised points: each phase took some, and together no more than the wall
+    phases = [status[f"{p}_seconds"] for p in ("train", "select", "eval", "checkpoint")]
+    assert all(t > 0 for t in phases) and sum(phases) <= status["wall_seconds"]
+    assert df["time/train_s"].is_monotonic_increasing and df["time/train_s"].iloc[-1] <= status["train_seconds"]
 
 
 def test_extending_a_finished_run_equals_one_long_run(tmp_path, data_root):

@@ -14,8 +14,8 @@ Speed: one optimizer step of these networks costs less than Lightning's per-step
 ``training_step`` runs up to ``steps_per_call`` iterations (manual optimization), replayed as one CUDA graph on
 a GPU. Data stays on the device; minibatch indices and noise come from device generators; nothing syncs with
 the host between logged points. Time is read only there, after a device sync (``PhaseClock``): training,
-§5's selection, evaluations and checkpoints are each charged the wall time they took. The trajectory does not depend on ``steps_per_call``: blocks of steps are
-cut at evaluation points.
+§5's selection, evaluations and checkpoints are each charged the wall time they took. The trajectory does not
+depend on ``steps_per_call``: blocks of steps are cut at evaluation points.
 
 Checkpoints: Lightning writes one checkpoint dictionary for the module; ``on_save_checkpoint`` replaces the
 stack's stacked ``state_dict`` and ``optimizer_states`` by one entry per run under ``"runs"`` (that model's
@@ -37,8 +37,8 @@ from lightning.pytorch.loggers.logger import Logger
 
 from vae.algorithms.graphs import GraphedSteps, graph_unsupported
 from vae.algorithms.stack import Stack
-from vae.protocol.clock import PhaseClock
 from vae.models.marginal import log_marginal_hmc, log_marginal_is
+from vae.protocol.clock import PhaseClock
 from vae.protocol.schedule import round_up, run_points, running_points
 
 
