@@ -5,6 +5,9 @@
 # Everything it measured goes to $OUT: results.tar (logs, throughput CSV, TF32 runs) and the unit's runs*.tar,
 # which `python -m vae.runs.units adopt` puts into reference/runs.
 #
+# The data travel in a git-ignored folder named in the call's carry: copy ../shared/data/mnist (and frey, for the
+# Frey Face unit) into .gpu-data/ and add /.gpu-data/ to .git/info/exclude.
+#
 #   SLOT_SECONDS=560 UNIT=mnist-aevb DATA=.gpu-data bash bench/gpu_slot.sh
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -26,7 +29,7 @@ nvidia-smi --query-gpu=name,memory.total,clocks.sm,clocks.max.sm --format=csv > 
 python3 -c "import torch, lightning; print('torch', torch.__version__, 'lightning', lightning.__version__)" \
     >> results/gpu/device.txt 2>&1
 cat results/gpu/device.txt
-phase tests 120 python3 -m pytest -p no:cacheprovider -v -m gpu tests/test_gpu.py
+phase tests 180 python3 -m pytest -p no:cacheprovider -v -rf --tb=short --timeout 90 -m gpu tests/test_gpu.py
 phase throughput 110 python3 bench/stack_speed.py --seconds 15 --modes graphed fused fused-tf32 --sizes 54 \
     --sequential-modes graphed fused --out results/gpu/throughput.csv
 phase tf32 80 python3 -m vae train experiments/fig2_mnist_aevb.yaml --engine stack --results-dir results/gpu/tf32 \
