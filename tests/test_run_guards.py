@@ -292,3 +292,36 @@ def test_taking_a_run_removes_the_temporary_files_a_kill_left(tmp_path):
     with folder.lock():
         assert not any(p.exists() for p in stale)
     assert all(p.exists() for p in kept)
+
+
+@pytest.mark.slow  # three trainings through a selection of 9000 steps: minutes on two cores
+def test_a_signal_during_the_step_size_selection_stops_it_within_seconds_and_a_rerun_selects_again(tmp_path,
+                                                                                                   data_root):
+    """§5's selection is one long training step (3 candidates x 3000 steps here); a signal stops it between two
+    blocks of steps_per_call steps, checkpointed at the initial state, and the rerun selects from the start: the
+    same run as one never interrupted."""
+    settings = dict(lr=None, lr_select_samples=300000, samples=400000, eval_start=300000)
+    for folder in ("stopped", "clean"):
+        (tmp_path / folder).mkdir()
+    sweep = sweep_file(tmp_path / "stopped", **settings)
+    run = tmp_path / "stopped" / "runs" / "stop" / "seed0"
+    proc = subprocess.Popen(command(sweep, tmp_path / "stopped", data_root), stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE, text=True)
+    wait_for(run / "config.yaml", proc)
+    time.sleep(1.0)
+    proc.send_signal(signal.SIGTERM)
+    sent = time.monotonic()
+    err = proc.communicate(timeout=120)[1]
+    assert time.monotonic() - sent < 15 and proc.returncode == 143, err
+    assert "Traceback" not in err
+    (line,) = [s for s in err.splitlines() if "stopped" in s]
+    assert "stopped at 0 of 400,000 samples" in line and "step-size selection" in line
+    assert json.loads((run / "status.json").read_text())["samples"] == 0
+
+    subprocess.run(command(sweep, tmp_path / "stopped", data_root), check=True, capture_output=True)
+    clean = tmp_path / "clean"
+    subprocess.run(command(sweep_file(clean, **settings), clean, data_root), check=True, capture_output=True)
+    cols = ["samples", "train/elbo", "test/elbo", "lr"]
+    pd.testing.assert_frame_equal(pd.read_csv(run / "metrics.csv")[cols],
+                                  pd.read_csv(clean / "runs" / "stop" / "seed0" / "metrics.csv")[cols],
+                                  check_exact=True)

@@ -28,7 +28,7 @@ is not finite is never saved: the run stops (``RunDiverged``) and keeps its last
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import lightning as L
@@ -76,6 +76,8 @@ class SampleAxis(L.LightningModule):
         self._seconds = 0.0  # train seconds of this session
         self.clock = PhaseClock(torch.device("cpu"))  # this session's seconds per phase
         self._checkpointed = False  # a checkpoint was written since the last lap
+        # called between blocks of a long step (§5's selection): the runner's way to stop there on a signal
+        self.between_blocks: Callable[[], None] = lambda: None
         self._synced_samples = 0
 
     @property
@@ -203,7 +205,9 @@ class SampleAxis(L.LightningModule):
         """§5: pick each model's Adagrad global step size from ``lr_candidates`` by ``selection_score`` after the
         first ``lr_select_samples`` samples. The candidates of every model train side by side as one stack (one
         after another where the update rule stacks no models, or under DDP), each from the model's initial state
-        and random stream; each model continues from its winner, so it equals a run started with that step size."""
+        and random stream; each model continues from its winner, so it equals a run started with that step size.
+        A stop between blocks (``between_blocks``) leaves the runs at their initial state: the next session
+        selects again from the start."""
         self._lap_training()
         stack, candidates = self.stack, self.cfg.lr_candidates
         steps = round_up(self.cfg.lr_select_samples, stack.samples_per_step) // stack.samples_per_step
@@ -215,7 +219,9 @@ class SampleAxis(L.LightningModule):
             chunk = trials[first:first + size]
             trial = stack.replicate([j for j, _ in chunk])
             trial.set_lrs([lr for _, lr in chunk])
-            trial.train_steps(steps)
+            for done in range(0, steps, self.cfg.steps_per_call):  # a signal stops the selection between blocks
+                trial.train_steps(min(self.cfg.steps_per_call, steps - done))
+                self.between_blocks()
             for i, (key, value) in enumerate(zip(chunk, trial.selection_score(trial.eval_generators()), strict=True)):
                 scores[key] = value if math.isfinite(value) else -math.inf
                 finals[key] = trial.run_state(i)

@@ -68,6 +68,12 @@ class StopOnSignal(L.Callback):
         self.signum = self.signum or signum
 
     def on_train_batch_end(self, trainer: L.Trainer, *args: Any) -> None:
+        self.check(trainer)
+
+    def check(self, trainer: L.Trainer) -> None:
+        """Stop here if a signal came (on any rank): raises ``SIGTERMException``, after which ``on_exception``
+        saves the checkpoint. Called at every training batch's end and, inside a long training step (§5's
+        step-size selection), between its blocks of steps; every rank calls it at the same points."""
         signum = self.signum or 0
         if trainer.world_size > 1:  # every rank stops at the same step (saving is collective)
             got = torch.tensor(signum, device=trainer.strategy.root_device)

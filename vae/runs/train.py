@@ -30,7 +30,7 @@ from vae.config import Config, ConfigError, RunSpec
 from vae.data import RunData
 from vae.protocol.sample_axis import SampleAxis
 from vae.protocol.schedule import round_up
-from vae.runs.checkpoint import PeriodicCheckpoint, RunCheckpointIO
+from vae.runs.checkpoint import PeriodicCheckpoint, RunCheckpointIO, read_checkpoint
 from vae.runs.folder import RunFolder, run_loggers
 from vae.runs.progress import Progress
 from vae.runs.signals import Interrupted, StopOnSignal
@@ -63,6 +63,17 @@ def check_accelerator(cfg: Config) -> None:
 
 def finished(folder: RunFolder, cfg: Config) -> bool:
     return folder.status().get("samples", 0) >= round_up(cfg.samples, ALGORITHMS[cfg.algorithm].step_samples(cfg))
+
+
+def repair_metrics(folder: RunFolder, checkpoint: dict[str, Any]) -> None:
+    """Rewrite ``metrics.csv`` from the history of the run's verified ``checkpoint`` where the file departs from it
+    (torn, edited, a row lost); its rows beyond the checkpoint go too, to be logged again as the run resumes."""
+    axis = checkpoint["sample_axis"]
+    problem = folder.metrics_departure(axis["history"], axis["samples"])
+    if problem:
+        folder.write_metrics(axis["history"])
+        print(f"[{folder.name}] metrics.csv did not match its checkpoint ({problem}): rewritten from the "
+              "checkpoint's history")
 
 
 def train_stack(sweep: str, specs: Sequence[RunSpec], results_dir: Path, data_dir: Path | None = None,
@@ -99,6 +110,8 @@ def _train_stack(specs: Sequence[RunSpec], folders: Sequence[RunFolder], data: L
     statuses = {s.name: f.status() for s, f in zip(specs, folders, strict=True)}
     todo = [i for i, (f, c) in enumerate(zip(folders, configs, strict=True)) if not finished(f, c)]
     for i in set(range(len(specs))) - set(todo):
+        if rank_zero_only.rank == 0 and folders[i].has_checkpoint():
+            repair_metrics(folders[i], read_checkpoint(folders[i]))
         say(f"[{specs[i].name}] already at {statuses[specs[i].name]['samples']:,d} samples (budget "
             f"{configs[i].samples:,d}): nothing to do")
     if not todo:
@@ -108,11 +121,17 @@ def _train_stack(specs: Sequence[RunSpec], folders: Sequence[RunFolder], data: L
     if any(resume) and not all(resume):
         raise ConfigError(f"of the runs {[s.name for s in specs]} only some have a checkpoint; train them one "
                           "by one (--engine local)")
-    for folder in folders:  # everything in the run folders that can be refused is, before anything is written
-        folder.metrics()
+    # everything in the run folders that can be refused is, before anything is written; a run's metrics.csv that
+    # departs from its checkpoint is repaired from it
     checkpoints = RunCheckpointIO(folders)
     if all(resume):
         checkpoints.verify()
+        if rank_zero_only.rank == 0:
+            for folder, run in zip(folders, checkpoints.verified["runs"], strict=True):
+                repair_metrics(folder, run)
+    else:
+        for folder in folders:
+            folder.metrics()
     stack = ALGORITHMS[cfg.algorithm](configs)
     writer = rank_zero_only.rank == 0
     loggers = [run_loggers(f, c) if writer else [] for f, c in zip(folders, configs, strict=True)]
@@ -124,6 +143,7 @@ def _train_stack(specs: Sequence[RunSpec], folders: Sequence[RunFolder], data: L
     began = time.time()
     # the handlers go in before fit, so that a signal during the Trainer's setup stops training too
     with StopOnSignal(folders[0].checkpoint) as stop:
+        module.between_blocks = lambda: stop.check(module.trainer)
         trainer = L.Trainer(
             accelerator=cfg.accelerator, devices=cfg.devices, num_nodes=cfg.num_nodes,
             strategy="ddp" if ranks > 1 else "auto", max_epochs=-1, logger=False,
@@ -157,9 +177,10 @@ def _train_stack(specs: Sequence[RunSpec], folders: Sequence[RunFolder], data: L
             folder.write_status(status)
         statuses[spec.name] = status
     if stop.signum:
+        selecting = " during the step-size selection (§5), which starts again then" if module.samples == 0 else ""
         raise Interrupted(stop.signum, f"{signal.Signals(stop.signum).name}: {', '.join(s.name for s in specs)} "
                                        f"stopped at {module.samples:,d} of {cfg.samples:,d} samples, checkpointed; "
-                                       "run the same command again to continue")
+                                       f"run the same command again to continue{selecting}")
     return statuses
 
 
