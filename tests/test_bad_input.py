@@ -118,7 +118,6 @@ CASES: dict[str, Callable[[Case], list[str]]] = {
     "a binary file as the experiment": lambda c: c.train(experiment=c.write("bad.yaml", bytes(range(256)) * 4)),
     "a directory as the experiment": lambda c: c.train(experiment=c.tmp),
     "a missing experiment": lambda c: c.train(experiment=c.tmp / "nope.yaml"),
-    "garbage metrics.csv: train": lambda c: (c.garbage_metrics(), c.train("samples=8000"))[1],
     "garbage metrics.csv: tables": lambda c: (c.garbage_metrics(), c.tables())[1],
     "garbage metrics.csv: figures": lambda c: (c.garbage_metrics(), c.figures())[1],
     "half-written status.json: train": lambda c: (c.half_status(), c.train("samples=8000"))[1],

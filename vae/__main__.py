@@ -150,18 +150,26 @@ def run(args: argparse.Namespace, sweep: Sweep | None) -> int:
                     print(f"added the paper's curves to the W&B group {sweep.name}: {', '.join(logged)}")
         elif args.command == "tables":
             from vae.results.report import gather, write_tables
-
-            settings = read_settings(args.settings)
-            write_tables(gather(args.results_dir, args.reference, args.include_incomplete), settings)
-        elif args.command == "figures":
-            from vae.results.figures import image_figures, log_to_wandb, paper_figures, planned_images
-            from vae.results.report import gather
+            from vae.runs.folder import check_writable, writing
 
             settings = read_settings(args.settings)
             shown = gather(args.results_dir, args.reference, args.include_incomplete)
+            check_writable(shown.folder / "tables")
+            with writing(shown.folder / "tables"):
+                write_tables(shown, settings)
+        elif args.command == "figures":
+            from vae.results.figures import image_figures, log_to_wandb, paper_figures, planned_images
+            from vae.results.report import gather
+            from vae.runs.folder import check_writable, writing
+
+            settings = read_settings(args.settings)
+            shown = gather(args.results_dir, args.reference, args.include_incomplete)
+            out = shown.folder / "figures"
+            check_writable(out)
             images = planned_images(shown.folder, settings)
-            written, runs = paper_figures(shown)
-            written += image_figures(images, shown.folder / "figures")
+            with writing(out):
+                written, runs = paper_figures(shown)
+                written += image_figures(images, out)
             print("wrote " + ", ".join(str(p) for p in written))
             if args.wandb and shown.users:  # the reference runs' W&B pages are not the user's
                 updated = log_to_wandb(runs, {p.stem: p for p in written})

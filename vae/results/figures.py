@@ -186,8 +186,11 @@ def save(fig: plt.Figure, path: Path) -> None:
     carry no creation date, so redrawing from the same logs gives the same bytes."""
     tmp = path.with_name(path.name + ".tmp")
     fmt = path.suffix[1:]
-    fig.savefig(tmp, format=fmt, dpi=110, metadata={"CreationDate": None} if fmt == "pdf" else None)
-    os.replace(tmp, path)
+    try:
+        fig.savefig(tmp, format=fmt, dpi=110, metadata={"CreationDate": None} if fmt == "pdf" else None)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
 IMAGE_SHAPE = {"mnist": (28, 28), "frey": (28, 20)}

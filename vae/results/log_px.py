@@ -19,7 +19,9 @@ import torch
 from vae.config import ConfigError
 from vae.data import load_dataset
 from vae.runs.checkpoint import load_model, read_checkpoint
-from vae.runs.folder import RunFolder
+from vae.runs.folder import RunFolder, check_writable, writing
+
+WHERE = "log-px writes log_px.json into the run's folder: make it writable, or copy the run to a writable one"
 
 
 @torch.no_grad()
@@ -37,9 +39,11 @@ def evaluate_log_px(run_dir: Path, data_dir: Path | None, k: int, points: int, s
     known = folder.log_px()
     if known and all(known.get(key) == value for key, value in wanted.items()):
         return known
+    check_writable(folder.path, WHERE)  # before the sampling, not after it
     x = load_dataset(model.cfg, data_dir)[1][:points]
     log_px = model.log_marginal(x, k, torch.Generator().manual_seed(seed)).mean().item()
     bound = model.elbo(x, "B", 1, torch.Generator().manual_seed(seed + 1)).mean().item()
     result = wanted | dict(points=len(x), log_px=log_px, elbo=bound, gap=log_px - bound)
-    folder.write_log_px(result)
+    with writing(folder.path, WHERE):
+        folder.write_log_px(result)
     return result

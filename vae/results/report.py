@@ -47,7 +47,8 @@ import pandas as pd
 from scipy.stats import t as student_t
 
 from vae.config import EXECUTION_KEYS, ConfigError, make_config
-from vae.runs.folder import ResultsError, RunFolder, atomic_write_text
+from vae.runs.checkpoint import read_checkpoint
+from vae.runs.folder import ResultsError, RunFolder, atomic_write_text, read_metrics, same_row
 
 PAPER = Path(__file__).parent.parent / "paper"
 PAPER_COLUMNS = ["figure", "panel", "series", "kind", "x_samples_evaluated", "value"]
@@ -102,12 +103,19 @@ def load_runs(results_dir: Path, include_incomplete: bool = False) -> list[Logge
     files cannot be read is skipped with a warning that says which file and why."""
     runs = []
     for folder in RunFolder.all(results_dir):
+        if not folder.metrics_file.is_file():
+            continue
         try:
-            metrics = folder.metrics()
-            if metrics is None:
-                continue
             config = make_config(folder.config()).to_dict()
-            complete = folder.status().get("samples", 0) >= config["samples"]
+            status = folder.status()
+            problem = metrics_problem(folder, status)
+            if problem:
+                repair = ("rerunning its train command rewrites it from the run's checkpoint"
+                          if folder.has_checkpoint() else "the run has no checkpoint to rewrite it from")
+                print(f"warning: run skipped: {folder.metrics_file} {problem}; {repair}", file=sys.stderr)
+                continue
+            metrics = folder.metrics()
+            complete = status.get("samples", 0) >= config["samples"]
             log_px = folder.log_px()
         except (ResultsError, ConfigError) as e:
             print(f"warning: run skipped: {e}", file=sys.stderr)
@@ -115,6 +123,29 @@ def load_runs(results_dir: Path, include_incomplete: bool = False) -> list[Logge
         if complete or include_incomplete:
             runs.append(LoggedRun(folder.path, folder.sweep, config, metrics, complete, log_px))
     return runs
+
+
+def metrics_problem(folder: RunFolder, status: dict[str, Any]) -> str | None:
+    """Why the run's ``metrics.csv`` is not the record of its points, or None: the file must hold the last evaluation
+    of ``status`` as the last up to the status's samples (it may be ahead: a run still training, or killed), and,
+    where the run has a checkpoint, every row its history logged up to the checkpoint's samples."""
+    try:
+        metrics = read_metrics(folder.metrics_file)
+    except ValueError as e:
+        return f"cannot be read ({e})"
+    last = status.get("last")
+    if last:
+        evaluated = metrics[(metrics["samples"] <= status["samples"])
+                            & metrics.filter(like="test/").notna().any(axis=1)].to_dict("records")
+        if not evaluated or not same_row(evaluated[-1], last):
+            return (f"does not hold the last evaluation of {folder.status_file.name} (at {last['samples']:,d} "
+                    "samples) as its last")
+    if folder.has_checkpoint():
+        axis = read_checkpoint(folder)["sample_axis"]
+        departure = folder.metrics_departure(axis["history"], axis["samples"])
+        if departure:
+            return f"does not match the run's checkpoint ({departure})"
+    return None
 
 
 @dataclass(frozen=True)
