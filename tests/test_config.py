@@ -101,7 +101,8 @@ FLOAT_FIELDS = [k for k, h in HINTS.items() if _base(h) is float]
 def test_choices_are_read_from_the_literal_types():
     literal = {k: get_args(_base(h)) for k, h in HINTS.items() if get_origin(_base(h)) is Literal}
     assert set(literal) == {"dataset", "binarize", "algorithm", "decoder", "estimator", "eval_spacing",
-                            "evaluation", "marginal_estimator", "mcem_counting", "accelerator", "wandb"}
+                            "evaluation", "marginal_estimator", "mcem_counting", "matmul_precision", "accelerator",
+                            "wandb"}
     assert literal == CHOICES and CHOICES["estimator"] == ("A", "B")
     assert set(CHOICES["dataset"]) == set(DATASET_DEFAULTS) == set(MAX_TRAIN)
     for key, allowed in literal.items():
@@ -150,8 +151,8 @@ def test_identity_is_every_field_outside_the_execution_group():
     assert EXECUTION_KEYS == execution and {"samples", "cuda_graphs", "devices", "tags"} <= execution
     cfg = make_config({})
     assert list(cfg.identity()) == [k for k in FIELDS if k not in execution]
-    changed = {"samples": 10**9, "steps_per_call": 7, "cuda_graphs": False, "checkpoint_minutes": 1.5,
-               "heartbeat_seconds": 5.0, "accelerator": "cpu", "devices": 2, "num_nodes": 2, "wandb": "disabled",
+    changed = {"samples": 10**9, "steps_per_call": 7, "cuda_graphs": False, "compile": False,
+               "checkpoint_minutes": 1.5, "heartbeat_seconds": 5.0, "accelerator": "cpu", "devices": 2, "num_nodes": 2, "wandb": "disabled",
                "wandb_project": "p",
                "tags": ["t"]}
     assert set(changed) == execution

@@ -12,7 +12,7 @@ from vae.config import RunSpec, load_sweep, make_config
 from vae.runs.train import run_one
 
 EXPERIMENTS = Path(__file__).parent.parent / "experiments"
-SWEEPS = sorted(p for p in EXPERIMENTS.glob("*.yaml") if p.stem not in ("tables", "figures"))
+SWEEPS = sorted(p for p in EXPERIMENTS.glob("*.yaml") if p.stem not in ("tables", "figures", "reference_units"))
 
 
 def tiny(spec: RunSpec) -> RunSpec:

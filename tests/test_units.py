@@ -68,8 +68,8 @@ def test_a_unit_continues_from_the_adopted_reference(tmp_path, data_root):
 
 
 def test_the_deadline_stops_a_unit_checkpointed(tmp_path, data_root):
-    units(tmp_path, 10**7)
-    tars = slot(tmp_path, data_root, 20)
+    units(tmp_path, 10**10)  # far beyond what the deadline lets it reach
+    tars = slot(tmp_path, data_root, 60)
     units_cmd(tmp_path, data_root, "adopt", *map(str, tars))
     run = RunFolder.of(tmp_path / "reference", "tiny", "nz2-seed0")
     assert run.has_checkpoint() and 0 < run.status()["samples"] < 10**7
