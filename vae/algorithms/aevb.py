@@ -28,8 +28,8 @@ class AEVB(Stack):
         self.reduce_gradients(params)
         opt.step()
 
-    def objective(self, x: torch.Tensor, eps: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def objective(self, x: torch.Tensor, eps: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
         """The loss, minus eq. (8)'s estimate divided by M (the sum over the k models), and each model's sum of
-        minibatch bounds for the running average."""
+        minibatch bounds for the running average (None where none is logged)."""
         bound = self.bound(x, eps)
         return bound.sum() / -self.cfg.M, self.bound_sums(bound)  # / -M: = -sum / M exactly, one kernel fewer

@@ -167,16 +167,21 @@ class Stack(nn.Module):
             self.step()
         self.samples += steps * self.samples_per_step
 
-    def accumulate(self, sums: torch.Tensor) -> None:
+    @property
+    def logs_running(self) -> bool:
+        """Whether the running average of the minibatch bounds is logged (``running_every``)."""
+        return self.cfg.running_every is not None
+
+    def accumulate(self, sums: torch.Tensor | None) -> None:
         """Add this iteration's sum of minibatch bounds per model (k, float64: see ``bound_sums``) to each model's
-        running sum, on the device, with no host sync. Skipped where no running average is logged."""
-        if self.cfg.running_every is not None:
+        running sum, on the device, with no host sync; None where no running average is logged."""
+        if sums is not None:
             self.running += sums
 
-    @staticmethod
-    def bound_sums(bounds: torch.Tensor) -> torch.Tensor:
-        """Each model's sum of its minibatch bounds (k, n: this rank's share), in float64, for ``accumulate``."""
-        return bounds.detach().sum(-1, dtype=torch.float64)
+    def bound_sums(self, bounds: torch.Tensor) -> torch.Tensor | None:
+        """Each model's sum of its minibatch bounds (k, n: this rank's share), in float64, for ``accumulate``;
+        None, and nothing computed, where no running average is logged."""
+        return bounds.detach().sum(-1, dtype=torch.float64) if self.logs_running else None
 
     # ---------------------------------------------------------------- fused steps
     def fuse(self, on: bool) -> None:

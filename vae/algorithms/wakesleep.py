@@ -65,7 +65,7 @@ class WakeSleep(Stack):
         self.reduce_gradients(phi)
         sleep_opt.step()
 
-    def wake_objective(self, x: torch.Tensor, eps: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def wake_objective(self, x: torch.Tensor, eps: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
         """The wake loss, -(1/M) sum log p(x, z) for z ~ q(z|x) (a sample: no gradient reaches phi), and each
         model's sum of the one-sample bounds log p(x|z) + log p(z) - log q(z|x) for the running average. The
         prior term log p(z) is constant in theta, so only log p(x|z) carries the gradient."""
@@ -73,9 +73,11 @@ class WakeSleep(Stack):
             mean, logvar = self.encoder(x)
             z = reparameterize(mean, logvar, eps)
         log_px = self.decoder.log_prob(x, z)
-        with torch.no_grad():
-            bounds = log_px + log_std_normal(z) - log_normal(z, mean, logvar)
-        return log_px.sum() / -self.cfg.M, self.bound_sums(bounds)
+        sums = None
+        if self.logs_running:
+            with torch.no_grad():
+                sums = self.bound_sums(log_px + log_std_normal(z) - log_normal(z, mean, logvar))
+        return log_px.sum() / -self.cfg.M, sums
 
     def sleep_objective(self, z: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
         """The sleep loss, -(1/M) sum log q(z|x) over the fantasies (z, x)."""
