@@ -25,7 +25,7 @@ import yaml
 from vae.config import RunSpec, make_config
 from vae.protocol.schedule import eval_points
 from vae.runs.folder import ResultsError, RunFolder
-from vae.runs.signals import Interrupted
+from vae.runs.interrupted import Interrupted
 from vae.runs.train import run_one, train_stack
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -15,7 +15,7 @@ from vae.algorithms import AEVB, Stack, WakeSleep
 from vae.config import RunSpec, make_config
 from vae.models.bounds import elbo
 from vae.protocol.schedule import eval_points
-from vae.runs.signals import Interrupted
+from vae.runs.interrupted import Interrupted
 from vae.runs.train import run_one
 
 TINY = dict(hidden=20, nz=2, n_train=2000, samples=20000, eval_start=5000, lr=0.02, adagrad_warmup=10,

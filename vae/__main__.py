@@ -1,7 +1,8 @@
 """Command line: ``python -m vae train EXPERIMENT.yaml [--set key=value ...]``, ``tables``, ``figures``,
-``log-px``, ``diagnose`` and ``data``. Exit status 2: a known error, said in one line; 130 / 143: training
-stopped by SIGINT / SIGTERM, checkpointed. No training command writes into the reference runs. The arguments and
-the sweep file are read, and refused, before torch and Lightning load: a bad budget is said within a second."""
+``log-px``, ``diagnose`` and ``data``. Exit status 2: a known error, said in one line; 130 / 143: stopped by
+SIGINT / SIGTERM within seconds in any phase, said in one line (a training checkpointed). No training command
+writes into the reference runs. The arguments and the sweep file are read, and refused, before torch and
+Lightning load: a bad budget is said within a second."""
 
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ import yaml
 
 from vae.config import ConfigError, Sweep, load_sweep, parse_overrides, problem
 from vae.names import DATA_ENV, INPUTS
+from vae.runs.interrupted import Interrupted, raise_on_signals
 
 REFERENCE = Path(__file__).resolve().parent.parent / "reference"  # the repository's committed reference runs
 MAX_SEEDS = 1000  # seeds per grid point
@@ -35,13 +37,29 @@ class Parser(argparse.ArgumentParser):
         super().error(shorten(message))
 
 
+# what a command leaves when a signal stops it outside a training loop (which says its own line)
+STOPPED = {
+    "train": "train stopped; every run stands at its last checkpoint: run the same command again to continue",
+    "tables": "tables stopped; each table is whole, as written now or as it was before",
+    "figures": "figures stopped; each figure is whole, as drawn now or as it was before",
+    "log-px": "log-px stopped; the runs it had finished have their log_px.json, the others are as they were",
+    "diagnose": "diagnose stopped; it writes nothing",
+    "data": "data stopped; a download is kept only once its checksum is verified",
+}
+
+
 def main(argv: list[str] | None = None) -> int:
     args = command_line().parse_args(argv)
-    try:
-        sweep = read_sweep(args) if args.command == "train" else None
-    except ConfigError as e:
-        return refuse(e)
-    return run(args, sweep)
+    with raise_on_signals(STOPPED[args.command]):
+        try:
+            try:
+                sweep = read_sweep(args) if args.command == "train" else None
+            except ConfigError as e:
+                return refuse(e)
+            return run(args, sweep)
+        except Interrupted as e:
+            print(e, file=sys.stderr)
+            return e.exit_status
 
 
 def refuse(error: Exception) -> int:
@@ -130,7 +148,6 @@ def run(args: argparse.Namespace, sweep: Sweep | None) -> int:
     from vae.results.report import ReportError
     from vae.runs.engine import SweepFailed
     from vae.runs.folder import ResultsError
-    from vae.runs.signals import Interrupted
 
     logging.getLogger("lightning.pytorch").setLevel(logging.WARNING)
     warnings.filterwarnings("ignore", message=".*does not have many workers.*")

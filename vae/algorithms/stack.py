@@ -161,11 +161,13 @@ class Stack(nn.Module):
         """One iteration of the algorithm for every model."""
         raise NotImplementedError
 
-    def train_steps(self, steps: int) -> None:
-        """``steps`` iterations; adds the training samples they evaluated to ``samples``."""
+    def train_steps(self, steps: int, between: Callable[[], None] = lambda: None) -> None:
+        """``steps`` iterations, each adding the training samples it evaluated to ``samples``; ``between`` is
+        called after each (where a stop on a signal may leave the loop, the state whole)."""
         for _ in range(steps):
             self.step()
-        self.samples += steps * self.samples_per_step
+            self.samples += self.samples_per_step
+            between()
 
     @property
     def logs_running(self) -> bool:

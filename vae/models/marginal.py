@@ -14,6 +14,7 @@ n_fit/Nz < 4), and the step-size tuning, which like the author's code continues 
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from typing import NamedTuple
 
 import torch
@@ -112,10 +113,11 @@ class PosteriorSamples(NamedTuple):
 
 def hmc_posterior_samples(x: torch.Tensor, decoder: Decoder, z0: torch.Tensor, generator: torch.Generator,
                           n_samples: int = 50, n_burnin: int = 100, n_steps: int = 4, step_size: float = 0.01,
-                          target: float = 0.9) -> PosteriorSamples:
+                          target: float = 0.9, between: Callable[[], None] = lambda: None) -> PosteriorSamples:
     """App. D, step 1: one HMC chain per datapoint from z0 (n, Nz); ``n_burnin`` transitions, then one sample
     after each of ``n_samples`` transitions, each of ``n_steps`` leapfrog steps, the step size tuned
-    throughout toward ``target`` acceptance (App. E: 50 samples, 4 leapfrog steps, 90%)."""
+    throughout toward ``target`` acceptance (App. E: 50 samples, 4 leapfrog steps, 90%). ``between`` is called
+    after each transition (a caller's point to stop at)."""
     log_joint = posterior_log_joint(decoder, x)
     z, eps = z0, torch.as_tensor(step_size, dtype=z0.dtype, device=z0.device)
     zs, values, accepts = [], [], []
@@ -126,6 +128,7 @@ def hmc_posterior_samples(x: torch.Tensor, decoder: Decoder, z0: torch.Tensor, g
             zs.append(z)
             values.append(step.log_joint)
             accepts.append(step.accept)
+        between()
     accept_rate = torch.stack(accepts).to(z.dtype).mean()
     return PosteriorSamples(torch.stack(zs), torch.stack(values), accept_rate, eps)
 
@@ -137,7 +140,7 @@ def latent_dim(decoder: Decoder) -> int:
 
 @torch.no_grad()
 def best_prior_draw(x: torch.Tensor, decoder: Decoder, generator: torch.Generator, k: int = 1000,
-                    chunk: int = 100) -> torch.Tensor:
+                    chunk: int = 100, between: Callable[[], None] = lambda: None) -> torch.Tensor:
     """A chain start without an encoder: of k draws z ~ p(z) per datapoint, the one with the highest
     log p(x, z). HMC started from a plain prior draw, with one step size for all chains, does not reach the
     posterior of a trained model within any affordable burn-in (tested on the Figure 3 models)."""
@@ -151,27 +154,29 @@ def best_prior_draw(x: torch.Tensor, decoder: Decoder, generator: torch.Generato
         better = value > best
         best = torch.where(better, value, best)
         best_z = torch.where(better[:, None], z[i, torch.arange(x.shape[0], device=x.device)], best_z)
+        between()
     return best_z
 
 
 def log_marginal_hmc(x: torch.Tensor, decoder: Decoder, encoder: GaussianMLP | None, generator: torch.Generator,
                      z0: torch.Tensor | None = None, n_samples: int = 50, n_burnin: int = 100, n_steps: int = 4,
                      step_size: float = 0.01, target: float = 0.9, bandwidth: str = "scott",
-                     k_start: int = 1000) -> torch.Tensor:
+                     k_start: int = 1000, between: Callable[[], None] = lambda: None) -> torch.Tensor:
     """The App. D estimate of log p(x) for each row of x (n, D); returns (n,).
 
     Chains start at ``z0`` if given, else at z ~ q(z|x) from ``encoder``, else at the best of ``k_start``
     prior draws (``best_prior_draw``; MCEM has no encoder). Cost: (n_burnin + n_samples) * (n_steps + 1)
-    decoder passes with gradient."""
+    decoder passes with gradient. ``between`` is called between the chains' transitions."""
     if z0 is None:
         if encoder is None:
-            z0 = best_prior_draw(x, decoder, generator, k_start)
+            z0 = best_prior_draw(x, decoder, generator, k_start, between=between)
         else:
             with torch.no_grad():
                 mean, logvar = encoder(x)
             z0 = mean + torch.exp(0.5 * logvar) * torch.randn(mean.shape, generator=generator, device=x.device,
                                                               dtype=x.dtype)
-    samples = hmc_posterior_samples(x, decoder, z0, generator, n_samples, n_burnin, n_steps, step_size, target)
+    samples = hmc_posterior_samples(x, decoder, z0, generator, n_samples, n_burnin, n_steps, step_size, target,
+                                    between)
     return log_marginal_from_samples(samples.z, samples.log_joint, bandwidth)
 
 

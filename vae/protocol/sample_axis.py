@@ -76,7 +76,10 @@ class SampleAxis(L.LightningModule):
         self._seconds = 0.0  # train seconds of this session
         self.clock = PhaseClock(torch.device("cpu"))  # this session's seconds per phase
         self._checkpointed = False  # a checkpoint was written since the last lap
-        # called between blocks of a long step (§5's selection): the runner's way to stop there on a signal
+        # the runner's points to stop at on a signal inside one long training step: ``between_steps`` after each
+        # eager iteration (a whole MCEM iteration, say), ``between_blocks`` after each block of §5's selection and
+        # each transition of an evaluation's HMC chains (the same points on every DDP rank)
+        self.between_steps: Callable[[], None] = lambda: None
         self.between_blocks: Callable[[], None] = lambda: None
         self._synced_samples = 0
 
@@ -199,7 +202,7 @@ class SampleAxis(L.LightningModule):
                 self._graph = GraphedSteps(self.stack, steps)
             self._graph.run()
         else:
-            self.stack.train_steps(steps)
+            self.stack.train_steps(steps, self.between_steps)
 
     def select_lr(self) -> None:
         """§5: pick each model's Adagrad global step size from ``lr_candidates`` by ``selection_score`` after the
@@ -220,7 +223,7 @@ class SampleAxis(L.LightningModule):
             trial = stack.replicate([j for j, _ in chunk])
             trial.set_lrs([lr for _, lr in chunk])
             for done in range(0, steps, self.cfg.steps_per_call):  # a signal stops the selection between blocks
-                trial.train_steps(min(self.cfg.steps_per_call, steps - done))
+                trial.train_steps(min(self.cfg.steps_per_call, steps - done), self.between_steps)
                 self.between_blocks()
             for i, (key, value) in enumerate(zip(chunk, trial.selection_score(trial.eval_generators()), strict=True)):
                 scores[key] = value if math.isfinite(value) else -math.inf
@@ -254,7 +257,11 @@ class SampleAxis(L.LightningModule):
             return
         self._lap_training()
         self._synced_samples = s
-        rows = self.measure() if evaluate else [{} for _ in range(self.stack.k)]
+        try:
+            rows = self.measure() if evaluate else [{} for _ in range(self.stack.k)]
+        except BaseException:  # a stop inside the evaluation: this point is evaluated again on resuming
+            self.clock.lap("eval")
+            raise
         if running:
             for row, value in zip(rows, self.stack.running_average(), strict=True):
                 row["train/running_elbo"] = value
@@ -313,5 +320,6 @@ class SampleAxis(L.LightningModule):
         else:
             values = log_marginal_hmc(x, model.decoder, model.encoder, generator, n_samples=cfg.marginal_samples,
                                       n_burnin=cfg.marginal_burnin, n_steps=cfg.marginal_leapfrog,
-                                      step_size=cfg.hmc_step_size, target=cfg.hmc_target)
+                                      step_size=cfg.hmc_step_size, target=cfg.hmc_target,
+                                      between=self.between_blocks)
         return float(values.double().mean())

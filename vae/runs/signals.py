@@ -1,5 +1,11 @@
-"""Stopping a training on SIGINT or SIGTERM: at the end of the current training step, with the checkpoint of every
-run of the stack written, so that running the same command again continues exactly.
+"""Stopping on SIGINT or SIGTERM, within seconds, with one line and exit status 128 + signal.
+
+Outside a training loop (start-up, data loading, the schedule, ``tables``, ``figures``, ``log-px``) the signal
+raises ``Interrupted`` where the command stands (``raise_on_signals``): files are written atomically, so each is
+whole or untouched. Inside a training loop it is recorded, and the training stops at the next point where every
+run's state is whole: after the current iteration (or block of iterations under DDP), or between two transitions
+of an evaluation's HMC chains (the point is evaluated again on resuming). The checkpoint of every run of the stack
+is written there, so that running the same command again continues exactly.
 
 Lightning 2.6 on its own: SIGINT is Python's ``KeyboardInterrupt``, raised anywhere inside a step, which ``fit``
 answers with exit status 1; SIGTERM sets ``trainer.received_sigterm`` and the loops raise ``SIGTERMException`` (a
@@ -23,19 +29,7 @@ import lightning as L
 import torch
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 
-SIGNALS = (signal.SIGINT, signal.SIGTERM)
-
-
-class Interrupted(RuntimeError):
-    """Training stopped on a signal after writing every run's checkpoint; the process exits with 128 + signal."""
-
-    def __init__(self, signum: int, message: str) -> None:
-        super().__init__(message)
-        self.signum = signum
-
-    @property
-    def exit_status(self) -> int:
-        return 128 + self.signum
+from vae.runs.interrupted import SIGNALS
 
 
 class StopOnSignal(L.Callback):
@@ -57,6 +51,7 @@ class StopOnSignal(L.Callback):
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if self._previous:  # replaces Lightning's SIGTERM handler, which its teardown swaps back for this one
             signal.signal(signal.SIGTERM, self._record)
+        self.check(trainer)  # a signal during the Trainer's setup
 
     def __exit__(self, kind: type[BaseException] | None, error: BaseException | None,
                  traceback: TracebackType | None) -> None:
@@ -72,8 +67,9 @@ class StopOnSignal(L.Callback):
 
     def check(self, trainer: L.Trainer) -> None:
         """Stop here if a signal came (on any rank): raises ``SIGTERMException``, after which ``on_exception``
-        saves the checkpoint. Called at every training batch's end and, inside a long training step (§5's
-        step-size selection), between its blocks of steps; every rank calls it at the same points."""
+        saves the checkpoint. Called at the training's start, at every training batch's end and, inside a long
+        training step, between its iterations, its blocks and its HMC transitions; under DDP every rank calls it
+        at the same points."""
         signum = self.signum or 0
         if trainer.world_size > 1:  # every rank stops at the same step (saving is collective)
             got = torch.tensor(signum, device=trainer.strategy.root_device)

@@ -4,7 +4,9 @@ logged to each run's CSV and W&B run.
 Running the same command again continues every run from its last checkpoint (or extends a finished one to a
 larger ``samples`` budget); a run whose stored config differs from the requested one in anything but execution
 settings is refused, and so is a run that another process is training (each run folder's lock). SIGINT or SIGTERM
-stops the runs at the end of the current step, checkpointed (``vae.runs.signals``).
+stops the runs within seconds, checkpointed (``vae.runs.signals``): after the current iteration (between blocks
+of them under DDP), or between the transitions of an evaluation's HMC chains; before and after the training loop,
+the command stops where it is, and every run stays as its last checkpoint left it.
 
 With ``devices``/``num_nodes`` above 1 a run is one Lightning DDP job: Lightning starts the other local ranks
 by re-running this command (or torchrun / SLURM start them all); every rank runs the same sweep loop, and only
@@ -33,7 +35,8 @@ from vae.protocol.schedule import round_up
 from vae.runs.checkpoint import PeriodicCheckpoint, RunCheckpointIO, read_checkpoint
 from vae.runs.folder import RunFolder, run_loggers
 from vae.runs.progress import Progress
-from vae.runs.signals import Interrupted, StopOnSignal
+from vae.runs.interrupted import Interrupted
+from vae.runs.signals import StopOnSignal
 
 say = rank_zero_only(print)  # under DDP only global rank 0 reports
 
@@ -144,6 +147,8 @@ def _train_stack(specs: Sequence[RunSpec], folders: Sequence[RunFolder], data: L
     # the handlers go in before fit, so that a signal during the Trainer's setup stops training too
     with StopOnSignal(folders[0].checkpoint) as stop:
         module.between_blocks = lambda: stop.check(module.trainer)
+        # after each eager iteration too, but not under DDP, where each check is a collective
+        module.between_steps = module.between_blocks if ranks == 1 else (lambda: None)
         trainer = L.Trainer(
             accelerator=cfg.accelerator, devices=cfg.devices, num_nodes=cfg.num_nodes,
             strategy="ddp" if ranks > 1 else "auto", max_epochs=-1, logger=False,

@@ -1,0 +1,220 @@
+"""SIGTERM and SIGINT in every phase of every command: the process ends within seconds with exit status 143 / 130
+and one line, leaves nothing half-written, and a stopped training continues exactly. Outside a training loop
+each command is held in its phase by a named pipe it reads (nothing writes to it), so the signal lands there."""
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import torch
+import yaml
+
+import vae.protocol.sample_axis as sample_axis
+from vae.algorithms.mcem import MCEM
+from vae.config import RunSpec, make_config
+from vae.runs.interrupted import Interrupted
+from vae.runs.train import run_one
+
+ROOT = Path(__file__).resolve().parent.parent
+# lr fixed: no selection; checkpoint_minutes: none periodic, so a checkpoint after a signal was written on it
+TINY = dict(hidden=20, nz=2, n_train=2000, samples=20000, eval_start=5000, lr=0.02, adagrad_warmup=10,
+            wandb="disabled", checkpoint_minutes=10.0)
+# Figure 3's estimator on a few points, few transitions (the in-process tests)
+MARGINAL = dict(TINY, evaluation="marginal", marginal_points=50, marginal_samples=6, marginal_burnin=4,
+                marginal_leapfrog=2)
+# MCEM, one HMC transition and one M-step per iteration, evaluated by the prior-started estimator
+MCEM_TINY = dict(MARGINAL, algorithm="mcem", n_train=500, mcem_leapfrog=1, mcem_msteps=1, adagrad_warmup=2,
+                 samples=30000, eval_start=10000, eval_every=10000, eval_spacing="linear")
+
+
+def command(*args: object) -> list[str]:
+    return [sys.executable, "-m", "vae", *map(str, args)]
+
+
+def sweep_file(folder: Path, **config: object) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    sweep = folder / "sweep.yaml"
+    sweep.write_text(yaml.safe_dump({"name": "sig", "base": config}))
+    return sweep
+
+
+def stop(proc: subprocess.Popen, signum: int = signal.SIGTERM, within: float = 10.0) -> str:
+    """Send ``signum``; the process must end within ``within`` seconds with 128 + signum and say one line (no
+    traceback) on stderr, which is returned."""
+    proc.send_signal(signum)
+    sent = time.monotonic()
+    _, err = proc.communicate(timeout=120)
+    took = time.monotonic() - sent
+    assert proc.returncode == 128 + signum, err
+    assert took < within, f"{took:.1f} s to stop"
+    lines = [line for line in err.splitlines() if line.strip() and "deprecated" not in line]
+    assert len(lines) == 1 and lines[0].startswith(signal.Signals(signum).name), err
+    return lines[0]
+
+
+def wait_for_line(proc: subprocess.Popen, text: str) -> None:
+    """Read the process's stdout until a line holds ``text``."""
+    for line in proc.stdout:
+        if text in line:
+            return
+    pytest.fail(f"the process ended ({proc.wait()}) before printing {text!r}: {proc.stderr.read()}")
+
+
+def popen(*args: object) -> subprocess.Popen:
+    return subprocess.Popen(command(*args), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env=os.environ | {"PYTHONUNBUFFERED": "1"})
+
+
+def held(path: Path) -> Path:
+    """Replace ``path`` by a named pipe: a command that opens it to read waits there."""
+    path.unlink(missing_ok=True)
+    os.mkfifo(path)
+    return path
+
+
+# ---------------------------------------------------------------- outside a training loop
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
+def test_train_stops_while_reading_its_sweep_file(tmp_path, signum):
+    proc = popen("train", held(tmp_path / "sweep.yaml"), "--results-dir", tmp_path / "results")
+    time.sleep(1.0)
+    assert "train stopped" in stop(proc, signum)
+    assert not (tmp_path / "results").exists()
+
+
+def test_train_stopped_at_any_moment_of_its_start_up_continues(tmp_path, data_root):
+    """Signals at several moments of start-up (imports, data, the Trainer's setup, the first steps): each ends
+    the process with one line, and the run then finishes."""
+    sweep = sweep_file(tmp_path, **TINY)
+    for delay in (1.0, 3.0, 5.0):
+        proc = popen("train", sweep, "--results-dir", tmp_path, "--data-dir", data_root)
+        time.sleep(delay)
+        if proc.poll() is None:
+            stop(proc)
+    subprocess.run(command("train", sweep, "--results-dir", tmp_path, "--data-dir", data_root), check=True,
+                   capture_output=True)
+    assert pd.read_csv(tmp_path / "runs" / "sig" / "seed0" / "metrics.csv")["samples"].iloc[-1] == 20000
+
+
+@pytest.fixture(scope="module")
+def results(tmp_path_factory, data_root) -> Path:
+    """A results folder with one finished run."""
+    folder = tmp_path_factory.mktemp("results")
+    run_one("sig", RunSpec("seed0", make_config(dict(TINY, samples=10000))), folder, data_root)
+    return folder
+
+
+@pytest.mark.parametrize("what", ["tables", "figures", "log-px"])
+def test_a_results_command_stops_while_reading_a_run_and_changes_nothing(results, tmp_path, data_root, what):
+    folder = tmp_path / "results"
+    shutil.copytree(results, folder)
+    run = folder / "runs" / "sig" / "seed0"
+    before = {p: p.read_bytes() for p in folder.rglob("*") if p.is_file()}
+    if what == "log-px":
+        args = [run, "--data-dir", data_root, "--k", 10]
+        held(run / "checkpoints" / "last.ckpt")
+    else:
+        args = ["--results-dir", folder, "--reference", folder / "none", "--settings",
+                ROOT / "experiments" / f"{what}.yaml", *(["--no-wandb"] if what == "figures" else [])]
+        held(run / "metrics.csv")
+    proc = subprocess.Popen(command(what, *args), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            cwd=ROOT)
+    time.sleep(2.0)
+    assert f"{what} stopped" in stop(proc)
+    after = {p: p.read_bytes() for p in folder.rglob("*") if p.is_file()}
+    held_file = next(p for p in before if p not in after)
+    assert {p: v for p, v in before.items() if p != held_file} == after  # nothing written, nothing left behind
+
+
+# ---------------------------------------------------------------- inside a training loop
+def test_a_signal_inside_an_evaluation_stops_it_between_hmc_transitions(tmp_path, data_root):
+    """Figure 3's estimator at its first point (after §5's selection, which prints a line) takes minutes here;
+    the signal ends it within seconds, at that point, without its row: the rerun evaluates it again."""
+    sweep = sweep_file(tmp_path, **dict(MARGINAL, lr=None, lr_candidates=[0.02], lr_select_samples=5000,
+                                        marginal_points=1000, marginal_burnin=100000))
+    proc = popen("train", sweep, "--results-dir", tmp_path, "--data-dir", data_root)
+    wait_for_line(proc, "picked")
+    time.sleep(1.0)
+    assert "stopped at 5,000 of 20,000 samples" in stop(proc)
+    run = tmp_path / "runs" / "sig" / "seed0"
+    assert json.loads((run / "status.json").read_text())["samples"] == 5000
+    assert not (run / "metrics.csv").exists()
+
+
+def test_a_signal_inside_a_block_of_mcem_iterations_stops_it_after_the_current_iteration(tmp_path, data_root):
+    """A block of 50 MCEM iterations over 2000 chains takes tens of seconds here; the signal ends it after the
+    current iteration, checkpointed inside the block."""
+    per_iteration = 15 * 2000
+    sweep = sweep_file(tmp_path, **dict(MCEM_TINY, hidden=100, n_train=2000, mcem_leapfrog=10, mcem_msteps=5,
+                                        lr=None, lr_candidates=[0.02], lr_select_samples=per_iteration,
+                                        steps_per_call=50, samples=200 * per_iteration,
+                                        eval_start=100 * per_iteration, eval_every=100 * per_iteration))
+    proc = popen("train", sweep, "--results-dir", tmp_path, "--data-dir", data_root)
+    wait_for_line(proc, "picked")
+    time.sleep(1.0)
+    stop(proc, within=8.0)
+    samples = json.loads((tmp_path / "runs" / "sig" / "seed0" / "status.json").read_text())["samples"]
+    assert per_iteration < samples < 51 * per_iteration
+
+
+def marginal_rows(results: Path) -> pd.DataFrame:
+    return pd.read_csv(results / "runs" / "t" / "run" / "metrics.csv")
+
+
+def test_a_run_stopped_inside_an_evaluation_resumes_to_the_uninterrupted_numbers(tmp_path, data_root, monkeypatch):
+    spec = RunSpec("run", make_config(MARGINAL))
+    run_one("t", spec, tmp_path / "clean", data_root)
+    estimator = sample_axis.log_marginal_hmc
+    calls = []
+
+    def signalled(*args, **kwargs):  # the second estimate (the test set's) of the second point gets a signal
+        calls.append(1)
+        if len(calls) == 4:
+            os.kill(os.getpid(), signal.SIGTERM)
+        return estimator(*args, **kwargs)
+
+    monkeypatch.setattr(sample_axis, "log_marginal_hmc", signalled)
+    with pytest.raises(Interrupted):
+        run_one("t", spec, tmp_path / "stopped", data_root)
+    checkpoint = tmp_path / "stopped" / "runs" / "t" / "run" / "checkpoints" / "last.ckpt"
+    axis = torch.load(checkpoint, weights_only=False)["sample_axis"]
+    second = marginal_rows(tmp_path / "clean")["samples"][1]
+    assert axis["samples"] == second and [row["samples"] for row in axis["history"]] == [5000]
+    monkeypatch.setattr(sample_axis, "log_marginal_hmc", estimator)
+    run_one("t", spec, tmp_path / "stopped", data_root)
+    pd.testing.assert_frame_equal(marginal_rows(tmp_path / "stopped").drop(columns=["time/train_s",
+                                                                                    "time/samples_per_s"]),
+                                  marginal_rows(tmp_path / "clean").drop(columns=["time/train_s",
+                                                                                  "time/samples_per_s"]),
+                                  check_exact=True)
+
+
+def test_an_mcem_run_stopped_after_an_iteration_inside_a_block_resumes_to_the_uninterrupted_numbers(
+        tmp_path, data_root, monkeypatch):
+    spec = RunSpec("run", make_config(MCEM_TINY))
+    run_one("t", spec, tmp_path / "clean", data_root)
+    iteration = MCEM.step
+    calls = []
+
+    def signalled(self):  # the seventh iteration gets a signal: the block (ten, to the first point) stops after it
+        calls.append(1)
+        if len(calls) == 7:
+            os.kill(os.getpid(), signal.SIGTERM)
+        iteration(self)
+
+    monkeypatch.setattr(MCEM, "step", signalled)
+    with pytest.raises(Interrupted):
+        run_one("t", spec, tmp_path / "stopped", data_root)
+    checkpoint = tmp_path / "stopped" / "runs" / "t" / "run" / "checkpoints" / "last.ckpt"
+    assert torch.load(checkpoint, weights_only=False)["sample_axis"]["samples"] == 7 * 2 * 500
+    monkeypatch.setattr(MCEM, "step", iteration)
+    run_one("t", spec, tmp_path / "stopped", data_root)
+    drop = ["time/train_s", "time/samples_per_s"]
+    pd.testing.assert_frame_equal(marginal_rows(tmp_path / "stopped").drop(columns=drop),
+                                  marginal_rows(tmp_path / "clean").drop(columns=drop), check_exact=True)

@@ -1,0 +1,44 @@
+"""The end of a command on SIGINT or SIGTERM: ``Interrupted``, which the command line turns into one line and exit
+status 128 + signal; ``raise_on_signals`` raises it wherever the command stands (outside a training loop, whose
+own handling is ``vae.runs.signals``). Nothing heavy is imported here, so the handlers go in before torch loads."""
+
+from __future__ import annotations
+
+import signal
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from types import FrameType
+
+SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+
+class Interrupted(BaseException):
+    """A command stopped on a signal (a training after writing every run's checkpoint); the process exits with
+    128 + signal. Like ``KeyboardInterrupt`` it is not an ``Exception``, which libraries' broad handlers (an
+    optional import tried, say) would swallow."""
+
+    def __init__(self, signum: int, message: str) -> None:
+        super().__init__(message)
+        self.signum = signum
+
+    @property
+    def exit_status(self) -> int:
+        return 128 + self.signum
+
+
+@contextmanager
+def raise_on_signals(message: str) -> Iterator[None]:
+    """Within the block SIGINT and SIGTERM raise ``Interrupted`` with ``message`` after the signal's name (in the
+    main thread, where Python handles signals); leaving it restores the handlers found on entering it."""
+
+    def stop(signum: int, frame: FrameType | None) -> None:
+        raise Interrupted(signum, f"{signal.Signals(signum).name}: {message}")
+
+    main = threading.current_thread() is threading.main_thread()
+    previous = {signum: signal.signal(signum, stop) for signum in SIGNALS} if main else {}
+    try:
+        yield
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
