@@ -179,13 +179,17 @@ def test_one_unreadable_run_is_skipped_with_a_warning_and_the_others_are_tabulat
     assert "nz3-seed0" in used and "nz2-seed0" not in used
 
 
-@pytest.mark.parametrize("args, bound", [(["--set", "samples=1e30"], "(0, 1000000000000]"),
-                                         (["--seeds", "100000000"], "at most 1,000 seeds")], ids=["samples", "seeds"])
-def test_a_budget_or_seed_count_beyond_its_bound_is_refused_at_once_and_creates_nothing(args, bound, tmp_path,
+@pytest.mark.parametrize("args, sweep, bound", [
+    (["--set", "samples=1e30"], {}, "(0, 1000000000000]"),
+    (["--seeds", "100000000"], {}, "at most 1,000 seeds"),
+    ([], {"seeds": 100000000}, "at most 1,000 seeds"),
+    ([], {"seeds": 1000, "grid": {"nz": [3, 5, 10, 20, 200], "lr": [0.01, 0.02, 0.1]}}, "at most 10,000"),
+], ids=["samples", "seeds", "seeds-in-the-file", "grid-times-seeds"])
+def test_a_budget_or_seed_count_beyond_its_bound_is_refused_at_once_and_creates_nothing(args, sweep, bound, tmp_path,
                                                                                            data_root):
     """Refused while the sweep is read, before torch loads: nothing is expanded, built or written. (On a quiet
     machine the command takes a tenth of a second; the time allows for a loaded one.)"""
-    (tmp_path / "s.yaml").write_text(yaml.safe_dump(SWEEP))
+    (tmp_path / "s.yaml").write_text(yaml.safe_dump(SWEEP | sweep))
     cli = "import sys; from vae.__main__ import main; status = main(sys.argv[1:]); print(sorted(sys.modules)); " \
           "sys.exit(status)"
     start = time.monotonic()

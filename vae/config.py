@@ -399,6 +399,9 @@ class Sweep:
     runs: tuple[RunSpec, ...]
 
 
+MAX_SEEDS, MAX_RUNS = 1000, 10_000  # seeds per grid point, runs per sweep
+
+
 def load_sweep(path: str | Path, overrides: dict[str, Any] | None = None, seeds: int | None = None) -> Sweep:
     """Expand a sweep file (``name``, ``base``, optional ``grid`` and ``seeds``) into runs, applying overrides to
     each. ``seeds`` (the argument, else the file's) repeats every grid point with that many seeds, counting up
@@ -423,6 +426,8 @@ def load_sweep(path: str | Path, overrides: dict[str, Any] | None = None, seeds:
     seeds = seeds if seeds is not None else doc.get("seeds", 1)
     if isinstance(seeds, bool) or not isinstance(seeds, int) or seeds < 1:
         raise ConfigError(f"seeds={seeds!r}: the number of seeds per grid point is a whole number >= 1")
+    if seeds > MAX_SEEDS:
+        raise ConfigError(f"seeds={seeds:,d}: a sweep takes at most {MAX_SEEDS:,d} seeds per grid point")
     base, grid = doc.get("base") or {}, doc.get("grid") or {}
     if not isinstance(base, dict) or not isinstance(grid, dict):
         raise ConfigError(f"{path}: base and grid are mappings of config keys (base: {{nz: 20}}, grid: {{nz: [3, 5]}})")
@@ -438,6 +443,9 @@ def load_sweep(path: str | Path, overrides: dict[str, Any] | None = None, seeds:
             grid[key] = value if isinstance(value, list) else [value]
     if seeds > 1 and "seed" in grid:
         raise ConfigError(f"{path}: seeds={seeds} and a grid over seed; give one of them")
+    count = math.prod(len(v) for v in grid.values()) * seeds
+    if count > MAX_RUNS:
+        raise ConfigError(f"{path}: the grid and seeds make {count:,d} runs; a sweep has at most {MAX_RUNS:,d}")
     runs = []
     keys = list(grid)
     for combo in itertools.product(*(grid[k] for k in keys)):
