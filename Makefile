@@ -28,7 +28,7 @@ ENGINE := $(if $(STACK),--engine stack,$(if $(or $(GPUS),$(ADDRESS)),--engine ra
 TRAIN := $(PY) -m vae train --results-dir "$(RESULTS)" --data-dir "$(DATA)" --reference "$(REFERENCE)" $(ENGINE) \
 	$(if $(RESTART),--restart) \
 	$(if $(SEEDS),--seeds $(SEEDS))
-BUDGET := $(if $(SAMPLES),samples=$(SAMPLES)) $(if $(DEVICES),devices=$(DEVICES)) $(if $(NODES),num_nodes=$(NODES))
+BUDGET := $(if $(SAMPLES),budget=$(SAMPLES)) $(if $(DEVICES),devices=$(DEVICES)) $(if $(NODES),num_nodes=$(NODES))
 
 GPU_PY ?= python3
 
@@ -109,7 +109,7 @@ gpu-check:  ## on a GPU machine (its python3, nothing installed): GPU tests, thr
 		--sequential-modes graphed fused \
 		--out results/gpu/throughput.csv 2>&1 | tee results/gpu/throughput.txt
 	PYTHONPATH=. $(GPU_PY) -m vae train experiments/fig2_mnist_aevb.yaml --engine stack --results-dir results/gpu/tf32 \
-		--data-dir "$(DATA)" --set samples=1e7 matmul_precision=tf32 wandb=disabled $(GPU_SETTINGS) \
+		--data-dir "$(DATA)" --set budget=1e7 matmul_precision=tf32 wandb=disabled $(GPU_SETTINGS) \
 		2>&1 | tee results/gpu/tf32.log
 
 gpu-reference:  ## on a GPU machine: train UNIT (make gpu-reference UNIT=mnist-aevb) for GPU_SECONDS, packed in GPU_OUT

@@ -33,7 +33,7 @@ phase tests 180 python3 -m pytest -p no:cacheprovider -v -rf --tb=short --timeou
 phase throughput 110 python3 bench/stack_speed.py --seconds 15 --modes graphed fused fused-tf32 --sizes 54 \
     --sequential-modes graphed fused --out results/gpu/throughput.csv
 phase tf32 80 python3 -m vae train experiments/fig2_mnist_aevb.yaml --engine stack --results-dir results/gpu/tf32 \
-    --set samples=1e7 matmul_precision=tf32 wandb=disabled accelerator=gpu steps_per_call=500
+    --set budget=1e7 matmul_precision=tf32 wandb=disabled accelerator=gpu steps_per_call=500
 python3 -m vae.runs.units stage "$UNIT" --staging results/units
 budget=$(( $(left) - 75 ))  # the SIGTERM grace and the packing
 phase reference $(( budget + 60 )) python3 -m vae.runs.units train "$UNIT" --staging results/units --seconds "$budget" \

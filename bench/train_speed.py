@@ -92,7 +92,7 @@ NEVER = 10**12
 def sweep_config(dataset: str, nz: int, algorithm: str = "aevb") -> Config:
     """The Figure 2 sweep file's config for this Nz (``make reproduce-*``'s), with the bench's overrides."""
     name = SWEEPS[dataset][algorithm != "aevb"]
-    sweep = load_sweep(ROOT / "experiments" / name, dict(nz=nz, lr=LR, wandb="disabled", samples=NEVER,
+    sweep = load_sweep(ROOT / "experiments" / name, dict(nz=nz, lr=LR, wandb="disabled", budget=NEVER,
                                                          eval_start=NEVER))
     return sweep.runs[0].config
 

@@ -26,7 +26,7 @@ def fake_run(results: Path, sweep: str, name: str, rows: list[tuple[int, float, 
              metric: str = "elbo", **config) -> Path:
     folder = results / "runs" / sweep / name
     folder.mkdir(parents=True)
-    cfg = make_config({"samples": rows[-1][0] if complete else 10**8, **config}).to_dict()
+    cfg = make_config({"budget": rows[-1][0] if complete else 10**8, **config}).to_dict()
     (folder / "config.yaml").write_text(yaml.safe_dump(cfg))
     columns = ["samples", f"train/{metric}", f"test/{metric}"]
     pd.DataFrame(rows, columns=columns).to_csv(folder / "metrics.csv", index=False)

@@ -14,7 +14,7 @@ import yaml
 
 from vae.__main__ import main
 
-BASE = dict(hidden=20, n_train=1000, samples=4000, eval_start=1000, lr_select_samples=1000, adagrad_warmup=2,
+BASE = dict(hidden=20, n_train=1000, budget=4000, eval_start=1000, lr_select_samples=1000, adagrad_warmup=2,
             eval_batch=5000, wandb="offline", checkpoint_minutes=10.0)
 SWEEP = {"name": "s", "base": BASE, "grid": {"nz": [2, 3]}}
 RUN = Path("runs/s/nz2-seed0")
@@ -97,11 +97,11 @@ class Case:
 
 
 CASES: dict[str, Callable[[Case], list[str]]] = {
-    "samples=1e400": lambda c: c.train("samples=1e400"),
-    "samples=1e30": lambda c: c.train("samples=1e30"),
+    "budget=1e400": lambda c: c.train("budget=1e400"),
+    "budget=1e30": lambda c: c.train("budget=1e30"),
     "--seeds 100000000": lambda c: c.train() + ["--seeds", "100000000"],
-    "a running average every 100 samples to 1e9": lambda c: c.train("samples=1e9", "running_every=100"),
-    "an evaluation every minibatch to 1e9": lambda c: c.train("samples=1e9", "eval_spacing=linear", "eval_every=100"),
+    "a running average every 100 samples to 1e9": lambda c: c.train("budget=1e9", "running_every=100"),
+    "an evaluation every minibatch to 1e9": lambda c: c.train("budget=1e9", "eval_spacing=linear", "eval_every=100"),
     "a 131,000-character --set value": lambda c: c.train("nz=" + "x" * 131_000),
     "lr=nan": lambda c: c.train("lr=nan"),
     "lr=.inf": lambda c: c.train("lr=.inf"),
@@ -120,24 +120,24 @@ CASES: dict[str, Callable[[Case], list[str]]] = {
     "a missing experiment": lambda c: c.train(experiment=c.tmp / "nope.yaml"),
     "garbage metrics.csv: tables": lambda c: (c.garbage_metrics(), c.tables())[1],
     "garbage metrics.csv: figures": lambda c: (c.garbage_metrics(), c.figures())[1],
-    "half-written status.json: train": lambda c: (c.half_status(), c.train("samples=8000"))[1],
+    "half-written status.json: train": lambda c: (c.half_status(), c.train("budget=8000"))[1],
     "half-written status.json: tables": lambda c: (c.half_status(), c.tables())[1],
     "half-written status.json: figures": lambda c: (c.half_status(), c.figures())[1],
-    "truncated checkpoint: train": lambda c: (c.truncated_checkpoint(), c.train("samples=8000"))[1],
+    "truncated checkpoint: train": lambda c: (c.truncated_checkpoint(), c.train("budget=8000"))[1],
     "truncated checkpoint: diagnose": lambda c: (c.truncated_checkpoint(), c.diagnose())[1],
     "truncated checkpoint: figures": lambda c: (c.truncated_checkpoint(), c.figures())[1],
-    "checkpoint of another nz: train": lambda c: (c.other_nz_checkpoint(), c.train("samples=8000"))[1],
+    "checkpoint of another nz: train": lambda c: (c.other_nz_checkpoint(), c.train("budget=8000"))[1],
     "checkpoint of another nz: diagnose": lambda c: (c.other_nz_checkpoint(), c.diagnose())[1],
     "checkpoint of another nz: figures": lambda c: (c.other_nz_checkpoint(), c.figures())[1],
     "diagnose a folder that is not a run": lambda c: ["diagnose", str(c.tmp / "nope"), "--data-dir", str(c.data)],
     "log-px of a folder that is not a run": lambda c: ["log-px", str(c.tmp / "nope"), "--data-dir", str(c.data)],
-    "a symlink loop as the data folder": lambda c: c.train("samples=8000", data=c.symlink_loop()),
-    "a data file that is a directory": lambda c: c.train("samples=8000", data=c.data_file_is_directory()),
-    "a mistyped data folder": lambda c: c.train("samples=8000", data=c.tmp / "typo" / "data"),
+    "a symlink loop as the data folder": lambda c: c.train("budget=8000", data=c.symlink_loop()),
+    "a data file that is a directory": lambda c: c.train("budget=8000", data=c.data_file_is_directory()),
+    "a mistyped data folder": lambda c: c.train("budget=8000", data=c.tmp / "typo" / "data"),
     "figures with a missing settings file": lambda c: c.figures()[:-1] + [str(c.tmp / "nope.yaml")],
     "Figure 4 of a run whose Nz is not 2": lambda c: c.figures(
         {"seed": 0, "figure4": {"mnist": {"run": "runs/s/nz3-seed0", "grid": 5}}, "figure5": []}),
-    "a step-size selection inside the Adagrad warm-up": lambda c: c.train("samples=8000", "adagrad_warmup=100"),
+    "a step-size selection inside the Adagrad warm-up": lambda c: c.train("budget=8000", "adagrad_warmup=100"),
 }
 
 
@@ -180,7 +180,7 @@ def test_one_unreadable_run_is_skipped_with_a_warning_and_the_others_are_tabulat
 
 
 @pytest.mark.parametrize("args, sweep, bound", [
-    (["--set", "samples=1e30"], {}, "(0, 1000000000000]"),
+    (["--set", "budget=1e30"], {}, "(0, 1000000000000]"),
     (["--seeds", "100000000"], {}, "at most 1,000 seeds"),
     ([], {"seeds": 100000000}, "at most 1,000 seeds"),
     ([], {"seeds": 1000, "grid": {"nz": [3, 5, 10, 20, 200], "lr": [0.01, 0.02, 0.1]}}, "at most 10,000"),

@@ -22,7 +22,7 @@ from vae.runs.folder import ResultsError, RunFolder
 from vae.runs.train import run_one, train_stack
 
 # tiny runs, a checkpoint at every Lightning step (each step reaches the next evaluation point here)
-BASE = dict(hidden=20, nz=2, n_train=2000, samples=10000, eval_start=5000, lr=0.02, adagrad_warmup=10,
+BASE = dict(hidden=20, nz=2, n_train=2000, budget=10000, eval_start=5000, lr=0.02, adagrad_warmup=10,
             wandb="disabled", checkpoint_minutes=1e-6)
 SWEEP = "ck"
 

@@ -18,8 +18,11 @@ from vae.config import (
     ConfigError,
     load_sweep,
     make_config,
+    migrate,
     parse_overrides,
 )
+from vae.runs.folder import RunFolder
+from vae.runs.train import check_same_config
 
 
 def test_defaults_are_the_paper_settings():
@@ -44,8 +47,8 @@ def test_unknown_key_names_the_key_and_the_allowed_keys():
     ({"M": -5}, "M=-5 must be a positive number"),
     ({"lr": 0.0}, "lr=0.0 must be positive"),
     ({"lr_candidates": [0.1, -1]}, "lr_candidates"),
-    ({"samples": 1000, "eval_start": 100000}, "below the first evaluation point"),
-    ({"samples": 200000, "lr_select_samples": 300000}, "exceeds the budget"),
+    ({"budget": 1000, "eval_start": 100000}, "below the first evaluation point"),
+    ({"budget": 200000, "lr_select_samples": 300000}, "exceeds the budget"),
     ({"n_train": 60000}, "exceeds the 50000"),
 ])
 def test_bad_values_are_refused_with_the_key(values, fragment):
@@ -55,21 +58,21 @@ def test_bad_values_are_refused_with_the_key(values, fragment):
 
 
 def test_numbers_in_scientific_notation_are_accepted_for_integers():
-    assert make_config(parse_overrides(["samples=1e6"])).samples == 1_000_000
+    assert make_config(parse_overrides(["budget=1e6"])).budget == 1_000_000
     assert make_config(parse_overrides(["lr=null"])).lr is None
 
 
 def test_sweep_expands_the_grid_and_applies_overrides(tmp_path):
     path = tmp_path / "s.yaml"
     path.write_text("name: fig\nbase: {hidden: 50}\ngrid: {nz: [3, 5]}\n")
-    sweep = load_sweep(path, {"samples": "2e5", "seed": 4})
+    sweep = load_sweep(path, {"budget": "2e5", "seed": 4})
     assert sweep.name == "fig" and [r.name for r in sweep.runs] == ["nz3-seed4", "nz5-seed4"]
-    assert all(r.config.samples == 200000 and r.config.hidden == 50 for r in sweep.runs)
+    assert all(r.config.budget == 200000 and r.config.hidden == 50 for r in sweep.runs)
     assert [r.config.nz for r in load_sweep(path, {"nz": 7}).runs] == [7]
 
 
 def test_identity_ignores_execution_settings():
-    a, b = make_config({"samples": 1000000}), make_config({"samples": 100000000, "steps_per_call": 3})
+    a, b = make_config({"budget": 1000000}), make_config({"budget": 100000000, "steps_per_call": 3})
     assert a.identity() == b.identity()
     assert make_config({"lr": 0.1}).identity() != a.identity()
 
@@ -148,10 +151,10 @@ def test_identity_is_every_field_outside_the_execution_group():
     groups = {f.name: f.metadata["group"] for f in fields(Config)}
     assert set(groups.values()) <= set(GROUPS) and "execution" in GROUPS
     execution = {k for k, g in groups.items() if g == "execution"}
-    assert EXECUTION_KEYS == execution and {"samples", "cuda_graphs", "devices", "tags"} <= execution
+    assert EXECUTION_KEYS == execution and {"budget", "cuda_graphs", "devices", "tags"} <= execution
     cfg = make_config({})
     assert list(cfg.identity()) == [k for k in FIELDS if k not in execution]
-    changed = {"samples": 10**9, "steps_per_call": 7, "cuda_graphs": False, "compile": False,
+    changed = {"budget": 10**9, "steps_per_call": 7, "cuda_graphs": False, "compile": False,
                "checkpoint_minutes": 1.5, "heartbeat_seconds": 5.0, "accelerator": "cpu", "devices": 2, "num_nodes": 2, "wandb": "disabled",
                "wandb_project": "p",
                "tags": ["t"]}
@@ -176,23 +179,23 @@ def test_non_finite_floats_are_refused_naming_the_key(key, bad):
 def test_non_finite_list_items_and_whole_numbers_are_refused():
     with pytest.raises(ConfigError, match=r"^lr_candidates\[1\]=inf must be a finite number$"):
         make_config({"lr_candidates": [0.1, float("inf")]})
-    with pytest.raises(ConfigError, match="^samples=inf must be a finite number$"):
-        make_config({"samples": float("inf")})
+    with pytest.raises(ConfigError, match="^budget=inf must be a finite number$"):
+        make_config({"budget": float("inf")})
     with pytest.raises(ConfigError, match="^nz=nan must be a finite number$"):
         make_config({"nz": "nan"})
 
 
 def test_numbers_too_large_for_a_float_are_a_one_line_error(tmp_path):
-    with pytest.raises(ConfigError, match="^samples='1e400' is too large to be a float$"):
-        make_config(parse_overrides(["samples=1e400"]))
+    with pytest.raises(ConfigError, match="^budget='1e400' is too large to be a float$"):
+        make_config(parse_overrides(["budget=1e400"]))
     with pytest.raises(ConfigError, match="^init_std is too large to be a float, got a 401-digit number$"):
         make_config({"init_std": 10**400})
     path = tmp_path / "s.yaml"
-    path.write_text("name: big\nbase: {samples: 1e400}\n")
-    with pytest.raises(ConfigError, match="samples='1e400' is too large"):
+    path.write_text("name: big\nbase: {budget: 1e400}\n")
+    with pytest.raises(ConfigError, match="budget='1e400' is too large"):
         load_sweep(path)
-    path.write_text("name: big\nbase: {samples: 1.0e+400}\n")  # YAML reads this one as inf
-    with pytest.raises(ConfigError, match="^samples=inf must be a finite number$"):
+    path.write_text("name: big\nbase: {budget: 1.0e+400}\n")  # YAML reads this one as inf
+    with pytest.raises(ConfigError, match="^budget=inf must be a finite number$"):
         load_sweep(path)
 
 
@@ -246,3 +249,55 @@ def test_seeds_repeat_every_grid_point_counting_up_from_the_config_seed(tmp_path
     assert [r.name for r in load_sweep(path, seeds=1).runs] == ["nz3-seed4", "nz5-seed4"]
     with pytest.raises(ConfigError, match="seeds=0"):
         load_sweep(path, seeds=0)
+
+
+def test_the_old_budget_key_is_read_from_sweep_files_and_set_with_a_one_line_note(tmp_path, capsys):
+    path = tmp_path / "s.yaml"
+    path.write_text("name: old\nbase: {samples: 2e5}\n")
+    assert [r.config.budget for r in load_sweep(path).runs] == [200000]
+    assert load_sweep(tmp_path / "s.yaml", {"samples": 3e5}).runs[0].config.budget == 300000
+    notes = capsys.readouterr().err.splitlines()
+    assert len(notes) == 3 and all("samples is now called budget" in n for n in notes)
+    path.write_text("name: old\nbase: {samples: 2e5, budget: 3e5}\n")
+    with pytest.raises(ConfigError, match="give budget only"):
+        load_sweep(path)
+    with pytest.raises(ConfigError, match=r"samples is now budget"):
+        make_config({"samples": 1000})
+
+
+def stored_before_mcem_counting() -> dict:
+    """An MCEM run's config.yaml as written before mcem_counting, running_every, count_per_datapoint,
+    matmul_precision and the recognition head's keys, with the budget under its old name."""
+    keys = ("mcem_counting", "running_every", "count_per_datapoint", "matmul_precision", "encoder_logvar_scale",
+            "encoder_logvar_zero_init", "budget", "compile")
+    config = make_config(dict(algorithm="mcem", evaluation="marginal", n_train=1000, lr=0.1)).to_dict()
+    return {k: v for k, v in config.items() if k not in keys} | {"samples": 30_000_000}
+
+
+def test_an_older_config_is_migrated_by_named_rules_to_what_the_run_did_then():
+    config, applied = migrate(stored_before_mcem_counting(), "config.yaml")
+    assert config["mcem_counting"] == "msteps"  # MCEM counted the weight updates alone then, not today's default
+    assert config["running_every"] is None and config["budget"] == 30_000_000 and "samples" not in config
+    assert config["compile"] == Config().compile  # an execution key: today's default
+    assert applied == ["samples is now budget", "before mcem_counting", "before the running average",
+                       "before count_per_datapoint", "before the recognition head's settings",
+                       "before matmul_precision"]
+    aevb = {k: v for k, v in make_config({}).to_dict().items() if k != "mcem_counting"}
+    assert migrate(aevb, "x")[0]["mcem_counting"] == Config().mcem_counting  # unused by AEVB
+
+
+def test_an_older_config_missing_a_key_without_a_rule_is_refused():
+    stored = {k: v for k, v in make_config({}).to_dict().items() if k != "prior_sd"}
+    with pytest.raises(ConfigError, match="config.yaml lacks prior_sd, which change results"):
+        migrate(stored, "config.yaml")
+
+
+def test_resuming_an_mcem_run_from_before_mcem_counting_with_todays_sweep_is_refused(tmp_path):
+    """Today's default would put the run on another sample axis: the migrated value says what it trained with."""
+    folder = RunFolder(tmp_path / "runs" / "s" / "m")
+    folder.path.mkdir(parents=True)
+    folder.config_file.write_text(yaml.safe_dump(stored_before_mcem_counting()))
+    today = make_config(dict(algorithm="mcem", evaluation="marginal", n_train=1000, lr=0.1, running_every=None))
+    with pytest.raises(ConfigError, match="mcem_counting: 'msteps' -> 'passes'"):
+        check_same_config(folder, today)
+    check_same_config(folder, make_config(dict(today.to_dict(), mcem_counting="msteps")))

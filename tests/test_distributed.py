@@ -24,7 +24,7 @@ SWEEP = {
     "name": "ddp",
     # M = 101 does not divide over 2 ranks: rank 0 takes 51 datapoints, rank 1 takes 50
     "base": dict(dataset="mnist", hidden=50, nz=3, binarize="dynamic", lr=0.02, adagrad_warmup=5, M=101,
-                 samples=4000, eval_start=1000, eval_per_decade=2, eval_batch=3000, running_every=2000,
+                 budget=4000, eval_start=1000, eval_per_decade=2, eval_batch=3000, running_every=2000,
                  wandb="disabled"),
     "grid": {"algorithm": ["aevb", "wakesleep"]},
 }

@@ -202,7 +202,7 @@ def test_a_stack_on_cuda_equals_its_runs_alone(mnist, float64):
             torch.testing.assert_close(stack.parameters_of(j)[name], value, rtol=1e-8, atol=1e-10)
 
 
-KILL = dict(hidden=50, nz=2, n_train=2000, samples=2_000_000, eval_start=5000, lr_select_samples=5000,
+KILL = dict(hidden=50, nz=2, n_train=2000, budget=2_000_000, eval_start=5000, lr_select_samples=5000,
             adagrad_warmup=10, wandb="disabled", checkpoint_minutes=0.005, accelerator="gpu", steps_per_call=20)
 
 

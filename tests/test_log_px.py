@@ -8,7 +8,7 @@ from vae.__main__ import main
 from vae.config import RunSpec, make_config
 from vae.runs.train import run_one
 
-TINY = dict(hidden=20, nz=2, n_train=2000, samples=20000, eval_start=5000, lr=0.02, adagrad_warmup=10,
+TINY = dict(hidden=20, nz=2, n_train=2000, budget=20000, eval_start=5000, lr=0.02, adagrad_warmup=10,
             wandb="disabled")
 
 

@@ -10,7 +10,7 @@ from vae.data import load_dataset
 from vae.runs.train import run_one
 
 TINY = dict(algorithm="mcem", evaluation="marginal", dataset="mnist", n_train=200, hidden=20, nz=2, lr=0.02,
-            adagrad_warmup=5, eval_spacing="linear", eval_start=10000, eval_every=10000, samples=30000,
+            adagrad_warmup=5, eval_spacing="linear", eval_start=10000, eval_every=10000, budget=30000,
             marginal_points=50, marginal_samples=10, marginal_burnin=10, marginal_leapfrog=2, wandb="disabled",
             mcem_counting="msteps")  # 1000 samples per iteration, so the points fall on round numbers
 
@@ -43,7 +43,7 @@ def test_mcem_run_logs_the_marginal_likelihood_and_extends_exactly(tmp_path, dat
     """The chains and the HMC step size are part of the checkpoint: a run extended from 20k to 30k samples
     equals one run straight to 30k."""
     long = run_one("t", RunSpec("m", make_config(TINY)), tmp_path / "long", data_root)
-    run_one("t", RunSpec("m", make_config(TINY | {"samples": 20000})), tmp_path / "ext", data_root)
+    run_one("t", RunSpec("m", make_config(TINY | {"budget": 20000})), tmp_path / "ext", data_root)
     extended = run_one("t", RunSpec("m", make_config(TINY)), tmp_path / "ext", data_root)
     assert long["samples"] == extended["samples"] == 30000
     a = pd.read_csv(tmp_path / "long" / "runs" / "t" / "m" / "metrics.csv")
@@ -55,7 +55,7 @@ def test_mcem_run_logs_the_marginal_likelihood_and_extends_exactly(tmp_path, dat
 
 
 def test_aevb_run_with_marginal_evaluation_logs_both_bound_and_likelihood(tmp_path, data_root):
-    cfg = make_config(TINY | {"algorithm": "aevb", "samples": 10000, "marginal_estimator": "is",
+    cfg = make_config(TINY | {"algorithm": "aevb", "budget": 10000, "marginal_estimator": "is",
                               "marginal_is_k": 200})
     run_one("t", RunSpec("a", cfg), tmp_path, data_root)
     row = pd.read_csv(tmp_path / "runs" / "t" / "a" / "metrics.csv").iloc[-1]

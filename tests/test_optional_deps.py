@@ -118,7 +118,7 @@ def test_the_stack_engine_trains_without_wandb_or_ray(tmp_path, data_root, unimp
     sweep, results = tmp_path / "smoke.yaml", tmp_path / "results"
     sweep.write_text(yaml.safe_dump(SMOKE))
     assert main(["train", str(sweep), "--results-dir", str(results), "--data-dir", str(data_root),
-                 "--engine", "stack", "--set", "wandb=disabled", "lr=0.1", "samples=1000"]) == 0
+                 "--engine", "stack", "--set", "wandb=disabled", "lr=0.1", "budget=1000"]) == 0
     assert [RunFolder(p).status()["samples"] for p in sorted(results.glob("runs/smoke/*"))] == [1000, 1000]
 
 

@@ -24,7 +24,7 @@ from vae.runs.folder import ResumeSafeWandbLogger, RunFolder
 from vae.runs.train import run_one
 from vae.runs.wandb_history import durable_steps, records
 
-KILL = dict(hidden=20, nz=2, n_train=2000, samples=400000, eval_start=5000, lr_select_samples=5000,
+KILL = dict(hidden=20, nz=2, n_train=2000, budget=400000, eval_start=5000, lr_select_samples=5000,
             adagrad_warmup=10, running_every=30000, wandb="disabled", checkpoint_minutes=0.002)
 LOGGED = sorted(set(eval_points(5000, KILL["samples"], 10, 100)) | set(range(30000, KILL["samples"], 30000))
                 | {KILL["samples"]})  # the evaluations and the running averages
@@ -68,7 +68,7 @@ def test_sigkill_at_a_random_moment_then_rerun_equals_an_uninterrupted_run(tmp_p
 
 
 def test_divergence_stops_with_a_message_and_keeps_the_last_good_state(tmp_path, data_root):
-    cfg = dict(KILL, samples=20000, lr=0.02, checkpoint_minutes=10.0)
+    cfg = dict(KILL, budget=20000, lr=0.02, checkpoint_minutes=10.0)
     run_one("t", RunSpec("r", make_config(cfg)), tmp_path, data_root)
     run = tmp_path / "runs" / "t" / "r"
     saved = {p: p.read_bytes() for p in [run / "metrics.csv", run / "status.json", run / "checkpoints" / "last.ckpt"]}
@@ -81,7 +81,7 @@ def test_divergence_stops_with_a_message_and_keeps_the_last_good_state(tmp_path,
                 module.stack.decoder.hidden.weight.view(-1)[0] = float("nan")
 
     with pytest.raises(RunDiverged, match=r"not finite at step 251 \(25100 samples.*step size 0.02"):
-        run_one("t", RunSpec("r", make_config(dict(cfg, samples=40000))), tmp_path, data_root, callbacks=[Poison()])
+        run_one("t", RunSpec("r", make_config(dict(cfg, budget=40000))), tmp_path, data_root, callbacks=[Poison()])
     for path, content in saved.items():
         assert path.read_bytes() == content, path
 
@@ -90,7 +90,7 @@ def test_unwritable_results_folder_is_refused_before_training(tmp_path, data_roo
     blocker = tmp_path / "file"
     blocker.write_text("not a folder")
     sweep = tmp_path / "s.yaml"
-    sweep.write_text(yaml.safe_dump({"name": "s", "base": dict(KILL, samples=10000)}))
+    sweep.write_text(yaml.safe_dump({"name": "s", "base": dict(KILL, budget=10000)}))
     assert main(["train", str(sweep), "--results-dir", str(blocker), "--data-dir", str(data_root)]) == 2
     err = capsys.readouterr().err
     assert "cannot write to the results folder" in err and "--results-dir" in err

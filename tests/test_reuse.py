@@ -12,7 +12,7 @@ from vae.runs.train import run_one
 
 README = Path(__file__).resolve().parent.parent / "README.md"
 EXAMPLE_RUN = "results/runs/fig2-mnist-aevb/nz20-seed0"
-TINY = dict(hidden=20, nz=2, n_train=2000, samples=20000, eval_start=5000, lr=0.02, adagrad_warmup=10,
+TINY = dict(hidden=20, nz=2, n_train=2000, budget=20000, eval_start=5000, lr=0.02, adagrad_warmup=10,
             wandb="disabled")
 
 

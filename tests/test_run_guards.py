@@ -30,7 +30,7 @@ from vae.runs.train import run_one, train_stack
 
 ROOT = Path(__file__).resolve().parent.parent
 # checkpoint_minutes: none periodic, so a checkpoint that exists after a signal was written on the signal
-STOP = dict(hidden=20, nz=2, n_train=2000, samples=100000, eval_start=5000, lr_select_samples=5000,
+STOP = dict(hidden=20, nz=2, n_train=2000, budget=100000, eval_start=5000, lr_select_samples=5000,
             adagrad_warmup=10, wandb="disabled", checkpoint_minutes=10.0)
 
 
@@ -91,7 +91,7 @@ def test_signal_stops_at_a_step_end_checkpointed_and_a_rerun_continues_exactly(t
 def test_sigterm_to_every_ddp_rank_stops_them_at_one_step_and_rank_0_alone_says_so(tmp_path, data_root):
     """As a scheduler or Ctrl+C does, the signal goes to the whole process group: both ranks of a 2-process CPU
     DDP run (gloo) stop at the same step, save, and exit; one line says so."""
-    sweep = sweep_file(tmp_path, hidden=50, nz=3, lr=0.02, M=101, samples=40000, eval_start=1000, eval_per_decade=2,
+    sweep = sweep_file(tmp_path, hidden=50, nz=3, lr=0.02, M=101, budget=40000, eval_start=1000, eval_per_decade=2,
                        eval_batch=3000, checkpoint_minutes=0.002, devices=2, accelerator="cpu")
     run = tmp_path / "runs" / "stop" / "seed0"
     proc = subprocess.Popen(command(sweep, tmp_path, data_root), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
@@ -126,7 +126,7 @@ class SendSignal(L.Callback):
 
 def test_a_signal_checkpoints_every_run_of_a_stack_and_the_handlers_are_restored(tmp_path, data_root):
     before = signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)
-    specs = [RunSpec(f"nz{nz}", make_config(dict(STOP, samples=20000, lr=0.02, nz=nz))) for nz in (2, 3)]
+    specs = [RunSpec(f"nz{nz}", make_config(dict(STOP, budget=20000, lr=0.02, nz=nz))) for nz in (2, 3)]
     with pytest.raises(Interrupted, match=r"^SIGTERM: nz2, nz3 stopped at ([\d,]+) of 20,000 samples") as stopped:
         train_stack("t", specs, tmp_path, data_root, callbacks=[SendSignal(6300)])
     assert stopped.value.exit_status == 143
@@ -142,7 +142,7 @@ def test_a_signal_checkpoints_every_run_of_a_stack_and_the_handlers_are_restored
 
 def test_training_runs_outside_the_main_thread(tmp_path, data_root):
     """Signal handlers can only be set in the main thread; elsewhere training runs without them."""
-    spec = RunSpec("r", make_config(dict(STOP, samples=10000, lr=0.02)))
+    spec = RunSpec("r", make_config(dict(STOP, budget=10000, lr=0.02)))
     results = []
     thread = threading.Thread(target=lambda: results.append(run_one("t", spec, tmp_path, data_root)))
     thread.start()
@@ -186,7 +186,7 @@ def test_a_second_process_on_the_same_run_is_refused_and_a_killed_holder_frees_t
 
 
 def test_every_run_of_a_stack_is_locked_before_anything_is_written(tmp_path, data_root):
-    specs = [RunSpec(f"nz{nz}", make_config(dict(STOP, samples=10000, lr=0.02, nz=nz))) for nz in (2, 3)]
+    specs = [RunSpec(f"nz{nz}", make_config(dict(STOP, budget=10000, lr=0.02, nz=nz))) for nz in (2, 3)]
     held = rf"runs/t/nz3 is being trained by process {os.getpid()} "
     with RunFolder.of(tmp_path, "t", "nz3").lock(), pytest.raises(ResultsError, match=held):
         train_stack("t", specs, tmp_path, data_root)
@@ -197,7 +197,7 @@ def test_every_run_of_a_stack_is_locked_before_anything_is_written(tmp_path, dat
 
 @pytest.mark.parametrize("umask, mode", [(0o022, 0o644), (0o002, 0o664)])
 def test_results_files_get_the_mode_the_umask_gives(tmp_path, data_root, umask, mode):
-    sweep = sweep_file(tmp_path, samples=10000, lr=0.02)
+    sweep = sweep_file(tmp_path, budget=10000, lr=0.02)
     subprocess.run(command(sweep, tmp_path, data_root), check=True, capture_output=True, umask=umask)
     run = tmp_path / "runs" / "stop" / "seed0"
     for name in ("config.yaml", "metrics.csv", "status.json", "lock"):
@@ -212,12 +212,12 @@ def test_a_run_ahead_of_its_missing_checkpoint_is_never_restarted_silently(tmp_p
     for name in ("config.yaml", "metrics.csv", "status.json"):
         (run / name).write_bytes((uninterrupted / name).read_bytes())
     before = snapshot(run)
-    sweep = sweep_file(tmp_path, samples=200000)
+    sweep = sweep_file(tmp_path, budget=200000)
     refused = subprocess.run(command(sweep, tmp_path, data_root), capture_output=True, text=True)
     assert refused.returncode == 2 and "Traceback" not in refused.stderr
     assert "has reached 100,000 samples but has no checkpoint" in refused.stderr and "--restart" in refused.stderr
     assert snapshot(run) == before
-    subprocess.run(command(sweep_file(tmp_path, samples=10000), tmp_path, data_root) + ["--restart"], check=True,
+    subprocess.run(command(sweep_file(tmp_path, budget=10000), tmp_path, data_root) + ["--restart"], check=True,
                    capture_output=True)
     cols = ["samples", "train/elbo", "test/elbo"]
     clean = pd.read_csv(uninterrupted / "metrics.csv")[cols]
@@ -264,7 +264,7 @@ def test_the_reference_named_by_the_command_is_refused_too(tmp_path, data_root):
 
 
 def test_restart_keeps_a_run_that_git_tracks_unless_told_to_discard_it(tmp_path, data_root):
-    sweep = sweep_file(tmp_path, samples=10000, lr=0.02)
+    sweep = sweep_file(tmp_path, budget=10000, lr=0.02)
     subprocess.run(command(sweep, tmp_path, data_root), check=True, capture_output=True)
     run = tmp_path / "runs" / "stop" / "seed0"
     shutil.rmtree(run / "checkpoints")  # committed results come without their checkpoint
@@ -300,7 +300,7 @@ def test_a_signal_during_the_step_size_selection_stops_it_within_seconds_and_a_r
     """§5's selection is one long training step (3 candidates x 3000 steps here); a signal stops it between two
     blocks of steps_per_call steps, checkpointed at the initial state, and the rerun selects from the start: the
     same run as one never interrupted."""
-    settings = dict(lr=None, lr_select_samples=300000, samples=400000, eval_start=300000)
+    settings = dict(lr=None, lr_select_samples=300000, budget=400000, eval_start=300000)
     for folder in ("stopped", "clean"):
         (tmp_path / folder).mkdir()
     sweep = sweep_file(tmp_path / "stopped", **settings)

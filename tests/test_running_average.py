@@ -18,7 +18,7 @@ from vae.protocol.schedule import eval_points
 from vae.runs.interrupted import Interrupted
 from vae.runs.train import run_one
 
-TINY = dict(hidden=20, nz=2, n_train=2000, samples=20000, eval_start=5000, lr=0.02, adagrad_warmup=10,
+TINY = dict(hidden=20, nz=2, n_train=2000, budget=20000, eval_start=5000, lr=0.02, adagrad_warmup=10,
             running_every=3000, wandb="disabled")
 
 

@@ -29,14 +29,14 @@ def test_budget_is_rounded_up_to_a_whole_minibatch():
 
 def test_a_run_logs_at_most_max_points_of_each_kind_and_the_refusal_comes_before_any_is_built():
     step = 100
-    under = make_config(dict(samples=(MAX_POINTS - 1) * 1000, running_every=1000))
+    under = make_config(dict(budget=(MAX_POINTS - 1) * 1000, running_every=1000))
     assert len(running_points(under, step)) == MAX_POINTS - 1
     check_schedule(under, step)
     with pytest.raises(ConfigError, match=r"makes up to 100,001 running-average points; a run logs at most 100,000: "
-                                          r"lower samples or raise running_every=1,000 \(null logs none\)"):
-        running_points(make_config(dict(samples=MAX_POINTS * 1000, running_every=1000)), step)
-    huge = [dict(samples=10**12, running_every=1), dict(samples=10**12, eval_per_decade=10**9, running_every=None),
-            dict(samples=10**12, eval_spacing="linear", eval_every=1, running_every=None)]
+                                          r"lower the budget or raise running_every=1,000 \(null logs none\)"):
+        running_points(make_config(dict(budget=MAX_POINTS * 1000, running_every=1000)), step)
+    huge = [dict(budget=10**12, running_every=1), dict(budget=10**12, eval_per_decade=10**9, running_every=None),
+            dict(budget=10**12, eval_spacing="linear", eval_every=1, running_every=None)]
     for values in huge:  # each would take hours and terabytes to build
         start = time.perf_counter()
         with pytest.raises(ConfigError, match="a run logs at most 100,000"):
@@ -46,7 +46,7 @@ def test_a_run_logs_at_most_max_points_of_each_kind_and_the_refusal_comes_before
 
 def test_the_log_spaced_count_bounds_the_points_eval_points_tries():
     """Ten decades at 9,999 points each are built; at 10,000 each they would exceed the bound."""
-    cfg = dict(samples=10**12, eval_start=100, running_every=None)
+    cfg = dict(budget=10**12, eval_start=100, running_every=None)
     assert len(run_points(make_config(cfg | {"eval_per_decade": 9_999}), 100)) <= MAX_POINTS
     with pytest.raises(ConfigError, match="makes up to 100,002 evaluation points"):
         run_points(make_config(cfg | {"eval_per_decade": 10_000}), 100)

@@ -24,14 +24,14 @@ from vae.runs.train import run_one
 
 ROOT = Path(__file__).resolve().parent.parent
 # lr fixed: no selection; checkpoint_minutes: none periodic, so a checkpoint after a signal was written on it
-TINY = dict(hidden=20, nz=2, n_train=2000, samples=20000, eval_start=5000, lr=0.02, adagrad_warmup=10,
+TINY = dict(hidden=20, nz=2, n_train=2000, budget=20000, eval_start=5000, lr=0.02, adagrad_warmup=10,
             wandb="disabled", checkpoint_minutes=10.0)
 # Figure 3's estimator on a few points, few transitions (the in-process tests)
 MARGINAL = dict(TINY, evaluation="marginal", marginal_points=50, marginal_samples=6, marginal_burnin=4,
                 marginal_leapfrog=2)
 # MCEM, one HMC transition and one M-step per iteration, evaluated by the prior-started estimator
 MCEM_TINY = dict(MARGINAL, algorithm="mcem", n_train=500, mcem_leapfrog=1, mcem_msteps=1, adagrad_warmup=2,
-                 samples=30000, eval_start=10000, eval_every=10000, eval_spacing="linear")
+                 budget=30000, eval_start=10000, eval_every=10000, eval_spacing="linear")
 
 
 def command(*args: object) -> list[str]:
@@ -106,7 +106,7 @@ def test_train_stopped_at_any_moment_of_its_start_up_continues(tmp_path, data_ro
 def results(tmp_path_factory, data_root) -> Path:
     """A results folder with one finished run."""
     folder = tmp_path_factory.mktemp("results")
-    run_one("sig", RunSpec("seed0", make_config(dict(TINY, samples=10000))), folder, data_root)
+    run_one("sig", RunSpec("seed0", make_config(dict(TINY, budget=10000))), folder, data_root)
     return folder
 
 
@@ -153,7 +153,7 @@ def test_a_signal_inside_a_block_of_mcem_iterations_stops_it_after_the_current_i
     per_iteration = 15 * 2000
     sweep = sweep_file(tmp_path, **dict(MCEM_TINY, hidden=100, n_train=2000, mcem_leapfrog=10, mcem_msteps=5,
                                         lr=None, lr_candidates=[0.02], lr_select_samples=per_iteration,
-                                        steps_per_call=50, samples=200 * per_iteration,
+                                        steps_per_call=50, budget=200 * per_iteration,
                                         eval_start=100 * per_iteration, eval_every=100 * per_iteration))
     proc = popen("train", sweep, "--results-dir", tmp_path, "--data-dir", data_root)
     wait_for_line(proc, "picked")

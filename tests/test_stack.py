@@ -22,7 +22,7 @@ from vae.runs.wandb_history import durable_steps
 SWEEP = {
     "name": "st",
     "base": dict(dataset="mnist", n_train=1000, hidden=40, lr_candidates=[0.003, 0.01, 0.04], lr_select_samples=2000,
-                 adagrad_warmup=5, samples=6000, eval_start=1000, eval_per_decade=3, eval_batch=4000,
+                 adagrad_warmup=5, budget=6000, eval_start=1000, eval_per_decade=3, eval_batch=4000,
                  wandb="disabled"),
     "grid": {"nz": [2, 5, 9]},
 }
@@ -97,7 +97,7 @@ def test_stacked_sweep_equals_the_runs_trained_one_by_one(local, tmp_path, data_
 
 def test_wake_sleep_runs_stack_too(tmp_path, data_root):
     """Wake-sleep (two optimizers per stack) through the stack engine equals its runs trained one by one."""
-    sweep = dict(SWEEP, name="ws", base=dict(SWEEP["base"], algorithm="wakesleep", samples=3000))
+    sweep = dict(SWEEP, name="ws", base=dict(SWEEP["base"], algorithm="wakesleep", budget=3000))
     train(tmp_path / "one", data_root, "local", sweep=sweep)
     status = train(tmp_path / "stack", data_root, "stack", sweep=sweep)
     assert all(status[run]["stacked_with"] == RUNS for run in RUNS)
@@ -111,7 +111,7 @@ def test_a_run_moves_between_the_stack_and_the_normal_path_through_its_checkpoin
     local_results, _ = local
     for first, second in (("stack", "local"), ("local", "stack")):
         results = tmp_path / f"{first}-{second}"
-        train(results, data_root, first, samples=3000)
+        train(results, data_root, first, budget=3000)
         assert metrics(results, RUNS[0])["samples"].iloc[-1] == 3000
         train(results, data_root, second)
         assert_same_runs(local_results, results)
@@ -119,7 +119,7 @@ def test_a_run_moves_between_the_stack_and_the_normal_path_through_its_checkpoin
 
 def test_each_model_of_a_stack_has_its_own_wandb_run(tmp_path, data_root):
     results = tmp_path / "wb"
-    train(results, data_root, "stack", exact=False, samples=2000, wandb="offline")
+    train(results, data_root, "stack", exact=False, budget=2000, wandb="offline")
     ids = set()
     for run in RUNS:
         folder = RunFolder.of(results, "st", run)
@@ -132,7 +132,7 @@ def test_each_model_of_a_stack_has_its_own_wandb_run(tmp_path, data_root):
 
 def test_stacks_group_runs_that_can_share_one(tmp_path):
     def spec(name: str, **config) -> RunSpec:
-        return RunSpec(name, make_config({"samples": 10**6, **config}))
+        return RunSpec(name, make_config({"budget": 10**6, **config}))
 
     specs = [spec("a", nz=3), spec("b", nz=20, seed=4), spec("ws", algorithm="wakesleep"), spec("h", hidden=7),
              spec("c", nz=5), spec("ddp", devices=2), spec("ws2", algorithm="wakesleep", nz=3),
@@ -145,7 +145,7 @@ def test_stacks_group_runs_that_can_share_one(tmp_path):
 
 
 def test_grouping_refuses_an_unreadable_checkpoint_with_a_message(tmp_path):
-    spec = RunSpec("a", make_config({"samples": 10**6}))
+    spec = RunSpec("a", make_config({"budget": 10**6}))
     folder = RunFolder.of(tmp_path, "s", "a")
     folder.checkpoint.parent.mkdir(parents=True)
     folder.checkpoint.write_bytes(b"not a checkpoint")

@@ -48,7 +48,7 @@ def trained(tmp_path_factory, data_root) -> Path:
     train(results, data_root, "run")
     train(results, data_root, "other", seed=1)
     shutil.copytree(results, results.parent / "extended")
-    train(results.parent / "extended", data_root, "run", samples=30000)
+    train(results.parent / "extended", data_root, "run", budget=30000)
     return results
 
 
@@ -62,7 +62,7 @@ def damaged(trained: Path, tmp_path: Path, damage: str) -> RunFolder:
 @pytest.mark.parametrize("damage", list(DAMAGE))
 def test_extending_the_run_rewrites_the_csv_from_the_checkpoint(damage, trained, tmp_path, data_root, capsys):
     folder = damaged(trained, tmp_path, damage)
-    train(tmp_path / "results", data_root, "run", samples=30000)
+    train(tmp_path / "results", data_root, "run", budget=30000)
     out = capsys.readouterr().out
     assert out.count(REPAIRED) == 1 and "rewritten from the checkpoint's history" in out, out
     clean = pd.read_csv(trained.parent / "extended" / "runs" / "test" / "run" / "metrics.csv")

@@ -16,7 +16,7 @@ from vae.runs.checkpoint import load_model
 from vae.runs.folder import RunFolder
 from vae.runs.train import run_one
 
-TINY = dict(hidden=20, nz=2, n_train=2000, samples=20000, eval_start=5000, lr_select_samples=5000,
+TINY = dict(hidden=20, nz=2, n_train=2000, budget=20000, eval_start=5000, lr_select_samples=5000,
             adagrad_warmup=10, wandb="disabled")
 
 
@@ -54,8 +54,8 @@ def test_tiny_run_logs_the_paper_axis_and_improves_the_bound(tmp_path, data_root
 
 def test_extending_a_finished_run_equals_one_long_run(tmp_path, data_root):
     train(tmp_path / "a", data_root)
-    train(tmp_path / "a", data_root, samples=40000)
-    train(tmp_path / "b", data_root, samples=40000)
+    train(tmp_path / "a", data_root, budget=40000)
+    train(tmp_path / "b", data_root, budget=40000)
     a, b = metrics(tmp_path / "a"), metrics(tmp_path / "b")
     assert set(a["samples"]) - set(b["samples"]) == {20000}  # the first budget's end point, kept
     cols = ["samples", "train/elbo", "test/elbo", "lr"]
@@ -75,7 +75,7 @@ def test_a_counter_of_five_per_datapoint_stretches_only_the_axis(tmp_path, data_
     """count_per_datapoint = 5 (the Frey axis read as a counter) runs the same iterations as 1 with every
     sample count five times larger: the same weights and running averages, logged at five times the x."""
     train(tmp_path / "one", data_root, lr=0.02, running_every=3000)
-    train(tmp_path / "five", data_root, lr=0.02, count_per_datapoint=5, samples=100000, eval_start=25000,
+    train(tmp_path / "five", data_root, lr=0.02, count_per_datapoint=5, budget=100000, eval_start=25000,
           running_every=15000)
     one, five = metrics(tmp_path / "one"), metrics(tmp_path / "five")
     assert (five["samples"] == 5 * one["samples"]).all()
@@ -103,7 +103,7 @@ def test_finished_run_is_not_trained_again_and_changed_config_is_refused(tmp_pat
 
 def test_command_line_runs_a_sweep_file(tmp_path, data_root, capsys):
     sweep = tmp_path / "sweep.yaml"
-    sweep.write_text(yaml.safe_dump({"name": "cli", "base": {**TINY, "samples": 10000}, "grid": {"nz": [2, 3]}}))
+    sweep.write_text(yaml.safe_dump({"name": "cli", "base": {**TINY, "budget": 10000}, "grid": {"nz": [2, 3]}}))
     assert main(["train", str(sweep), "--results-dir", str(tmp_path), "--data-dir", str(data_root),
                  "--set", "lr=0.02"]) == 0
     out = capsys.readouterr().out
@@ -137,7 +137,7 @@ def test_progress_is_a_heartbeat_without_a_terminal_and_a_bar_on_one(stream, tmp
     from vae.runs.progress import Progress
 
     out = stream()
-    cfg = make_config(dict(TINY, samples=30000, lr=0.02))
+    cfg = make_config(dict(TINY, budget=30000, lr=0.02))
     run_one("s", RunSpec("r", cfg), tmp_path, data_root, callbacks=[Progress("s/r", "1/3", 1e-6, out)])
     text = out.getvalue()
     if stream is Terminal:  # tqdm's bar on the samples axis, with the last test bound beside it

@@ -13,14 +13,14 @@ import yaml
 from vae.runs.folder import RunFolder
 
 TINY = dict(dataset="mnist", n_train=1000, hidden=20, lr=0.02, adagrad_warmup=5, eval_start=2000, eval_per_decade=2,
-            eval_batch=5000, running_every=None, samples=4000, checkpoint_minutes=10)
+            eval_batch=5000, running_every=None, budget=4000, checkpoint_minutes=10)
 
 
 def units(tmp_path: Path, samples: int) -> Path:
     sweep = tmp_path / "tiny.yaml"
     sweep.write_text(yaml.safe_dump({"name": "tiny", "base": TINY, "grid": {"nz": [2, 4]}}))
     path = tmp_path / "units.yaml"
-    path.write_text(yaml.safe_dump({"u": [{"sweep": "tiny.yaml", "samples": samples}]}))
+    path.write_text(yaml.safe_dump({"u": [{"sweep": "tiny.yaml", "budget": samples}]}))
     return path
 
 

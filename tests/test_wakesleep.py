@@ -44,7 +44,7 @@ def test_wake_moves_only_the_decoder_and_sleep_only_the_encoder():
 
 
 def test_wake_sleep_runs_through_the_pipeline_and_improves_the_bound(tmp_path, data_root):
-    cfg = make_config({"algorithm": "wakesleep", "hidden": 20, "nz": 2, "n_train": 2000, "samples": 20000,
+    cfg = make_config({"algorithm": "wakesleep", "hidden": 20, "nz": 2, "n_train": 2000, "budget": 20000,
                        "eval_start": 5000, "lr": 0.02, "adagrad_warmup": 10, "wandb": "disabled"})
     status = run_one("t", RunSpec("ws", cfg), tmp_path, data_root)
     m = pd.read_csv(tmp_path / "runs" / "t" / "ws" / "metrics.csv")

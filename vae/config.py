@@ -14,7 +14,9 @@ import dataclasses
 import functools
 import itertools
 import math
+import sys
 import types
+from collections.abc import Callable
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Annotated, Any, Literal, Optional, Union, get_args, get_origin, get_type_hints
@@ -84,7 +86,7 @@ GROUPS: dict[str, str] = {  # group -> what its fields configure
     "evaluation": "when and how the bound and the marginal likelihood are measured (Fig. 2, Fig. 3, App. D)",
     "seed": "the run's random streams: initialisation, minibatches, noise",
     "precision": "the floating-point arithmetic of the matrix products on a CUDA device",
-    "execution": "how long and how a run is carried out; never changes the mathematics (a larger samples "
+    "execution": "how long and how a run is carried out; never changes the mathematics (a larger budget "
                  "only extends the curve, devices > 1 changes only floating-point summation order), so it "
                  "may change on resume",
 }
@@ -193,8 +195,8 @@ class Config:
     # initialisation, minibatches and noise; evaluation noise is seeded seed * 1_000_003 + samples (< 2**64)
     seed: Annotated[int, Bounds(ge=0, le=2**32 - 1)] = _in("seed", 0)
 
-    # budget: training samples evaluated (Fig. 2 x-axis); a larger budget continues the same run on resume
-    samples: Annotated[int, Bounds(gt=0, le=10**12)] = _in("execution", 100_000_000)  # 10^4 times the paper's
+    # training samples evaluated (Fig. 2 x-axis) to train for; a larger budget continues the same run on resume
+    budget: Annotated[int, Bounds(gt=0, le=10**12)] = _in("execution", 100_000_000)  # 10^4 times the paper's
     steps_per_call: PositiveInt = _in("execution", 50)  # optimizer steps per Lightning training_step
     # on CUDA, capture each block of steps_per_call optimizer steps as a CUDA graph and replay it; ignored on CPU
     cuda_graphs: bool = _in("execution", True)
@@ -247,11 +249,11 @@ def validate(cfg: Config) -> None:
     if cfg.n_train > MAX_TRAIN[cfg.dataset]:
         raise ConfigError(f"n_train={cfg.n_train} exceeds the {MAX_TRAIN[cfg.dataset]} {cfg.dataset} images "
                           "available for training")
-    if cfg.samples < cfg.eval_start:
-        raise ConfigError(f"samples={cfg.samples} is below the first evaluation point eval_start={cfg.eval_start}; "
-                          "raise samples or lower eval_start")
-    if cfg.lr is None and cfg.lr_select_samples > cfg.samples:
-        raise ConfigError(f"lr_select_samples={cfg.lr_select_samples} exceeds the budget samples={cfg.samples}; "
+    if cfg.budget < cfg.eval_start:
+        raise ConfigError(f"budget={cfg.budget} is below the first evaluation point eval_start={cfg.eval_start}; "
+                          "raise budget or lower eval_start")
+    if cfg.lr is None and cfg.lr_select_samples > cfg.budget:
+        raise ConfigError(f"lr_select_samples={cfg.lr_select_samples} exceeds the budget={cfg.budget}; "
                           "lower lr_select_samples or set lr")
     if cfg.devices * cfg.num_nodes > cfg.M:
         raise ConfigError(f"devices * num_nodes = {cfg.devices * cfg.num_nodes} ranks exceed the minibatch M={cfg.M}: "
@@ -360,8 +362,28 @@ def make_config(values: dict[str, Any]) -> Config:
     """Build a Config from plain values; unknown keys and wrong types raise ConfigError."""
     unknown = sorted(set(values) - set(FIELDS), key=str)
     if unknown:
-        raise ConfigError(f"unknown config key(s) {unknown}; allowed keys: {list(FIELDS)}")
+        renamed = [f"{old} is now {RENAMED[old]}" for old in unknown if old in RENAMED]
+        raise ConfigError(f"unknown config key(s) {unknown}" + (f" ({'; '.join(renamed)})" if renamed else "")
+                          + f"; allowed keys: {list(FIELDS)}")
     return Config(**values)
+
+
+RENAMED = {"samples": "budget"}  # old name -> new name of a config key
+
+
+def renamed_keys(values: dict[str, Any], where: str) -> dict[str, Any]:
+    """``values`` (a sweep file's base or grid, or --set overrides) with old key names replaced by the new ones,
+    and a one-line note on stderr for each."""
+    out = {}
+    for key, value in values.items():
+        new = RENAMED.get(key, key)
+        if new != key:
+            if new in values:
+                raise ConfigError(f"{where}: give {new} only ({key} is its old name)")
+            print(f"note: {where}: the config key {key} is now called {new}; {key} is read as {new}",
+                  file=sys.stderr)
+        out[new] = value
+    return out
 
 
 def parse_overrides(items: list[str]) -> dict[str, Any]:
@@ -383,6 +405,69 @@ def problem(e: yaml.YAMLError) -> str:
     mark = getattr(e, "problem_mark", None)
     where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
     return f"{getattr(e, 'problem', None) or type(e).__name__}{where}"
+
+
+@dataclass(frozen=True)
+class Migration:
+    """A named rule for a run's ``config.yaml`` written before ``keys`` existed: ``values`` gives, from the stored
+    config, the values of the missing keys that reproduce what the run did then."""
+
+    name: str
+    keys: tuple[str, ...]
+    values: Callable[[dict[str, Any]], dict[str, Any]]
+
+
+def _defaults(*keys: str) -> Callable[[dict[str, Any]], dict[str, Any]]:
+    """The rule of keys whose default is what the code did before they existed."""
+    return lambda old: {k: getattr(Config(), k) for k in keys}
+
+
+MIGRATIONS: tuple[Migration, ...] = (
+    # Figure 3 brought the marginal likelihood and MCEM; before, every run evaluated the bound on log-spaced points
+    Migration("before the marginal likelihood", ("evaluation", "eval_spacing"),
+              lambda old: {"evaluation": "elbo", "eval_spacing": "log"}),
+    Migration("before Figure 3's settings", (
+        "eval_every", "marginal_estimator", "marginal_points", "marginal_samples", "marginal_leapfrog",
+        "marginal_burnin", "marginal_is_k", "mcem_leapfrog", "mcem_msteps", "hmc_target", "hmc_step_size"),
+        _defaults("eval_every", "marginal_estimator", "marginal_points", "marginal_samples", "marginal_leapfrog",
+                  "marginal_burnin", "marginal_is_k", "mcem_leapfrog", "mcem_msteps", "hmc_target", "hmc_step_size")),
+    # MCEM counted the weight updates alone (5 N per iteration) before mcem_counting
+    Migration("before mcem_counting", ("mcem_counting",),
+              lambda old: {"mcem_counting": "msteps" if old.get("algorithm") == "mcem" else Config().mcem_counting}),
+    # no running average was logged before running_every
+    Migration("before the running average", ("running_every",), lambda old: {"running_every": None}),
+    Migration("before count_per_datapoint", ("count_per_datapoint",), _defaults("count_per_datapoint")),
+    Migration("before the recognition head's settings", ("encoder_logvar_scale", "encoder_logvar_zero_init"),
+              _defaults("encoder_logvar_scale", "encoder_logvar_zero_init")),
+    Migration("before matmul_precision", ("matmul_precision",), _defaults("matmul_precision")),
+)
+
+
+def migrate(stored: dict[str, Any], where: str) -> tuple[dict[str, Any], list[str]]:
+    """A stored run config (``where``: its file) in today's keys, and the names of the migrations applied: the
+    renamed keys (``RENAMED``), then each rule of ``MIGRATIONS`` for its missing keys. Execution keys never
+    change results, so a missing one takes today's default. A missing key that changes results and has no rule
+    is refused (``ConfigError``): it is never filled with today's default."""
+    config, applied = {}, []
+    for key, value in stored.items():
+        if key in RENAMED and RENAMED[key] not in stored:
+            applied.append(f"{key} is now {RENAMED[key]}")
+        config[RENAMED.get(key, key)] = value
+    for rule in MIGRATIONS:
+        missing = [k for k in rule.keys if k not in config]
+        if missing:
+            config |= {k: v for k, v in rule.values(config).items() if k in missing}
+            applied.append(rule.name)
+    unknown = [k for k in FIELDS if k not in config and GROUP_OF[k] != "execution"]
+    if unknown:
+        raise ConfigError(f"{where} lacks {', '.join(unknown)}, which change results, and no migration rule gives "
+                          "the value it was trained with; train it again in another results folder")
+    return config | {k: getattr(Config(), k) for k in FIELDS if k not in config}, applied
+
+
+def stored_config(stored: dict[str, Any], where: str) -> Config:
+    """The Config of a run's stored config (its ``config.yaml`` or a checkpoint's), migrated (``migrate``)."""
+    return make_config(migrate(stored, where)[0])
 
 
 @dataclass(frozen=True)
@@ -435,8 +520,8 @@ def load_sweep(path: str | Path, overrides: dict[str, Any] | None = None, seeds:
     if scalar:
         raise ConfigError(f"{path}: grid values are non-empty lists of values to sweep ({scalar[0]}: "
                           f"{grid[scalar[0]]!r}); put a single value under base")
-    base, grid = dict(base), dict(grid)
-    overrides = dict(overrides or {})
+    base, grid = renamed_keys(base, f"{path} base"), renamed_keys(grid, f"{path} grid")
+    overrides = renamed_keys(dict(overrides or {}), "--set")
     fixed = {k: v for k, v in overrides.items() if k not in grid}
     for key, value in overrides.items():
         if key in grid:

@@ -13,7 +13,7 @@ from typing import Any
 import lightning as L
 import torch
 
-from vae.config import Config, make_config
+from vae.config import Config, stored_config
 from vae.data import X_DIM
 from vae.models.bounds import elbo
 from vae.models.marginal import log_marginal_is
@@ -30,9 +30,9 @@ class VAE(L.LightningModule):
     with a generator seeded by ``seed``, encoder first; then, with ``encoder_logvar_zero_init``, the encoder's
     log-variance head set to zero."""
 
-    def __init__(self, config: Config | dict[str, Any]) -> None:
+    def __init__(self, config: Config | dict[str, Any]) -> None:  # a dict: a stored config (a checkpoint's)
         super().__init__()
-        cfg = config if isinstance(config, Config) else make_config(config)
+        cfg = config if isinstance(config, Config) else stored_config(config, "the checkpoint's config")
         self.save_hyperparameters({"config": cfg.to_dict()})
         self.cfg = cfg
         x_dim = X_DIM[cfg.dataset]

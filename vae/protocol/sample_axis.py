@@ -39,7 +39,7 @@ from vae.algorithms.graphs import GraphedSteps, graph_unsupported
 from vae.algorithms.stack import Stack
 from vae.models.marginal import log_marginal_hmc, log_marginal_is
 from vae.protocol.clock import PhaseClock
-from vae.protocol.schedule import round_up, run_points, running_points
+from vae.protocol.schedule import end_of, round_up, run_points, running_points
 
 
 class RunDiverged(RuntimeError):
@@ -102,7 +102,7 @@ class SampleAxis(L.LightningModule):
         self.points = set(run_points(self.cfg, step))
         self.running_points = set(running_points(self.cfg, step)) if self.stack.minibatch_bound else set()
         self.logged_points = sorted(self.points | self.running_points)
-        self.budget = round_up(self.cfg.samples, step)
+        self.budget = end_of(self.cfg, step)
 
     def on_train_start(self) -> None:
         self._since_eval = (self.samples, self._seconds)

@@ -20,6 +20,12 @@ def round_up(n: int, m: int) -> int:
     return -(-n // m) * m
 
 
+def end_of(cfg: Config, step: int) -> int:
+    """Where a run whose iterations evaluate ``step`` samples each ends: its budget rounded up to a whole
+    iteration."""
+    return round_up(cfg.budget, step)
+
+
 def eval_points(start: int, budget: int, per_decade: int, M: int) -> list[int]:
     """Points start * 10^(k/per_decade), k = 0, 1, ..., rounded to whole minibatches, up to the budget,
     plus the budget itself (rounded up to a whole minibatch). Every point is a multiple of M, so the same
@@ -48,19 +54,19 @@ def linear_points(start: int, every: int, budget: int, step: int) -> list[int]:
 def bounded(count: int, kind: str, cfg: Config, advice: str) -> None:
     """Refuse ``count`` points of ``kind`` beyond ``MAX_POINTS``, before any is built."""
     if count > MAX_POINTS:
-        raise ConfigError(f"samples={cfg.samples:,d} makes up to {count:,d} {kind} points; a run logs at most "
-                          f"{MAX_POINTS:,d}: lower samples or {advice}")
+        raise ConfigError(f"budget={cfg.budget:,d} makes up to {count:,d} {kind} points; a run logs at most "
+                          f"{MAX_POINTS:,d}: lower the budget or {advice}")
 
 
 def run_points(cfg: Config, step: int) -> list[int]:
     """The evaluation points of a run whose optimizer iterations evaluate ``step`` samples each."""
-    last = round_up(cfg.samples, step)
+    last = end_of(cfg, step)
     if cfg.eval_spacing == "log":  # the loop of eval_points stops once start * 10^(k/per_decade) > last + step / 2
         tries = math.floor(cfg.eval_per_decade * math.log10((last + step) / cfg.eval_start)) + 2
         bounded(tries, "evaluation", cfg, f"lower eval_per_decade={cfg.eval_per_decade:,d}")
-        return eval_points(cfg.eval_start, cfg.samples, cfg.eval_per_decade, step)
+        return eval_points(cfg.eval_start, last, cfg.eval_per_decade, step)
     bounded((last - cfg.eval_start) // cfg.eval_every + 2, "evaluation", cfg, f"raise eval_every={cfg.eval_every:,d}")
-    return linear_points(cfg.eval_start, cfg.eval_every, cfg.samples, step)
+    return linear_points(cfg.eval_start, cfg.eval_every, last, step)
 
 
 def running_points(cfg: Config, step: int) -> list[int]:
@@ -68,9 +74,10 @@ def running_points(cfg: Config, step: int) -> list[int]:
     budget, rounded to whole steps; none where ``running_every`` is null."""
     if cfg.running_every is None:
         return []
-    bounded(round_up(cfg.samples, step) // cfg.running_every + 1, "running-average", cfg,
+    last = end_of(cfg, step)
+    bounded(last // cfg.running_every + 1, "running-average", cfg,
             f"raise running_every={cfg.running_every:,d} (null logs none)")
-    return linear_points(cfg.running_every, cfg.running_every, cfg.samples, step)
+    return linear_points(cfg.running_every, cfg.running_every, last, step)
 
 
 def check_schedule(cfg: Config, step: int) -> None:

@@ -32,7 +32,7 @@ import lightning as L
 import torch
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 
-from vae.config import make_config
+from vae.config import make_config, stored_config
 from vae.models.vae import VAE
 from vae.runs.folder import ResultsError, RunFolder
 
@@ -138,7 +138,7 @@ class RunCheckpointIO(TorchCheckpointIO):
         if (owner["sweep"], owner["name"]) != (folder.sweep, folder.name):
             refuse(folder, f"is the checkpoint of run {owner['sweep']}/{owner['name']}, not of this run")
         ours = make_config(folder.config()).identity()
-        theirs = make_config(run["hyper_parameters"]["config"]).identity()
+        theirs = stored_config(run["hyper_parameters"]["config"], f"{path}'s config").identity()
         diff = ", ".join(f"{k}: {theirs[k]!r} there, {v!r} here" for k, v in ours.items() if theirs[k] != v)
         if diff:
             refuse(folder, f"was written with another config than {folder.config_file} ({diff})")

@@ -29,7 +29,7 @@ from lightning.pytorch.loggers import WandbLogger
 from lightning.pytorch.loggers.logger import Logger
 from lightning.pytorch.utilities import rank_zero_only
 
-from vae.config import Config
+from vae.config import Config, migrate
 from vae.optional import require_wandb
 from vae.runs.wandb_history import durable_steps
 
@@ -107,6 +107,7 @@ class RunFolder:
         self.wandb_id_file = self.path / "wandb_id"
         self.lock_file = self.path / "lock"
         self.log_px_file = self.path / "log_px.json"
+        self.migrations: list[str] = []  # the migrations that ``config`` applied to config.yaml
 
     @classmethod
     def of(cls, results_dir: str | os.PathLike[str], sweep: str, name: str) -> RunFolder:
@@ -172,6 +173,8 @@ class RunFolder:
                             "to train the run again from zero")
 
     def config(self) -> dict[str, Any] | None:
+        """The run's ``config.yaml`` in today's keys (``vae.config.migrate``; the rules applied are left in
+        ``migrations``), or None before the run was started."""
         if not self.config_file.is_file():
             return None
         try:
@@ -180,6 +183,7 @@ class RunFolder:
             raise self.unreadable(self.config_file, type(e).__name__) from None
         if not isinstance(config, dict):
             raise self.unreadable(self.config_file, "not a mapping of config keys")
+        config, self.migrations = migrate(config, str(self.config_file))
         return config
 
     def write_config(self, config: dict[str, Any]) -> None:

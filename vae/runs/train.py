@@ -31,7 +31,7 @@ from vae.algorithms import ALGORITHMS
 from vae.config import Config, ConfigError, RunSpec
 from vae.data import RunData
 from vae.protocol.sample_axis import SampleAxis
-from vae.protocol.schedule import round_up
+from vae.protocol.schedule import end_of
 from vae.runs.checkpoint import PeriodicCheckpoint, RunCheckpointIO, read_checkpoint
 from vae.runs.folder import RunFolder, run_loggers
 from vae.runs.progress import Progress
@@ -43,11 +43,13 @@ say = rank_zero_only(print)  # under DDP only global rank 0 reports
 
 def check_same_config(folder: RunFolder, cfg: Config) -> None:
     """Refuse to continue a run folder with a config whose mathematics differ from the one it was started with."""
-    old = folder.config()
+    old = folder.config()  # migrated: a key an earlier version did not write has the value it trained with
     if old is None:
         return
-    defaults = Config().to_dict()  # a key an earlier version did not write is taken at its default
-    diff = {k: (old.get(k, defaults[k]), v) for k, v in cfg.identity().items() if old.get(k, defaults[k]) != v}
+    if folder.migrations:
+        say(f"[{folder.name}] its config.yaml predates some keys; read by the migrations: "
+            f"{'; '.join(folder.migrations)}")
+    diff = {k: (old[k], v) for k, v in cfg.identity().items() if old[k] != v}
     if diff:
         shown = ", ".join(f"{k}: {a!r} -> {b!r}" for k, (a, b) in diff.items())
         raise ConfigError(
@@ -65,7 +67,7 @@ def check_accelerator(cfg: Config) -> None:
 
 
 def finished(folder: RunFolder, cfg: Config) -> bool:
-    return folder.status().get("samples", 0) >= round_up(cfg.samples, ALGORITHMS[cfg.algorithm].step_samples(cfg))
+    return folder.status().get("samples", 0) >= end_of(cfg, ALGORITHMS[cfg.algorithm].step_samples(cfg))
 
 
 def repair_metrics(folder: RunFolder, checkpoint: dict[str, Any]) -> None:
@@ -116,7 +118,7 @@ def _train_stack(specs: Sequence[RunSpec], folders: Sequence[RunFolder], data: L
         if rank_zero_only.rank == 0 and folders[i].has_checkpoint():
             repair_metrics(folders[i], read_checkpoint(folders[i]))
         say(f"[{specs[i].name}] already at {statuses[specs[i].name]['samples']:,d} samples (budget "
-            f"{configs[i].samples:,d}): nothing to do")
+            f"{configs[i].budget:,d}): nothing to do")
     if not todo:
         return statuses
     specs, configs, folders = [specs[i] for i in todo], [configs[i] for i in todo], [folders[i] for i in todo]
@@ -168,7 +170,7 @@ def _train_stack(specs: Sequence[RunSpec], folders: Sequence[RunFolder], data: L
     wall = time.time() - began
     for j, (spec, folder) in enumerate(zip(specs, folders, strict=True)):
         status = {
-            "samples": module.samples, "budget": spec.config.samples, "lr": module.lrs[j],
+            "samples": module.samples, "budget": spec.config.budget, "lr": module.lrs[j],
             "lr_selection": module.lr_selection[j], "last": module.last_evaluation(j),
             "train_seconds": module.train_seconds[j],
             "wall_seconds": statuses[spec.name].get("wall_seconds", 0.0) + wall,
@@ -184,7 +186,7 @@ def _train_stack(specs: Sequence[RunSpec], folders: Sequence[RunFolder], data: L
     if stop.signum:
         selecting = " during the step-size selection (§5), which starts again then" if module.samples == 0 else ""
         raise Interrupted(stop.signum, f"{signal.Signals(stop.signum).name}: {', '.join(s.name for s in specs)} "
-                                       f"stopped at {module.samples:,d} of {cfg.samples:,d} samples, checkpointed; "
+                                       f"stopped at {module.samples:,d} of {cfg.budget:,d} samples, checkpointed; "
                                        f"run the same command again to continue{selecting}")
     return statuses
 

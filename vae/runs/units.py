@@ -42,7 +42,7 @@ class Part:
     """One sweep of a unit: its file, the budget, the runs it trains (None: all) and the seeds per grid point."""
 
     sweep: Path
-    samples: int
+    budget: int
     only: tuple[str, ...] | None = None
     seeds: int | None = None
 
@@ -54,7 +54,7 @@ class Part:
 
 def load_units(path: Path = UNITS_FILE) -> dict[str, list[Part]]:
     doc = yaml.safe_load(path.read_text())
-    return {name: [Part(path.parent / p["sweep"], int(p["samples"]), tuple(p["only"]) if "only" in p else None,
+    return {name: [Part(path.parent / p["sweep"], int(p["budget"]), tuple(p["only"]) if "only" in p else None,
                         p.get("seeds")) for p in parts] for name, parts in doc.items()}
 
 
@@ -93,7 +93,7 @@ def train(parts: list[Part], staging: Path, data_dir: Path | None, seconds: floa
         cmd = [sys.executable, "-m", "vae", "train", str(part.sweep), "--engine", "stack",
                "--results-dir", str(staging), *(["--data-dir", str(data_dir)] if data_dir else []),
                *(["--seeds", str(part.seeds)] if part.seeds else []), *(["--only", *part.only] if part.only else []),
-               "--set", f"samples={part.samples}", "wandb=disabled", *settings]
+               "--set", f"budget={part.budget}", "wandb=disabled", *settings]
         print("unit:", " ".join(cmd), flush=True)
         proc = subprocess.Popen(cmd)
         try:
@@ -174,7 +174,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.action == "list":
             for name, parts in load_units(args.units).items():
-                print(f"{name}: " + ", ".join(f"{p.sweep.name} to {p.samples:.3g}" for p in parts))
+                print(f"{name}: " + ", ".join(f"{p.sweep.name} to {p.budget:.3g}" for p in parts))
             return 0
         if args.action == "adopt":
             for run in adopt([Path(n) for n in args.names], args.reference):
