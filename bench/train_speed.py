@@ -12,7 +12,7 @@ Contenders, all in this one process, with torch's default thread settings:
     ``SampleAxis`` module over an ``AEVB`` stack of one, our Adagrad, manual optimization, ``steps_per_call``
     optimizer steps per Lightning ``training_step``, data resident, CSV logger and the periodic-checkpoint
     callback in place. Overrides: ``lr`` fixed (0.02) so that no step-size selection runs, ``wandb=disabled``,
-    and ``eval_start`` = ``samples`` = 1e12 so that no evaluation falls inside the measurement. The bench
+    and ``eval_start`` = ``budget`` = 1e12 so that no evaluation falls inside the measurement. The bench
     hands run_one two things through its own parameters (no module is patched): ``callbacks=[timer]``, one
     callback that the Trainer gets after its own, which timestamps the end of every ``training_step`` (reading
     the ``SampleAxis`` module's ``samples``) and stops the fit after ``--seconds``; and ``data=``, the
@@ -75,6 +75,7 @@ from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
 from vae.algorithms import AEVB
+from vae.algorithms.evaluation import eval_generators, evaluate
 from vae.config import Config, RunSpec, load_sweep
 from vae.data import RunData
 from vae.protocol.schedule import eval_points, round_up
@@ -268,10 +269,10 @@ def evaluation_seconds(cfg: Config, repeats: int) -> float:
     stack.attach(data.train_x, data.test_x)
     times = []
     for _ in range(repeats):
-        generators = stack.eval_generators()
+        generators = eval_generators(stack)
         start = time.perf_counter()
-        stack.evaluate(stack.train_x, generators)
-        stack.evaluate(stack.test_x, generators)
+        evaluate(stack, stack.train_x, generators)
+        evaluate(stack, stack.test_x, generators)
         times.append(time.perf_counter() - start)
     return statistics.median(times)
 

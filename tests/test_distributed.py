@@ -16,7 +16,8 @@ import yaml
 from helpers import threads
 
 from vae.algorithms import AEVB
-from vae.algorithms.stack import share
+from vae.algorithms.evaluation import evaluate
+from vae.algorithms.parallel import reduce_gradients, share
 from vae.config import load_sweep, make_config
 from vae.runs.engine import Engine, run_sweep
 
@@ -72,10 +73,10 @@ def _rank_main(rank: int, out: Path, x: torch.Tensor, cfg: dict) -> None:
     torch.set_num_threads(1)  # as the single process it is compared with
     dist.init_process_group("gloo", rank=rank, world_size=2)
     model = AEVB([make_config(cfg)])
-    (value,) = model.evaluate(x, [torch.Generator().manual_seed(7)])
+    (value,) = evaluate(model, x, [torch.Generator().manual_seed(7)])
     for p in model.parameters():
         p.grad = torch.full_like(p, rank + 1.0)
-    model.reduce_gradients(list(model.parameters()))
+    reduce_gradients(list(model.parameters()))
     mine = share(cfg["M"])
     torch.save(dict(value=value, grads=[p.grad for p in model.parameters()], share=(mine.start, mine.stop)),
                out / f"rank{rank}.pt")
@@ -86,7 +87,7 @@ def test_sharded_evaluation_and_gradient_sum_match_one_process(tmp_path):
     cfg = dict(hidden=20, nz=2, binarize="dynamic", eval_batch=300, M=7, init_std=0.3)
     x = torch.rand(2500, 784)  # 9 evaluation chunks: 5 on rank 0, 4 on rank 1
     with threads(1):
-        (single,) = AEVB([make_config(cfg)]).evaluate(x, [torch.Generator().manual_seed(7)])
+        (single,) = evaluate(AEVB([make_config(cfg)]), x, [torch.Generator().manual_seed(7)])
     os.environ["TEST_PORT"] = str(29500 + os.getpid() % 1000)
     mp.spawn(_rank_main, args=(tmp_path, x, cfg), nprocs=2, join=True)
     ranks = [torch.load(tmp_path / f"rank{r}.pt") for r in (0, 1)]

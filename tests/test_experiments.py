@@ -23,7 +23,7 @@ def tiny(spec: RunSpec) -> RunSpec:
     cfg = make_config(dict(cfg.to_dict(), **small))
     step = ALGORITHMS[cfg.algorithm].step_samples(cfg)
     budget = 2 * step
-    overrides = dict(lr=cfg.lr or cfg.lr_candidates[0], samples=budget, eval_start=budget, eval_every=budget,
+    overrides = dict(lr=cfg.lr or cfg.lr_candidates[0], budget=budget, eval_start=budget, eval_every=budget,
                      running_every=step if cfg.running_every is not None else None, marginal_points=20,
                      marginal_burnin=2, marginal_samples=4, marginal_is_k=10, adagrad_warmup=1, wandb="disabled")
     return dataclasses.replace(spec, config=make_config(dict(cfg.to_dict(), **overrides)))
@@ -36,6 +36,6 @@ def test_every_run_of_every_sweep_file_trains(path, tmp_path, data_root):
     for spec in sweep.runs:
         run = tiny(spec)
         status = run_one(sweep.name, run, tmp_path, data_root)
-        assert status["samples"] == run.config.samples, spec.name
+        assert status["samples"] == run.config.budget, spec.name
         logged = pd.read_csv(tmp_path / "runs" / sweep.name / spec.name / "metrics.csv")
-        assert logged["samples"].iloc[-1] == run.config.samples
+        assert logged["samples"].iloc[-1] == run.config.budget

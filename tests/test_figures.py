@@ -74,7 +74,7 @@ def test_figures_4_and_5_come_from_a_trained_checkpoint(tmp_path, data_root):
     from vae.results.figures import image_figures, planned_images
     from vae.runs.train import run_one
 
-    cfg = make_config({"nz": 2, "hidden": 20, "n_train": 2000, "samples": 10000, "eval_start": 5000,
+    cfg = make_config({"nz": 2, "hidden": 20, "n_train": 2000, "budget": 10000, "eval_start": 5000,
                        "lr": 0.02, "wandb": "disabled"})
     run_one("f", RunSpec("nz2", cfg), tmp_path, data_root)
     settings = {"seed": 0, "figure4": {"mnist": {"run": "runs/f/nz2", "grid": 5}},
@@ -89,7 +89,7 @@ def test_figures_are_added_to_the_runs_wandb_pages(tmp_path, data_root):
     from vae.results.figures import log_to_wandb
     from vae.runs.train import run_one
 
-    cfg = make_config({"nz": 2, "hidden": 20, "n_train": 2000, "samples": 10000, "eval_start": 5000,
+    cfg = make_config({"nz": 2, "hidden": 20, "n_train": 2000, "budget": 10000, "eval_start": 5000,
                        "lr": 0.02, "wandb": "offline"})
     run_one("f", RunSpec("w", cfg), tmp_path, data_root)
     run = tmp_path / "runs" / "f" / "w"

@@ -24,7 +24,9 @@ import yaml
 from helpers import STACK_MODELS, stack_configs
 
 from vae.algorithms import AEVB, Stack, WakeSleep
+from vae.algorithms.evaluation import eval_generators, evaluate
 from vae.algorithms.graphs import GraphedSteps, graph_unsupported
+from vae.algorithms.run_state import parameters_of
 from vae.config import Config
 from vae.runs.folder import RunFolder
 
@@ -46,7 +48,7 @@ class HostDraws(Stack):
     def minibatch(self) -> torch.Tensor:
         idx = torch.stack([torch.randint(len(self.train_x), (self.cfg.M,), generator=g) for g in self.host])
         x = self.train_x[idx.to(self.device)]
-        return self.bernoulli(x) if self.cfg.binarize == "dynamic" else x
+        return self.draws.bernoulli(x) if self.cfg.binarize == "dynamic" else x
 
     def bernoulli(self, p: torch.Tensor, generators: Sequence[torch.Generator] | None = None) -> torch.Tensor:
         u = torch.stack([torch.rand(p.shape[1:], generator=g, dtype=torch.float64) for g in self.host])
@@ -92,7 +94,7 @@ def test_cuda_equals_cpu_in_float64(mnist, float64, kind, overrides):
     cpu = trained(kind, configs(**overrides), data, "cpu")
     cuda = trained(kind, configs(**overrides), data, "cuda")
     assert_same_parameters(cpu, cuda, rtol=1e-6, atol=1e-9)
-    torch.testing.assert_close(cpu.running, cuda.running.cpu(), rtol=1e-9, atol=1e-6)
+    torch.testing.assert_close(cpu.running.sums, cuda.running.cpu(), rtol=1e-9, atol=1e-6)
     generators = [torch.Generator().manual_seed(5) for _ in MODELS]
     x = data[1][:500]
     eps = torch.randn((1, len(MODELS), 500, 10), generator=generators[0], dtype=torch.float64)
@@ -114,18 +116,18 @@ def test_graphed_steps_equal_eager_steps(mnist, kind):
         block.run()
     assert graphed.samples == eager.samples
     assert_same_parameters(eager, graphed, rtol=1e-6, atol=1e-7)
-    torch.testing.assert_close(eager.running, graphed.running, rtol=1e-9, atol=1e-6)  # summed inside the graph
-    for e, g in zip(eager.generators(), graphed.generators(), strict=True):
+    torch.testing.assert_close(eager.running.sums, graphed.running.sums, rtol=1e-9, atol=1e-6)  # summed inside the graph
+    for e, g in zip(eager.draws.generators(), graphed.draws.generators(), strict=True):
         assert torch.equal(e.get_state(), g.get_state()), "the graph left a generator elsewhere than eager steps"
-    assert eager.evaluate(mnist[1].cuda(), eager.eval_generators()) == pytest.approx(
-        graphed.evaluate(mnist[1].cuda(), graphed.eval_generators()), rel=1e-6)
+    assert evaluate(eager, mnist[1].cuda(), eval_generators(eager)) == pytest.approx(
+        evaluate(graphed, mnist[1].cuda(), eval_generators(graphed)), rel=1e-6)
 
 
 def fused_or_eager(kind: type[Stack], cfgs: list[Config], data: tuple[torch.Tensor, torch.Tensor], fused: bool,
                    steps: int) -> Stack:
     """A stack trained past its warm-up, then ``steps`` more: fused and replayed from a graph, or eager."""
     stack = trained(kind, [dataclasses.replace(cfg, compile=fused) for cfg in cfgs], data, "cuda", steps=10)  # past the warm-up
-    assert stack.fused == fused
+    assert stack.region.on == fused
     if fused:
         block = GraphedSteps(stack, steps)
         block.run()
@@ -143,10 +145,10 @@ def test_compiled_graphed_steps_equal_eager_steps_in_float64(mnist, float64, kin
     data = tuple(t.double() for t in mnist)
     eager = fused_or_eager(kind, configs(**overrides), data, False, 20)
     fused = fused_or_eager(kind, configs(**overrides), data, True, 20)
-    assert fused._compiled and not eager._compiled
+    assert fused.region.compiled and not eager.region.compiled
     assert_same_parameters(eager, fused, rtol=1e-9, atol=1e-12)
-    torch.testing.assert_close(eager.running, fused.running, rtol=1e-12, atol=1e-8)
-    for e, f in zip(eager.generators(), fused.generators(), strict=True):
+    torch.testing.assert_close(eager.running.sums, fused.running.sums, rtol=1e-12, atol=1e-8)
+    for e, f in zip(eager.draws.generators(), fused.draws.generators(), strict=True):
         assert torch.equal(e.get_state(), f.get_state())
 
 
@@ -158,7 +160,7 @@ def test_tf32_is_the_configs_choice_and_changes_only_rounding(mnist):
     differ = [not torch.equal(p, q) for p, q in zip(highest.parameters(), tf32.parameters(), strict=True)]
     assert any(differ), "TF32 changed no number: the switch did not reach the matrix products"
     x = mnist[1].cuda()
-    bounds = [s.evaluate(x, s.eval_generators()) for s in (highest, tf32)]
+    bounds = [evaluate(s, x, eval_generators(s)) for s in (highest, tf32)]
     torch.backends.cuda.matmul.allow_tf32 = False
     assert bounds[1] == pytest.approx(bounds[0], rel=1e-2)
 
@@ -169,10 +171,10 @@ def _ddp_rank(rank: int, world: int, out: Path, data: tuple[torch.Tensor, torch.
     dist.init_process_group("gloo", rank=rank, world_size=world)
     stack = AEVB([configs(M=101)[0]]).to("cuda")
     stack.attach(*(t.to("cuda") for t in data))
-    assert stack.fused and graph_unsupported(stack) is not None  # fused, but no graph across the all-reduce
+    assert stack.region.on and graph_unsupported(stack) is not None  # fused, but no graph across the all-reduce
     stack.train_steps(20)
     x = data[1].to("cuda")
-    torch.save(dict(bound=stack.evaluate(x, stack.eval_generators()), running=stack.running.cpu()),
+    torch.save(dict(bound=evaluate(stack, x, eval_generators(stack)), running=stack.running.cpu()),
                out / f"rank{rank}.pt")
     dist.destroy_process_group()
 
@@ -187,7 +189,7 @@ def test_two_ranks_sharing_the_gpu_equal_one_rank(tmp_path, mnist):
     single.attach(*(t.to("cuda") for t in mnist))
     single.train_steps(20)
     x = mnist[1].to("cuda")
-    (bound,) = single.evaluate(x, single.eval_generators())
+    (bound,) = evaluate(single, x, eval_generators(single))
     ranks = [torch.load(tmp_path / f"rank{r}.pt") for r in (0, 1)]
     assert [r["bound"][0] for r in ranks] == pytest.approx([bound, bound], rel=1e-5)
     torch.testing.assert_close(ranks[0]["running"] + ranks[1]["running"], single.running.cpu(), rtol=1e-5, atol=1e-2)
@@ -198,8 +200,8 @@ def test_a_stack_on_cuda_equals_its_runs_alone(mnist, float64):
     stack = trained(AEVB, configs(), data, "cuda")
     for j, cfg in enumerate(configs()):
         alone = trained(AEVB, [cfg], data, "cuda")
-        for name, value in alone.parameters_of(0).items():
-            torch.testing.assert_close(stack.parameters_of(j)[name], value, rtol=1e-8, atol=1e-10)
+        for name, value in parameters_of(alone, 0).items():
+            torch.testing.assert_close(parameters_of(stack, j)[name], value, rtol=1e-8, atol=1e-10)
 
 
 KILL = dict(hidden=50, nz=2, n_train=2000, budget=2_000_000, eval_start=5000, lr_select_samples=5000,

@@ -43,7 +43,7 @@ sys.meta_path.insert(0, Unimportable())
 # experiments/smoke.yaml (MNIST, Bernoulli decoder, estimator B, step-size selection, Nz = 3 and 20) in seconds
 SMOKE = {"name": "smoke",
          "base": {"dataset": "mnist", "hidden": 20, "decoder": "bernoulli", "estimator": "B", "n_train": 1000,
-                  "samples": 2000, "eval_start": 1000, "eval_per_decade": 1, "lr_select_samples": 1000,
+                  "budget": 2000, "eval_start": 1000, "eval_per_decade": 1, "lr_select_samples": 1000,
                   "adagrad_warmup": 2},
          "grid": {"nz": [3, 20]}}
 

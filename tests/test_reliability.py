@@ -26,8 +26,8 @@ from vae.runs.wandb_history import durable_steps, records
 
 KILL = dict(hidden=20, nz=2, n_train=2000, budget=400000, eval_start=5000, lr_select_samples=5000,
             adagrad_warmup=10, running_every=30000, wandb="disabled", checkpoint_minutes=0.002)
-LOGGED = sorted(set(eval_points(5000, KILL["samples"], 10, 100)) | set(range(30000, KILL["samples"], 30000))
-                | {KILL["samples"]})  # the evaluations and the running averages
+LOGGED = sorted(set(eval_points(5000, KILL["budget"], 10, 100)) | set(range(30000, KILL["budget"], 30000))
+                | {KILL["budget"]})  # the evaluations and the running averages
 
 
 def command(sweep: Path, results: Path, data_root: Path) -> list[str]:
@@ -50,7 +50,7 @@ def test_sigkill_at_a_random_moment_then_rerun_equals_an_uninterrupted_run(tmp_p
     proc.send_signal(signal.SIGKILL)
     assert proc.wait() == -signal.SIGKILL, f"the run finished within {delay:.2f}s, before the kill"
     killed_at = pd.read_csv(run / "metrics.csv")["samples"].max()
-    assert killed_at < KILL["samples"]
+    assert killed_at < KILL["budget"]
 
     subprocess.run(command(sweep, tmp_path / "killed", data_root), check=True, capture_output=True)
     subprocess.run(command(sweep, tmp_path / "clean", data_root), check=True, capture_output=True)
@@ -64,7 +64,7 @@ def test_sigkill_at_a_random_moment_then_rerun_equals_an_uninterrupted_run(tmp_p
                    weights_only=False)
     for key in a["state_dict"]:
         assert torch.equal(a["state_dict"][key], b["state_dict"][key]), key
-    assert a["sample_axis"]["samples"] == b["sample_axis"]["samples"] == KILL["samples"]
+    assert a["sample_axis"]["samples"] == b["sample_axis"]["samples"] == KILL["budget"]
 
 
 def test_divergence_stops_with_a_message_and_keeps_the_last_good_state(tmp_path, data_root):

@@ -76,11 +76,11 @@ def test_signal_stops_at_a_step_end_checkpointed_and_a_rerun_continues_exactly(t
     reached = int(re.search(r"seed0 stopped at ([\d,]+) of 100,000 samples", line)[1].replace(",", ""))
     assert line.startswith(signum.name) and "run the same command again" in line
     assert torch.load(run / "checkpoints" / "last.ckpt", weights_only=False)["sample_axis"]["samples"] == reached
-    assert json.loads((run / "status.json").read_text())["samples"] == reached < STOP["samples"]
+    assert json.loads((run / "status.json").read_text())["samples"] == reached < STOP["budget"]
 
     subprocess.run(command(sweep, tmp_path, data_root), check=True, capture_output=True)
     resumed, clean = pd.read_csv(run / "metrics.csv"), pd.read_csv(uninterrupted / "metrics.csv")
-    assert resumed["samples"].tolist() == eval_points(5000, STOP["samples"], 10, 100)
+    assert resumed["samples"].tolist() == eval_points(5000, STOP["budget"], 10, 100)
     cols = ["samples", "train/elbo", "test/elbo", "lr"]
     pd.testing.assert_frame_equal(resumed[cols], clean[cols], check_exact=True)
     a = torch.load(run / "checkpoints" / "last.ckpt", weights_only=False)["state_dict"]
@@ -182,7 +182,7 @@ def test_a_second_process_on_the_same_run_is_refused_and_a_killed_holder_frees_t
         first.wait()
     third = subprocess.run(command(sweep, tmp_path, data_root), check=False, capture_output=True, text=True, env=env)
     assert third.returncode == 0, third.stderr
-    assert json.loads((run / "status.json").read_text())["samples"] == STOP["samples"]
+    assert json.loads((run / "status.json").read_text())["samples"] == STOP["budget"]
 
 
 def test_every_run_of_a_stack_is_locked_before_anything_is_written(tmp_path, data_root):

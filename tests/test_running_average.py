@@ -11,7 +11,8 @@ import pytest
 import torch
 from helpers import stack_configs
 
-from vae.algorithms import AEVB, Stack, WakeSleep
+from vae.algorithms import AEVB, WakeSleep
+from vae.algorithms.running import RunningBound
 from vae.config import RunSpec, make_config
 from vae.models.bounds import elbo
 from vae.protocol.schedule import eval_points
@@ -32,10 +33,10 @@ def test_an_iteration_adds_the_bound_of_its_minibatch_before_the_update(mnist, k
     stack.attach(*mnist)
     stack.train_steps(7)  # past the Adagrad warm-up of 5 steps: the step moves the weights
     draws: dict[str, torch.Tensor] = {}
-    minibatch, normal = stack.minibatch, stack.normal
+    minibatch, normal = stack.draws.minibatch, stack.draws.normal
 
-    def kept_minibatch() -> torch.Tensor:
-        draws.setdefault("x", minibatch())
+    def kept_minibatch(train_x: torch.Tensor) -> torch.Tensor:
+        draws.setdefault("x", minibatch(train_x))
         return draws["x"]
 
     def kept_normal(*shape: int, **kwargs) -> torch.Tensor:
@@ -43,15 +44,15 @@ def test_an_iteration_adds_the_bound_of_its_minibatch_before_the_update(mnist, k
         draws.setdefault("eps", eps)
         return eps
 
-    stack.minibatch, stack.normal = kept_minibatch, kept_normal
+    stack.draws.minibatch, stack.draws.normal = kept_minibatch, kept_normal
     before = stack.replicate(range(stack.k))
-    start = stack.running.clone()
+    start = stack.running.sums.clone()
     stack.train_steps(1)
     eps = draws["eps"] if kind is AEVB else draws["eps"].unsqueeze(0)  # wake-sleep draws one z per datapoint
     with torch.no_grad():
         expected = elbo(draws["x"], before.encoder, before.decoder, estimator, len(eps), eps=eps).sum(-1)
         after = elbo(draws["x"], stack.encoder, stack.decoder, estimator, len(eps), eps=eps).sum(-1)
-    added = stack.running - start
+    added = stack.running.sums - start
     torch.testing.assert_close(added, expected.double(), rtol=1e-5, atol=1e-3)
     assert not torch.allclose(added, after.double(), rtol=1e-5, atol=1e-3), "the bound after the update was added"
 
@@ -61,14 +62,14 @@ def test_the_logged_value_is_the_mean_of_its_windows_minibatch_bounds(tmp_path, 
     recorded here on the host step by step; the evaluation rows are those of a run that logs no running
     average, to the last bit: summing the bounds disturbs neither the trajectory nor the random streams."""
     seen: list[float] = []
-    accumulate = Stack.accumulate
+    accumulate = RunningBound.accumulate
 
-    def recorded(self: Stack, sums: torch.Tensor | None) -> None:
+    def recorded(self: RunningBound, sums: torch.Tensor | None) -> None:
         if sums is not None:  # None in the run that logs no running average
-            seen.append(float(sums.sum()) / self.cfg.M)
+            seen.append(float(sums.sum()) / make_config(TINY).M)
         accumulate(self, sums)
 
-    monkeypatch.setattr(Stack, "accumulate", recorded)
+    monkeypatch.setattr(RunningBound, "accumulate", recorded)
     run_one("t", RunSpec("run", make_config(TINY)), tmp_path / "a", data_root)
     logged = pd.read_csv(tmp_path / "a" / "runs" / "t" / "run" / "metrics.csv")
     running = logged.dropna(subset=["train/running_elbo"])

@@ -14,6 +14,8 @@ import torch
 from helpers import STACK_BASE, stack_configs
 
 from vae.algorithms import AEVB, ALGORITHMS, Stack
+from vae.algorithms.evaluation import eval_generators, evaluate
+from vae.algorithms.run_state import parameters_of
 from vae.config import Config, ConfigError, make_config
 from vae.models.vae import VAE
 
@@ -32,7 +34,7 @@ def train_alone(cfg: Config, train_x: torch.Tensor, steps: int) -> Stack:
 
 def assert_padding_is_zero(stack: Stack) -> None:
     for name, p in stack.named_parameters():
-        for j, shapes in enumerate(stack._shapes):
+        for j, shapes in enumerate(stack.shapes):
             padded = p.detach()[j].clone()
             padded[tuple(slice(0, n) for n in shapes[name])] = 0
             assert torch.count_nonzero(padded) == 0, f"{name}: model {j}'s padding is not zero"
@@ -49,19 +51,19 @@ def assert_stack_equals_separate(cfgs: list[Config], train_x: torch.Tensor, test
     stack.train_steps(STEPS)
     assert stack.samples == STEPS * cfgs[0].M
     assert_padding_is_zero(stack)
-    bounds = stack.evaluate(test_x, stack.eval_generators())
+    bounds = evaluate(stack, test_x, eval_generators(stack))
     for j, cfg in enumerate(cfgs):
         alone = train_alone(cfg, train_x, STEPS)
         start = VAE(cfg).state_dict()
-        mine = stack.parameters_of(j)
-        for name, value in alone.parameters_of(0).items():
+        mine = parameters_of(stack, j)
+        for name, value in parameters_of(alone, 0).items():
             assert not torch.allclose(value, start[name], atol=atol, rtol=rtol), f"{name} did not train"
             where = f"model {j} {name}"
             torch.testing.assert_close(mine[name], value, atol=atol, rtol=rtol, msg=lambda m, w=where: f"{w}: {m}")
-        (normal,) = alone.evaluate(test_x, alone.eval_generators())
+        (normal,) = evaluate(alone, test_x, eval_generators(alone))
         assert bounds[j] == pytest.approx(normal, abs=bound_atol), f"model {j}"
         # the running sum of its minibatch bounds (padded latent dimensions add nothing to it)
-        assert float(stack.running[j]) == pytest.approx(float(alone.running[0]), abs=bound_atol * cfg.M * STEPS)
+        assert float(stack.running.sums[j]) == pytest.approx(float(alone.running.sums[0]), abs=bound_atol * cfg.M * STEPS)
 
 
 def test_each_model_starts_from_its_own_initialisation_and_unstacks_into_a_vae(mnist):
@@ -69,7 +71,7 @@ def test_each_model_starts_from_its_own_initialisation_and_unstacks_into_a_vae(m
     for j, cfg in enumerate(configs()):
         model = VAE(cfg)
         expected = model.state_dict()
-        mine = stack.parameters_of(j)
+        mine = parameters_of(stack, j)
         assert mine.keys() == expected.keys()
         assert all(torch.equal(mine[k], expected[k]) for k in expected)
         model.load_state_dict(mine)  # strict: names and unpadded shapes match
@@ -131,5 +133,5 @@ def test_both_adagrad_updates_give_each_model_its_own_step_size(mnist, float64, 
     stack.train_steps(STEPS)
     for j, cfg in enumerate(configs()):
         alone = train_alone(dataclasses.replace(cfg, lr=[0.005, 0.02, 0.08][j]), train_x, STEPS)
-        for name, value in alone.parameters_of(0).items():
-            torch.testing.assert_close(stack.parameters_of(j)[name], value, atol=1e-9, rtol=1e-8)
+        for name, value in parameters_of(alone, 0).items():
+            torch.testing.assert_close(parameters_of(stack, j)[name], value, atol=1e-9, rtol=1e-8)

@@ -352,6 +352,8 @@ def _hints(cls: type) -> dict[str, Any]:
 FIELDS = tuple(f.name for f in fields(Config))
 GROUP_OF: dict[str, str] = {f.name: f.metadata["group"] for f in fields(Config)}
 EXECUTION_KEYS = frozenset(k for k, g in GROUP_OF.items() if g == "execution")
+# what a run logs besides its evaluations, which neither the model nor its curve depends on
+LOGGING_KEYS = frozenset({"running_every"})
 CHOICES: dict[str, tuple[Any, ...]] = {  # derived from the Literal types, e.g. CHOICES["estimator"] == ("A", "B")
     k: get_args(h) for k, h in _hints(Config).items() if get_origin(h) is Literal}
 if set(CHOICES["dataset"]) != set(DATASET_DEFAULTS) or set(CHOICES["dataset"]) != set(MAX_TRAIN):

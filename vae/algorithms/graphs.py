@@ -17,7 +17,8 @@ from __future__ import annotations
 
 import torch
 
-from vae.algorithms.stack import Stack, rank_and_world
+from vae.algorithms.parallel import rank_and_world
+from vae.algorithms.stack import Stack
 
 WARMUP_ITERATIONS = 3  # eager iterations on a side stream before capture, as PyTorch's CUDA graph notes advise
 
@@ -56,7 +57,7 @@ class GraphedSteps:
         for j, state in enumerate(saved):
             stack.load_run_state(j, state)
         self.graph = torch.cuda.CUDAGraph()
-        for generator in stack.generators():
+        for generator in stack.draws.generators():
             self.graph.register_generator_state(generator)
         with torch.cuda.graph(self.graph):
             for _ in range(steps):

@@ -21,6 +21,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from vae.algorithms.optim import adagrad_step
 from vae.algorithms.stack import Stack
 from vae.config import Config
 from vae.models.densities import log_std_normal
@@ -48,7 +49,7 @@ class MCEM(Stack):
     def attach(self, train_x: torch.Tensor, test_x: torch.Tensor) -> None:
         super().attach(train_x, test_x)
         if self.chains is None:  # a fresh run: chains start from the prior
-            self.chains = self.normal(len(train_x))
+            self.chains = self.draws.normal(len(train_x))
             self.step_size = torch.tensor(self.cfg.hmc_step_size, device=self.device)
         self.chains, self.step_size = self.chains.to(self.device), self.step_size.to(self.device)
 
@@ -61,7 +62,7 @@ class MCEM(Stack):
 
     def data(self) -> torch.Tensor:
         x = self.train_x.unsqueeze(0)
-        return self.bernoulli(x) if self.cfg.binarize == "dynamic" else x
+        return self.draws.bernoulli(x) if self.cfg.binarize == "dynamic" else x
 
     def selection_score(self, generators: Sequence[torch.Generator]) -> list[float]:
         """The MCEM objective at the current chains: the average of log p(x_i, z_i) over the training set."""
@@ -70,17 +71,13 @@ class MCEM(Stack):
             return [float((log_std_normal(self.chains) + self.decoder.log_prob(x, self.chains)).mean())]
 
     def step(self) -> None:
-        """E-step (one HMC transition per chain), then the M-steps."""
-        (opt,) = self.optimizers
-        params = list(self.decoder.parameters())
+        """E-step (one HMC transition per chain, App. E), then the M-steps: Adagrad steps on the decoder along the
+        full-batch gradient of (1/N) sum_i log p(x_i|z_i) plus the prior."""
         cfg = self.cfg
         x = self.data()
-        step = hmc_step(posterior_log_joint(self.decoder, x), self.chains, self.step_size, self.streams[0].generator,
+        (generator,) = self.draws.generators()
+        step = hmc_step(posterior_log_joint(self.decoder, x), self.chains, self.step_size, generator,
                         n_steps=cfg.mcem_leapfrog, target=cfg.hmc_target)
         self.chains, self.step_size = step.z, step.step_size
         for _ in range(cfg.mcem_msteps):
-            loss = -self.decoder.log_prob(x, self.chains).mean()
-            for p in params:
-                p.grad = None
-            loss.backward()
-            opt.step()
+            adagrad_step(self.optimizers[0], -self.decoder.log_prob(x, self.chains).mean())

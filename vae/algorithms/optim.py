@@ -14,7 +14,8 @@ update in one pass per tensor); elsewhere three multi-tensor (``torch._foreach``
 
 ``StackedAdagrad`` steps k stacked models (a leading model dimension on every parameter) with a global step
 size per model: it is k of these optimizers in one. Its update off the CPU (``stacked_update``) can run compiled
-by torch.compile, which fuses it into a few kernels over all parameters (``compile_update``).
+by torch.compile, which fuses it into a few kernels over all parameters (``compile_update``). ``adagrad`` builds
+a stack's optimizers, ``adagrad_step`` is the one step every update rule takes.
 """
 
 from __future__ import annotations
@@ -25,6 +26,9 @@ from typing import Any
 import torch
 
 from vae.algorithms.fusion import compiled
+from vae.algorithms.parallel import reduce_gradients
+from vae.config import Config
+from vae.models.nets import weight_matrices
 
 
 def fusable(params: list[torch.Tensor]) -> bool:
@@ -146,3 +150,29 @@ class StackedAdagrad(Adagrad):
         if self._on_device is None or self._on_device.device != like.device:
             self._on_device = torch.tensor(self.lr_values, device=like.device, dtype=like.dtype)
         return self._on_device
+
+
+def adagrad(modules: Sequence[torch.nn.Module], cfg: Config, lrs: Sequence[float]) -> list[StackedAdagrad]:
+    """Adagrad (§5) over each of ``modules``: weight matrices with the prior N(0, prior_sd^2 I) as weight decay
+    1/(N prior_sd^2), i.e. the gradient of (1/N) log p(theta) added to the per-datapoint bound (eq. 8 plus the
+    prior, divided by N), then the other parameters without it; a step size per model."""
+    decay = 1.0 / (cfg.n_train * cfg.prior_sd**2)
+    optimizers = []
+    for module in modules:
+        weights = weight_matrices(module)
+        ids = {id(p) for p in weights}
+        others = [p for p in module.parameters() if id(p) not in ids]
+        groups = [dict(params=weights, weight_decay=decay), dict(params=others, weight_decay=0.0)]
+        optimizers.append(StackedAdagrad(groups, lrs, cfg.adagrad_eps, cfg.adagrad_warmup))
+    return optimizers
+
+
+def adagrad_step(optimizer: torch.optim.Optimizer, loss: torch.Tensor) -> None:
+    """One Adagrad step of ``optimizer``'s parameters down ``loss`` (minus the objective): fresh gradients,
+    summed over the DDP ranks, then the update."""
+    params = [p for group in optimizer.param_groups for p in group["params"]]
+    for p in params:
+        p.grad = None
+    loss.backward()
+    reduce_gradients(params)
+    optimizer.step()

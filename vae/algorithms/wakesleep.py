@@ -16,7 +16,9 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from vae.algorithms.stack import Stack, share
+from vae.algorithms.optim import adagrad_step
+from vae.algorithms.parallel import share
+from vae.algorithms.stack import Stack
 from vae.models.bounds import reparameterize
 from vae.models.densities import log_normal, log_std_normal
 from vae.models.nets import GaussianMLP
@@ -29,12 +31,12 @@ class WakeSleep(Stack):
     def fantasies(self, n: int) -> tuple[torch.Tensor, torch.Tensor]:
         """(z, x) ~ p(z) p(x|z) for every model, (k, n, Nz) and (k, n, D): Bernoulli draws, or Gaussian draws
         around the decoder mean."""
-        z = self.normal(n)
+        z = self.draws.normal(n)
         if isinstance(self.decoder, GaussianMLP):
             mean, logvar = self.region(self.fantasy_density)(z)
-            noise = self.normal(n, sizes=[mean.shape[-1]] * self.k)
+            noise = self.draws.normal(n, sizes=[mean.shape[-1]] * self.k)
             return z, mean + torch.exp(0.5 * logvar) * noise
-        return z, self.bernoulli(self.region(self.fantasy_density)(z))
+        return z, self.draws.bernoulli(self.region(self.fantasy_density)(z))
 
     def fantasy_density(self, z: torch.Tensor) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
         """p(x|z) of the fantasies: the Bernoulli means, or the Gaussian mean and log-variance."""
@@ -42,28 +44,19 @@ class WakeSleep(Stack):
         return out if isinstance(self.decoder, GaussianMLP) else torch.sigmoid(out)
 
     def step(self) -> None:
-        """Under DDP each rank takes its share of the M datapoints and of the M fantasies (drawn in full on
-        every rank); both losses are sums divided by M, reduced over ranks."""
+        """One iteration for every model: the wake phase's Adagrad step on theta, then the sleep phase's on phi.
+        Under DDP each rank takes its share of the M datapoints and of the M fantasies (drawn in full on every
+        rank); both losses are sums divided by M, reduced over ranks."""
         wake_opt, sleep_opt = self.optimizers
         M, mine = self.cfg.M, share(self.cfg.M)
-        theta, phi = list(self.decoder.parameters()), list(self.encoder.parameters())
-        x = self.minibatch()
-        wake, sums = self.region(self.wake_objective)(x, self.normal(M)[:, mine])
-        self.accumulate(sums)
-        for p in theta:
-            p.grad = None
-        wake.backward()
-        self.reduce_gradients(theta)
-        wake_opt.step()
+        x = self.draws.minibatch(self.train_x)
+        wake, sums = self.region(self.wake_objective)(x, self.draws.normal(M)[:, mine])
+        self.running.accumulate(sums)
+        adagrad_step(wake_opt, wake)
 
         with torch.no_grad():
             z, x = self.fantasies(M)
-        sleep = self.region(self.sleep_objective)(z[:, mine], x[:, mine])
-        for p in phi:
-            p.grad = None
-        sleep.backward()
-        self.reduce_gradients(phi)
-        sleep_opt.step()
+        adagrad_step(sleep_opt, self.region(self.sleep_objective)(z[:, mine], x[:, mine]))
 
     def wake_objective(self, x: torch.Tensor, eps: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
         """The wake loss, -(1/M) sum log p(x, z) for z ~ q(z|x) (a sample: no gradient reaches phi), and each
@@ -74,9 +67,9 @@ class WakeSleep(Stack):
             z = reparameterize(mean, logvar, eps)
         log_px = self.decoder.log_prob(x, z)
         sums = None
-        if self.logs_running:
+        if self.running.active:
             with torch.no_grad():
-                sums = self.bound_sums(log_px + log_std_normal(z) - log_normal(z, mean, logvar))
+                sums = self.running.bound_sums(log_px + log_std_normal(z) - log_normal(z, mean, logvar))
         return log_px.sum() / -self.cfg.M, sums
 
     def sleep_objective(self, z: torch.Tensor, x: torch.Tensor) -> torch.Tensor:

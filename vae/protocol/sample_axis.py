@@ -36,6 +36,7 @@ import torch
 from lightning.pytorch.loggers.logger import Logger
 
 from vae.algorithms.graphs import GraphedSteps, graph_unsupported
+from vae.algorithms.evaluation import eval_generators, evaluate
 from vae.algorithms.stack import Stack
 from vae.models.marginal import log_marginal_hmc, log_marginal_is
 from vae.protocol.clock import PhaseClock
@@ -225,7 +226,7 @@ class SampleAxis(L.LightningModule):
             for done in range(0, steps, self.cfg.steps_per_call):  # a signal stops the selection between blocks
                 trial.train_steps(min(self.cfg.steps_per_call, steps - done), self.between_steps)
                 self.between_blocks()
-            for i, (key, value) in enumerate(zip(chunk, trial.selection_score(trial.eval_generators()), strict=True)):
+            for i, (key, value) in enumerate(zip(chunk, trial.selection_score(eval_generators(trial)), strict=True)):
                 scores[key] = value if math.isfinite(value) else -math.inf
                 finals[key] = trial.run_state(i)
             samples = trial.samples
@@ -263,7 +264,8 @@ class SampleAxis(L.LightningModule):
             self.clock.lap("eval")
             raise
         if running:
-            for row, value in zip(rows, self.stack.running_average(), strict=True):
+            averages = self.stack.running.average(s, self.stack.samples_per_step, self.cfg.M)
+            for row, value in zip(rows, averages, strict=True):
                 row["train/running_elbo"] = value
         finite = torch.stack([torch.isfinite(p).reshape(self.stack.k, -1).all(1)
                               for p in self.stack.parameters()]).all(0).tolist()
@@ -297,10 +299,10 @@ class SampleAxis(L.LightningModule):
         ``evaluation: marginal``, log p(x) on the first ``marginal_points`` of each (Fig. 3, App. D)."""
         stack = self.stack
         rows: list[dict[str, float]] = [{} for _ in range(stack.k)]
-        generators = stack.eval_generators()  # one stream per model: train bound, test bound, then log p(x)
+        generators = eval_generators(stack)  # one stream per model: train bound, test bound, then log p(x)
         if stack.encoder is not None:
             for split, x in (("train", stack.train_x), ("test", stack.test_x)):
-                for row, value in zip(rows, stack.evaluate(x, generators), strict=True):
+                for row, value in zip(rows, evaluate(stack, x, generators), strict=True):
                     row[f"{split}/elbo"] = value
         if self.cfg.evaluation == "marginal":
             for j, row in enumerate(rows):

@@ -46,7 +46,7 @@ import numpy as np
 import pandas as pd
 from scipy.stats import t as student_t
 
-from vae.config import EXECUTION_KEYS, ConfigError, make_config
+from vae.config import EXECUTION_KEYS, LOGGING_KEYS, ConfigError, make_config
 from vae.runs.checkpoint import read_checkpoint
 from vae.runs.folder import ResultsError, RunFolder, atomic_write_text, read_metrics, same_row
 
@@ -115,7 +115,7 @@ def load_runs(results_dir: Path, include_incomplete: bool = False) -> list[Logge
                 print(f"warning: run skipped: {folder.metrics_file} {problem}; {repair}", file=sys.stderr)
                 continue
             metrics = folder.metrics()
-            complete = status.get("samples", 0) >= config["samples"]
+            complete = status.get("samples", 0) >= config["budget"]
             log_px = folder.log_px()
         except (ResultsError, ConfigError) as e:
             print(f"warning: run skipped: {e}", file=sys.stderr)
@@ -174,12 +174,12 @@ def gather(results_dir: Path, reference_dir: Path | None = None, include_incompl
 
 
 def group_curves(runs: list[LoggedRun]) -> dict[tuple[Any, ...], list[LoggedRun]]:
-    """Runs by curve; refuses a curve whose runs differ in anything but seed and execution settings."""
+    """Runs by curve; refuses a curve whose runs differ in anything but seed, execution and logging settings."""
     groups: dict[tuple[Any, ...], list[LoggedRun]] = defaultdict(list)
     for run in runs:
         groups[run.curve].append(run)
     for curve, members in groups.items():
-        free = EXECUTION_KEYS | {"seed"}
+        free = EXECUTION_KEYS | LOGGING_KEYS | {"seed"}
         first = {k: v for k, v in members[0].config.items() if k not in free}
         for other in members[1:]:
             diff = sorted(k for k, v in other.config.items() if k not in free and first.get(k) != v)
@@ -416,7 +416,7 @@ def ablation_rows(runs: list[LoggedRun], paper: pd.DataFrame, points: list[float
     rows = []
     for sweep in sorted({r.sweep for r in runs}):
         members = [r for r in runs if r.sweep == sweep]
-        keys = sorted(k for k in members[0].config if k not in EXECUTION_KEYS
+        keys = sorted(k for k in members[0].config if k not in EXECUTION_KEYS | LOGGING_KEYS
                       and any(m.config[k] != members[0].config[k] for m in members))
         for run in members:
             c, m, metric = run.config, run.metrics, METRIC[run.figure]
