@@ -134,7 +134,7 @@ def test_wandb_points_count_as_sent_only_once_on_disk_and_the_rest_is_sent_from_
     session.write_bytes(data[:data.index(third) + len(third) // 2])
     assert durable_steps(tmp_path / "wandb", folder.wandb_id()) == [100, 200]
     fake = FakeRun()
-    logger = ResumeSafeWandbLogger(folder, experiment=fake)
+    logger = ResumeSafeWandbLogger(folder, run=fake)
     logger.send_missing()
     assert [step for step, _ in fake.calls] == [300, 400, 500]
     assert "test/marginal" not in fake.calls[0][1] and fake.calls[2][1]["test/marginal"] == -3.0

@@ -7,6 +7,7 @@ Lightning load: a bad budget is said within a second."""
 from __future__ import annotations
 
 import argparse
+import os
 import logging
 import sys
 import warnings
@@ -67,9 +68,19 @@ def refuse(error: Exception) -> int:
     return 2
 
 
+WANDB_MODES = {"disabled": "disabled", "offline": "offline", "online": "online", "dryrun": "offline", "run": "online"}
+
+
 def read_sweep(args: argparse.Namespace) -> Sweep:
-    """The sweep that ``train`` runs, with its overrides and seeds."""
-    return load_sweep(args.experiment, parse_overrides(args.set), args.seeds)
+    """The sweep that ``train`` runs, with its overrides and seeds. ``WANDB_MODE`` in the environment sets every
+    run's ``wandb`` key, over the sweep file; ``--set wandb=`` wins over both."""
+    overrides = parse_overrides(args.set)
+    mode = os.environ.get("WANDB_MODE")
+    if mode and "wandb" not in overrides:
+        if mode not in WANDB_MODES:
+            raise ConfigError(f"WANDB_MODE={mode}: expected one of {', '.join(WANDB_MODES)}")
+        overrides["wandb"] = WANDB_MODES[mode]
+    return load_sweep(args.experiment, overrides, args.seeds)
 
 
 def command_line() -> Parser:

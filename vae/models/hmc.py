@@ -60,14 +60,10 @@ def leapfrog(log_joint: LogJoint, z: torch.Tensor, p: torch.Tensor, eps: torch.T
 
 
 def tune_step_size(step_size: torch.Tensor, accept: torch.Tensor, target: float = 0.9, alpha: float = 1.02,
-                   max_factor: float | None = 1.25) -> torch.Tensor:
+                   max_factor: float = 1.25) -> torch.Tensor:
     """The author's autotuning (anglepy's ``hmc_step_autotune``): multiply by min(max_factor, alpha**n) when the
-    mean of the n accept decisions is at least ``target``, divide otherwise; ``max_factor=None`` is the uncapped
-    2013 rule."""
-    log_factor = accept.numel() * math.log(alpha)
-    if max_factor is not None:
-        log_factor = min(log_factor, math.log(max_factor))
-    factor = math.exp(min(log_factor, 700.0))  # uncapped, alpha**n overflows a float beyond ~36000 chains
+    mean of the n accept decisions is at least ``target``, divide otherwise."""
+    factor = math.exp(min(accept.numel() * math.log(alpha), math.log(max_factor)))
     rate = accept.to(step_size.dtype).mean()
     return torch.where(rate < target, step_size / factor, step_size * factor)
 
@@ -89,7 +85,7 @@ class HMCStep:
 
 def hmc_step(log_joint: LogJoint, z: torch.Tensor, step_size: float | torch.Tensor, generator: torch.Generator,
              n_steps: int = 10, target: float | None = 0.9, alpha: float = 1.02,
-             max_factor: float | None = 1.25) -> HMCStep:
+             max_factor: float = 1.25) -> HMCStep:
     """One HMC transition of every chain: fresh momentum p ~ N(0, I), ``n_steps`` leapfrog steps with step
     size +-``step_size`` (sign drawn per chain), a Metropolis test per chain on H = -log_joint + |p|^2 / 2.
 

@@ -48,17 +48,6 @@ def kde_log_density(fit: torch.Tensor, points: torch.Tensor, factor: float | tor
     return log_q.masked_fill((info > 0)[..., None], math.nan)
 
 
-def kde_cv_factor(fit: torch.Tensor) -> torch.Tensor:
-    """The author's 2014 bandwidth (``hmc_est.kde_infer_factor``): among Scott's factor times e^((i-5)/2),
-    i = 0..9, the one whose KDE fitted on the second half of ``fit`` (..., m, d) scores the highest
-    log-likelihood on the first half. Returns one factor per leading index."""
-    m, d = fit.shape[-2:]
-    half = m // 2
-    factors = scott_factor(m, d) * torch.exp((torch.arange(10, dtype=fit.dtype, device=fit.device) - 5) / 2)
-    scores = torch.stack([kde_log_density(fit[..., half:, :], fit[..., :half, :], f).sum(-1) for f in factors])
-    return factors[scores.argmax(0)]
-
-
 def diag_gaussian_log_density(fit: torch.Tensor, points: torch.Tensor, min_std: float = 0.0) -> torch.Tensor:
     """log N(points; mean, diag(std^2)) with the moments (std with ddof 0, at least ``min_std``) of fit
     (..., m, d); points (..., k, d); returns (..., k). NaN where some coordinate's std is zero."""
@@ -67,22 +56,18 @@ def diag_gaussian_log_density(fit: torch.Tensor, points: torch.Tensor, min_std: 
     return log_q.masked_fill((std == 0).any(-1), math.nan)
 
 
-def fitted_log_density(fit: torch.Tensor, points: torch.Tensor, bandwidth: str = "scott") -> torch.Tensor:
+def fitted_log_density(fit: torch.Tensor, points: torch.Tensor) -> torch.Tensor:
     """q(z) of App. D, step 2, fitted to ``fit`` (..., m, d) and evaluated at ``points`` (..., k, d).
 
     As in the author's code: a moment-fitted diagonal Gaussian when d = 1 or m/d < 4, else a Gaussian KDE
-    with bandwidth "scott" (2013 code) or "cv" (2014 code, ``kde_cv_factor``)."""
+    with Scott's bandwidth."""
     m, d = fit.shape[-2:]
     if d == 1 or m / d < 4:
         return diag_gaussian_log_density(fit, points)
-    if bandwidth == "scott":
-        return kde_log_density(fit, points, scott_factor(m, d))
-    if bandwidth == "cv":
-        return kde_log_density(fit, points, kde_cv_factor(fit))
-    raise ValueError(f"bandwidth must be 'scott' or 'cv', got {bandwidth!r}")
+    return kde_log_density(fit, points, scott_factor(m, d))
 
 
-def log_marginal_from_samples(z: torch.Tensor, log_joint: torch.Tensor, bandwidth: str = "scott") -> torch.Tensor:
+def log_marginal_from_samples(z: torch.Tensor, log_joint: torch.Tensor) -> torch.Tensor:
     """App. D, steps 2-3, from S posterior samples z (S, n, Nz) with log p(x, z) (S, n): q is fitted to the
     first S//2 samples, and log p(x) = -log mean_l q(z_l)/p(x, z_l) over the rest (logsumexp). Returns (n,)."""
     S = z.shape[0]
@@ -90,7 +75,7 @@ def log_marginal_from_samples(z: torch.Tensor, log_joint: torch.Tensor, bandwidt
         raise ValueError(f"need at least 4 samples per datapoint, got {S}")
     n_fit = S // 2
     fit, points = z[:n_fit].transpose(0, 1), z[n_fit:].transpose(0, 1)
-    log_q = fitted_log_density(fit, points, bandwidth)
+    log_q = fitted_log_density(fit, points)
     stuck = log_q.isnan().any(-1)
     if stuck.any():
         # a chain that did not move while fitting gives q no spread; as the author's code does, such a
@@ -160,7 +145,7 @@ def best_prior_draw(x: torch.Tensor, decoder: Decoder, generator: torch.Generato
 
 def log_marginal_hmc(x: torch.Tensor, decoder: Decoder, encoder: GaussianMLP | None, generator: torch.Generator,
                      z0: torch.Tensor | None = None, n_samples: int = 50, n_burnin: int = 100, n_steps: int = 4,
-                     step_size: float = 0.01, target: float = 0.9, bandwidth: str = "scott",
+                     step_size: float = 0.01, target: float = 0.9,
                      k_start: int = 1000, between: Callable[[], None] = lambda: None) -> torch.Tensor:
     """The App. D estimate of log p(x) for each row of x (n, D); returns (n,).
 
@@ -177,7 +162,7 @@ def log_marginal_hmc(x: torch.Tensor, decoder: Decoder, encoder: GaussianMLP | N
                                                               dtype=x.dtype)
     samples = hmc_posterior_samples(x, decoder, z0, generator, n_samples, n_burnin, n_steps, step_size, target,
                                     between)
-    return log_marginal_from_samples(samples.z, samples.log_joint, bandwidth)
+    return log_marginal_from_samples(samples.z, samples.log_joint)
 
 
 @torch.no_grad()

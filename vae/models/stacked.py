@@ -60,11 +60,16 @@ class StackedLinear(nn.Module):
         *lead, k, n, d = v.shape
         if k == 1:
             return torch.addmm(self.bias, v.reshape(-1, d), self.weight.T).view(*lead, 1, n, -1)
-        if v.device.type == "cpu" and not torch.compiler.is_compiling():
+        if not batched(v):
             return _BlockLinear.apply(v, self.weight, self.bias, self.sizes)
         y = torch.baddbmm(self.bias.unsqueeze(1), v.movedim(-3, 0).reshape(k, -1, d), self.weight.mT)
         y = y.reshape(k, *lead, n, -1).movedim(0, -3)
         return y if self.mask is None else y * self.mask
+
+
+def batched(v: torch.Tensor) -> bool:
+    """Whether a stacked layer runs as one masked ``baddbmm``: off the CPU, and in a compiled step on any device."""
+    return v.device.type != "cpu" or torch.compiler.is_compiling()
 
 
 class _BlockLinear(torch.autograd.Function):

@@ -25,7 +25,6 @@ from typing import Any
 import pandas as pd
 import torch
 import yaml
-from lightning.pytorch.loggers import WandbLogger
 from lightning.pytorch.loggers.logger import Logger
 from lightning.pytorch.utilities import rank_zero_only
 
@@ -333,31 +332,45 @@ class RunCSVLogger(Logger):
         self.folder.write_metrics(self.rows)
 
 
-class ResumeSafeWandbLogger(WandbLogger):
-    """A WandbLogger whose W&B run holds every point of the run's ``metrics.csv`` exactly once, whatever kills it.
+class ResumeSafeWandbLogger(Logger):
+    """Logs a run to its own W&B run, which holds every point of the run's ``metrics.csv`` exactly once, whatever
+    kills it.
 
     W&B's writer keeps records in memory for a while, so a killed session loses some of what it logged. A point
     counts as sent only once it is on disk: a new session reads the steps its earlier sessions' files hold
     (``vae.runs.wandb_history``) and, before training, sends the CSV rows beyond them. The W&B step is the sample
     count, so the history keeps increasing across sessions (and across ``wandb sync`` of their folders); points
     a resumed run reaches again (resume is exact, so they are identical) are not sent twice.
+
+    ``init`` are the arguments of ``wandb.init``; ``run`` stands in for the W&B run (tests).
     """
 
-    def __init__(self, folder: RunFolder, **kwargs: Any) -> None:
-        super().__init__(**kwargs)
-        self.folder = folder
+    def __init__(self, folder: RunFolder, run: Any = None, **init: Any) -> None:
+        super().__init__()
+        self.folder, self.init, self.run = folder, init, run
         self.logged_upto = max(durable_steps(folder.path / "wandb", folder.wandb_id()), default=-1)
 
     @property
+    def name(self) -> str:
+        return "wandb"
+
+    @property
+    def version(self) -> str:
+        return self.folder.wandb_id()
+
+    @rank_zero_only
+    def log_hyperparams(self, params: dict[str, Any] | Namespace, *args: Any, **kwargs: Any) -> None:
+        """The config goes to W&B when its run is made."""
+
+    @property
     def experiment(self) -> Any:
-        """This run's own W&B run (``reinit="create_new"``). Lightning's logger would attach to whatever run is
-        active in the process, but the stack engine keeps one W&B run per model in one process."""
-        if self._experiment is None:
+        """This run's own W&B run (``reinit="create_new"``): the stack engine keeps one per model in one
+        process."""
+        if self.run is None:
             import wandb
 
-            mode = {"mode": "offline"} if self._offline else {}
-            self._experiment = wandb.init(**(self._wandb_init | mode), reinit="create_new")
-        return self._experiment
+            self.run = wandb.init(**self.init, reinit="create_new")
+        return self.run
 
     def send_missing(self) -> None:
         """Send the CSV rows that no earlier session put on disk."""
@@ -381,15 +394,19 @@ STEP_METRICS = ("train/*", "test/*", "lr", "time/*", "lr_select/*")
 def run_loggers(folder: RunFolder, config: Config) -> list[Logger]:
     """The run's CSV logger and, unless ``wandb: disabled``, its W&B run: offline by default (``wandb sync
     <run>/wandb/offline-run-*`` uploads later), one W&B group per sweep, ``samples`` as every metric's x-axis.
-    Lightning's ``WandbLogger`` imports wandb only when it is made, so with ``wandb: disabled`` nothing does."""
+    wandb is imported only here, so with ``wandb: disabled`` nothing imports it."""
     loggers: list[Logger] = [RunCSVLogger(folder)]
     if config.wandb == "disabled":
         return loggers
     require_wandb()  # a one-line error, not Lightning's, where wandb is missing
+    import wandb as wandb_module
+
+    # quiet unless WANDB_SILENT=false asks for W&B's banners; no system-stats sampler beside these tiny models
+    silent = os.environ.get("WANDB_SILENT", "true").lower() not in ("false", "0")
     wandb = ResumeSafeWandbLogger(
         folder, project=config.wandb_project, name=f"{folder.sweep}/{folder.name}", group=folder.sweep,
-        id=folder.wandb_id(), save_dir=str(folder.path), offline=config.wandb == "offline", resume="allow",
-        tags=list(config.tags), job_type=config.algorithm, config=config.to_dict(),
+        id=folder.wandb_id(), dir=str(folder.path), resume="allow", tags=list(config.tags), job_type=config.algorithm,
+        config=config.to_dict(), mode=config.wandb, settings=wandb_module.Settings(silent=silent, x_disable_stats=True),
     )
     wandb.experiment.define_metric("samples")
     for key in STEP_METRICS:

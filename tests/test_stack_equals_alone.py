@@ -17,6 +17,7 @@ from vae.algorithms import AEVB, ALGORITHMS, Stack
 from vae.algorithms.evaluation import eval_generators, evaluate
 from vae.algorithms.run_state import parameters_of
 from vae.config import Config, ConfigError, make_config
+from vae.models import stacked
 from vae.models.vae import VAE
 
 STEPS = 30
@@ -99,6 +100,18 @@ def test_stacked_training_equals_separate_training_float32(mnist):
 def test_stacked_training_equals_separate_training_float64(mnist, float64, overrides):
     train_x, test_x = (t.double() for t in mnist)
     assert_stack_equals_separate(configs(**overrides), train_x, test_x, atol=1e-9, rtol=1e-8, bound_atol=1e-7)
+
+
+@pytest.mark.parametrize("overrides", [dict(), dict(decoder="gaussian", estimator="A", L=2), dict(algorithm="wakesleep")],
+                         ids=["fig2", "gaussian-estimatorA-L2", "wakesleep"])
+def test_the_padded_and_masked_kernel_equals_separate_training_float64(mnist, float64, monkeypatch, overrides):
+    """The kernel every GPU stack of mixed latent sizes runs (one ``baddbmm`` per layer, padded outputs masked),
+    forced on the CPU, against the runs alone (plain ``addmm`` on unpadded layers)."""
+    calls = []
+    monkeypatch.setattr(stacked, "batched", lambda v: calls.append(v.shape) or True)
+    train_x, test_x = (t.double() for t in mnist)
+    assert_stack_equals_separate(configs(**overrides), train_x, test_x, atol=1e-9, rtol=1e-8, bound_atol=1e-7)
+    assert calls, "the stack did not run the batched kernel"
 
 
 def test_each_model_of_a_stack_steps_with_its_own_step_size(mnist, float64):

@@ -18,7 +18,7 @@ from vae.runs.folder import ResultsError, RunFolder
 from vae.runs.wandb_history import durable_steps
 
 # Three latent sizes, so the stack pads; n_train 1000 keeps the full-set evaluations cheap. The step size is
-# selected from three candidates, per model. (Different seeds in one stack: tests/test_stacked_training.py.)
+# selected from three candidates, per model. (Different seeds in one stack: tests/test_stack_equals_alone.py.)
 SWEEP = {
     "name": "st",
     "base": dict(dataset="mnist", n_train=1000, hidden=40, lr_candidates=[0.003, 0.01, 0.04], lr_select_samples=2000,
