@@ -27,7 +27,7 @@ from vae.config import ConfigError, RunSpec, Sweep
 from vae.optional import require_ray, require_wandb
 from vae.protocol.schedule import check_schedule
 from vae.runs.folder import ResultsError, RunFolder
-from vae.runs.train import check_accelerator, finished, run_one, say, train_stack
+from vae.runs.train import check_accelerator, run_one, say, standing, train_stack
 
 ENGINES = ("local", "ray", "stack")
 
@@ -81,7 +81,7 @@ def stack_groups(specs: Sequence[RunSpec], results_dir: Path, sweep: str,
     rest: list[RunSpec] = []
     for spec in specs:
         cfg, folder = spec.config, RunFolder.of(results_dir, sweep, spec.name)
-        if not ALGORITHMS[cfg.algorithm].stackable or cfg.devices * cfg.num_nodes > 1 or finished(folder, cfg):
+        if not ALGORITHMS[cfg.algorithm].stackable or cfg.devices * cfg.num_nodes > 1 or standing(folder, cfg).finished:
             rest.append(spec)
             continue
         key = tuple((k, repr(v)) for k, v in cfg.to_dict().items() if k not in STACKED_KEYS)
@@ -162,21 +162,16 @@ def run_sweep(sweep: Sweep, results_dir: Path, data_dir: Path | None = None, onl
     for cfg in {s.config.accelerator: s.config for s in specs}.values():
         check_accelerator(cfg)
     check_optional(engine, specs)
-    for spec in specs if rank_zero_only.rank == 0 else ():  # DDP: rank 0 checks before it starts the others
+    for spec in specs if restart and rank_zero_only.rank == 0 else ():  # DDP: rank 0 before it starts the others
         folder = RunFolder.of(results_dir, sweep.name, spec.name)
-        if not finished(folder, spec.config) or restart:
-            try:
-                folder.check_resumable()
-            except ResultsError:
-                if not restart:
-                    raise
-                if folder.tracked() and not discard_tracked:
-                    raise ResultsError(f"{folder.path} holds files that git tracks (a committed run), which --restart "
-                                       "does not discard; train in another results folder (--results-dir / make "
-                                       "RESULTS=...)") from None
-                with folder.lock():
-                    folder.discard_results()
-                say(f"[{spec.name}] --restart: discarded its results; training again from zero")
+        if standing(folder, spec.config).stranded:
+            if folder.tracked() and not discard_tracked:
+                raise ResultsError(f"{folder.path} holds files that git tracks (a committed run), which --restart "
+                                   "does not discard; train in another results folder (--results-dir / make "
+                                   "RESULTS=...)")
+            with folder.lock():
+                folder.discard_results()
+            say(f"[{spec.name}] --restart: discarded its results; training again from zero")
     results = run_specs(engine, sweep.name, specs, results_dir, data_dir, data)
     say(f"\nsweep {sweep.name}: {len(results)} run(s) in {Path(results_dir) / 'runs' / sweep.name}")
     nan = float("nan")

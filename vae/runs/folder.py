@@ -19,6 +19,7 @@ import tempfile
 from argparse import Namespace
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -85,6 +86,26 @@ def read_metrics(path: Path) -> pd.DataFrame:
     if "samples" not in metrics or not pd.api.types.is_integer_dtype(metrics["samples"]):
         raise ValueError("no whole-number samples column")
     return metrics
+
+
+@dataclass(frozen=True)
+class Standing:
+    """Where a run stands: ``reached``, the samples its ``status.json`` records (written once its checkpoint is;
+    after a kill the checkpoint may be ahead, and training continues from it), ``end``, the sample count its
+    budget ends at (``vae.protocol.schedule.end_of``), and whether it has a checkpoint to continue from."""
+
+    reached: int
+    end: int
+    checkpointed: bool
+
+    @property
+    def finished(self) -> bool:
+        return self.reached >= self.end
+
+    @property
+    def stranded(self) -> bool:
+        """Results without a checkpoint: training would start from zero."""
+        return self.reached > 0 and not self.checkpointed
 
 
 class RunFolder:
@@ -248,14 +269,17 @@ class RunFolder:
     def has_checkpoint(self) -> bool:
         return self.checkpoint.is_file()
 
-    def check_resumable(self) -> None:
-        """Refuse a run whose status is ahead of a missing checkpoint (copied results, a deleted checkpoint):
-        training it would start from zero and replace the points it logged."""
-        reached = self.status().get("samples", 0)
-        if reached and not self.has_checkpoint():
+    def standing(self, end: int) -> Standing:
+        """Where the run stands against ``end``, the sample count its budget ends at."""
+        return Standing(self.status().get("samples", 0), end, self.has_checkpoint())
+
+    def check_resumable(self, standing: Standing) -> None:
+        """Refuse an unfinished run whose status is ahead of a missing checkpoint (copied results, a deleted
+        checkpoint): training it would start from zero and replace the points it logged."""
+        if standing.stranded and not standing.finished:
             raise ResultsError(
-                f"{self.path} has reached {reached:,d} samples but has no checkpoint to continue from; put the "
-                "checkpoint back, train in another results folder (--results-dir / RESULTS=), or pass --restart "
+                f"{self.path} has reached {standing.reached:,d} samples but has no checkpoint to continue from; put "
+                "the checkpoint back, train in another results folder (--results-dir / RESULTS=), or pass --restart "
                 "(make RESTART=1) to discard its results and train it again from zero")
 
     def discard_results(self) -> None:

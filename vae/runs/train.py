@@ -33,7 +33,7 @@ from vae.data import RunData
 from vae.protocol.sample_axis import SampleAxis
 from vae.protocol.schedule import end_of
 from vae.runs.checkpoint import PeriodicCheckpoint, RunCheckpointIO, read_checkpoint
-from vae.runs.folder import RunFolder, run_loggers
+from vae.runs.folder import RunFolder, Standing, run_loggers
 from vae.runs.progress import Progress
 from vae.runs.interrupted import Interrupted
 from vae.runs.signals import StopOnSignal
@@ -66,8 +66,9 @@ def check_accelerator(cfg: Config) -> None:
         raise ConfigError("accelerator=mps, but this machine has no MPS device; use accelerator=auto or cpu")
 
 
-def finished(folder: RunFolder, cfg: Config) -> bool:
-    return folder.status().get("samples", 0) >= end_of(cfg, ALGORITHMS[cfg.algorithm].step_samples(cfg))
+def standing(folder: RunFolder, cfg: Config) -> Standing:
+    """Where the run stands: its status against its budget, rounded up to whole iterations once (``end_of``)."""
+    return folder.standing(end_of(cfg, ALGORITHMS[cfg.algorithm].step_samples(cfg)))
 
 
 def repair_metrics(folder: RunFolder, checkpoint: dict[str, Any]) -> None:
@@ -90,8 +91,12 @@ def train_stack(sweep: str, specs: Sequence[RunSpec], results_dir: Path, data_di
     sweep in the progress display. Global rank 0 holds every run folder's lock meanwhile; a signal stops
     training with every run checkpointed and raises ``Interrupted``."""
     folders = [RunFolder.of(results_dir, sweep, s.name) for s in specs]
-    if not all(finished(f, s.config) for f, s in zip(folders, specs, strict=True)):
-        # what can be refused without the run folders is, before they are locked and touched
+    # where each run stands is read here once and decides what trains; what can be refused is, before the run
+    # folders are locked and touched
+    standings = [standing(f, s.config) for f, s in zip(folders, specs, strict=True)]
+    for folder, st in zip(folders, standings, strict=True):
+        folder.check_resumable(st)
+    if not all(st.finished for st in standings):
         check_accelerator(specs[0].config)
         data = data or RunData(specs[0].config, data_dir)
         data.setup("fit")
@@ -101,19 +106,17 @@ def train_stack(sweep: str, specs: Sequence[RunSpec], results_dir: Path, data_di
             if rank_zero_only.rank == 0:
                 locks.enter_context(folder.lock())
         progress = Progress(f"{sweep}/{','.join(s.name for s in specs)}", position, specs[0].config.heartbeat_seconds)
-        return _train_stack(specs, folders, data, [progress, *callbacks])
+        return _train_stack(specs, folders, standings, data, [progress, *callbacks])
 
 
-def _train_stack(specs: Sequence[RunSpec], folders: Sequence[RunFolder], data: L.LightningDataModule | None,
-                 callbacks: Sequence[L.Callback]) -> dict[str, dict[str, Any]]:
+def _train_stack(specs: Sequence[RunSpec], folders: Sequence[RunFolder], standings: Sequence[Standing],
+                 data: L.LightningDataModule | None, callbacks: Sequence[L.Callback]) -> dict[str, dict[str, Any]]:
     configs = [s.config for s in specs]
     cfg = configs[0]
     for folder, config in zip(folders, configs, strict=True):
         check_same_config(folder, config)
-        if not finished(folder, config):
-            folder.check_resumable()
     statuses = {s.name: f.status() for s, f in zip(specs, folders, strict=True)}
-    todo = [i for i, (f, c) in enumerate(zip(folders, configs, strict=True)) if not finished(f, c)]
+    todo = [i for i, st in enumerate(standings) if not st.finished]
     for i in set(range(len(specs))) - set(todo):
         if rank_zero_only.rank == 0 and folders[i].has_checkpoint():
             repair_metrics(folders[i], read_checkpoint(folders[i]))
