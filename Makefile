@@ -6,7 +6,9 @@
 #   0, 1, ...: tables then give the mean, sd and a 95% t interval, figures a band), DEVICES / NODES (one run over several GPUs with DDP),
 #   GPUS (fan the runs of a sweep out over this many local GPUs with Ray, one run per GPU),
 #   ADDRESS (fan them out over an existing Ray cluster, e.g. ADDRESS=auto on its head node),
-#   STACK=1 (train the runs of a sweep that can share a stack together in one process: for one GPU).
+#   STACK=1 (train the runs of a sweep that can share a stack together in one process: for one GPU),
+#   TORCH (a torch requirement installed first, e.g. TORCH=torch==2.14.1 for a machine's own build; the package
+#   itself takes torch>=2.6).
 
 PYTHON ?= python3.11
 VENV := .venv
@@ -22,6 +24,7 @@ NODES ?=
 GPUS ?=
 ADDRESS ?=
 STACK ?=
+TORCH ?=
 export VAE_DATA_DIR := $(DATA)
 
 ENGINE := $(if $(STACK),--engine stack,$(if $(or $(GPUS),$(ADDRESS)),--engine ray $(if $(GPUS),--gpus $(GPUS)) $(if $(ADDRESS),--address $(ADDRESS))))
@@ -41,7 +44,7 @@ install: $(VENV)/.installed  ## create .venv and install the package with its te
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet torch==2.14.1  # this machine's build; the package itself takes torch>=2.6
+	$(if $(TORCH),$(PY) -m pip install --quiet "$(TORCH)")
 	$(PY) -m pip install --quiet -e '.[test]'
 	touch $@
 

@@ -95,11 +95,14 @@ def test_stacked_sweep_equals_the_runs_trained_one_by_one(local, tmp_path, data_
     assert_same_runs(local_results, results)
 
 
-def test_wake_sleep_runs_stack_too(tmp_path, data_root):
-    """Wake-sleep (two optimizers per stack) through the stack engine equals its runs trained one by one."""
+def test_wake_sleep_runs_stack_too(tmp_path, data_root, capsys):
+    """Wake-sleep (two optimizers per stack) through the stack engine equals its runs trained one by one. On a
+    CPU the stack engine says that it is no faster there."""
     sweep = dict(SWEEP, name="ws", base=dict(SWEEP["base"], algorithm="wakesleep", budget=3000))
     train(tmp_path / "one", data_root, "local", sweep=sweep)
+    assert "on a CPU" not in capsys.readouterr().out
     status = train(tmp_path / "stack", data_root, "stack", sweep=sweep)
+    assert "note: --engine stack on a CPU" in capsys.readouterr().out
     assert all(status[run]["stacked_with"] == RUNS for run in RUNS)
     assert_same_runs(tmp_path / "one", tmp_path / "stack", sweep="ws")
 

@@ -19,11 +19,12 @@ from pathlib import Path
 from typing import Any
 
 import lightning as L
+import torch
 from lightning.pytorch.utilities import rank_zero_only
 
 from vae.algorithms import ALGORITHMS
 from vae.algorithms.stack import STACKED_KEYS
-from vae.config import ConfigError, RunSpec, Sweep
+from vae.config import Config, ConfigError, RunSpec, Sweep
 from vae.optional import require_ray, require_wandb
 from vae.protocol.schedule import check_schedule
 from vae.runs.folder import ResultsError, RunFolder
@@ -91,10 +92,18 @@ def stack_groups(specs: Sequence[RunSpec], results_dir: Path, sweep: str,
     return stacks, rest
 
 
+def on_cpu(cfg: Config) -> bool:
+    """Whether the run trains on the CPU (``accelerator`` cpu, or auto where PyTorch sees no CUDA GPU)."""
+    return cfg.accelerator == "cpu" or (cfg.accelerator == "auto" and not torch.cuda.is_available())
+
+
 def run_stacked(sweep: str, specs: Sequence[RunSpec], results_dir: Path, data_dir: Path | None = None,
                 stack_size: int | None = None, data: L.LightningDataModule | None = None) -> dict[str, dict[str, Any]]:
     """Train a sweep's runs in stacks; the runs that cannot share one train alone."""
     stacks, rest = stack_groups(specs, results_dir, sweep, stack_size)
+    if any(on_cpu(group[0].config) for group in stacks):
+        say("note: --engine stack on a CPU runs each stacked layer model by model, so it trains no faster than "
+            "--engine local; stacking pays on a GPU, where k models share each kernel")
     results: dict[str, dict[str, Any]] = {}
     count = len(stacks) + len(rest)
     for i, group in enumerate(stacks, 1):
