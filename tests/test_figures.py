@@ -105,7 +105,7 @@ def test_a_sweeps_wandb_group_gets_the_papers_curves_once(tmp_path):
     from wandb.proto import wandb_internal_pb2
 
     from vae.config import load_sweep
-    from vae.results.report import load_paper
+    from vae.results.paper import load_paper
     from vae.results.wandb_paper import log_paper_curves
     from vae.runs.wandb_history import durable_steps, records
 

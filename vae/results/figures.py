@@ -28,15 +28,13 @@ from matplotlib.lines import Line2D  # noqa: E402
 from vae.config import ConfigError  # noqa: E402
 from vae.models.vae import VAE  # noqa: E402
 from vae.optional import require_wandb  # noqa: E402
+from vae.results.paper import PANEL, SERIES, load_paper  # noqa: E402
 from vae.results.report import (  # noqa: E402
-    PANEL,
-    SERIES,
     LoggedRun,
     Shown,
     curve_mean,
     figure_runs,
     group_curves,
-    load_paper,
     metric_column,
     no_runs,
     splits,
