@@ -29,16 +29,8 @@ from vae.config import ConfigError  # noqa: E402
 from vae.models.vae import VAE  # noqa: E402
 from vae.optional import require_wandb  # noqa: E402
 from vae.results.paper import PANEL, SERIES, load_paper  # noqa: E402
-from vae.results.report import (  # noqa: E402
-    LoggedRun,
-    Shown,
-    curve_mean,
-    figure_runs,
-    group_curves,
-    metric_column,
-    no_runs,
-    splits,
-)
+from vae.results.runs import LoggedRun, Shown, figure_runs, group_curves, metric_column, no_runs, splits  # noqa: E402
+from vae.results.statistics import curve_mean  # noqa: E402
 from vae.runs.checkpoint import load_model  # noqa: E402
 from vae.runs.folder import RunFolder  # noqa: E402
 

@@ -36,192 +36,26 @@ does), the mean and the worst difference.
 from __future__ import annotations
 
 import math
-import sys
-from collections import defaultdict
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
-from scipy.stats import t as student_t
 
-from vae.config import EXECUTION_KEYS, LOGGING_KEYS, ConfigError, make_config
-from vae.results.paper import (
-    METRIC,
-    PANEL,
-    RUNNING,
-    SERIES,
-    load_paper,
-    paper_curve,
-    paper_panel,
-    paper_series,
-    paper_value,
+from vae.config import EXECUTION_KEYS, LOGGING_KEYS
+from vae.results.paper import METRIC, RUNNING, SERIES, load_paper, paper_curve, paper_series, paper_value
+from vae.results.runs import (
+    LoggedRun,
+    Shown,
+    ablation_runs,
+    figure_runs,
+    group_curves,
+    metric_column,
+    no_runs,
+    splits,
 )
-from vae.runs.checkpoint import read_checkpoint
-from vae.runs.folder import ResultsError, RunFolder, atomic_write_text, read_metrics, same_row
-
-CURVE = ("sweep", "dataset", "algorithm", "nz")
-ABLATION = "ablation-"  # sweep-name prefix of the ablation studies
-
-
-class ReportError(RuntimeError):
-    """Runs that cannot be tabulated honestly (mixed configs under one label, or none at all)."""
-
-
-@dataclass(frozen=True)
-class LoggedRun:
-    path: Path
-    sweep: str
-    config: dict[str, Any]
-    metrics: pd.DataFrame
-    complete: bool
-    log_px: dict[str, Any]  # the importance-sampled log p(x) of the last checkpoint, if measured
-
-    @property
-    def curve(self) -> tuple[Any, ...]:
-        return (self.sweep, self.config["dataset"], self.config["algorithm"], self.config["nz"])
-
-    @property
-    def figure(self) -> int:
-        return paper_panel(self.config)[0]
-
-    @property
-    def ablation(self) -> bool:
-        return self.sweep.startswith(ABLATION)
-
-    @property
-    def panel(self) -> str:
-        """The paper's panel name in its curves (``load_paper``)."""
-        return paper_panel(self.config)[1]
-
-
-def load_runs(results_dir: Path, include_incomplete: bool = False) -> list[LoggedRun]:
-    """Every run under ``<results_dir>/runs`` with a config and at least one logged point; a run folder whose
-    files cannot be read is skipped with a warning that says which file and why."""
-    runs = []
-    for folder in RunFolder.all(results_dir):
-        if not folder.metrics_file.is_file():
-            continue
-        try:
-            config = make_config(folder.config()).to_dict()
-            status = folder.status()
-            problem = metrics_problem(folder, status)
-            if problem:
-                repair = ("rerunning its train command rewrites it from the run's checkpoint"
-                          if folder.has_checkpoint() else "the run has no checkpoint to rewrite it from")
-                print(f"warning: run skipped: {folder.metrics_file} {problem}; {repair}", file=sys.stderr)
-                continue
-            metrics = folder.metrics()
-            complete = status.get("samples", 0) >= config["budget"]
-            log_px = folder.log_px()
-        except (ResultsError, ConfigError) as e:
-            print(f"warning: run skipped: {e}", file=sys.stderr)
-            continue
-        if complete or include_incomplete:
-            runs.append(LoggedRun(folder.path, folder.sweep, config, metrics, complete, log_px))
-    return runs
-
-
-def metrics_problem(folder: RunFolder, status: dict[str, Any]) -> str | None:
-    """Why the run's ``metrics.csv`` is not the record of its points, or None: the file must hold the last evaluation
-    of ``status`` as the last up to the status's samples (it may be ahead: a run still training, or killed), and,
-    where the run has a checkpoint, every row its history logged up to the checkpoint's samples."""
-    try:
-        metrics = read_metrics(folder.metrics_file)
-    except ValueError as e:
-        return f"cannot be read ({e})"
-    last = status.get("last")
-    if last:
-        evaluated = metrics[(metrics["samples"] <= status["samples"])
-                            & metrics.filter(like="test/").notna().any(axis=1)].to_dict("records")
-        if not evaluated or not same_row(evaluated[-1], last):
-            return (f"does not hold the last evaluation of {folder.status_file.name} (at {last['samples']:,d} "
-                    "samples) as its last")
-    if folder.has_checkpoint():
-        axis = read_checkpoint(folder)["sample_axis"]
-        departure = folder.metrics_departure(axis["history"], axis["samples"])
-        if departure:
-            return f"does not match the run's checkpoint ({departure})"
-    return None
-
-
-@dataclass(frozen=True)
-class Shown:
-    """What ``tables`` and ``figures`` show: the runs of ``folder`` (where their outputs go), the reference runs
-    beside them, and whether ``folder`` holds the user's runs (False: the reference shown alone)."""
-
-    folder: Path
-    runs: list[LoggedRun]
-    reference: list[LoggedRun]
-    users: bool = True
-    include_incomplete: bool = False
-
-
-def gather(results_dir: Path, reference_dir: Path | None = None, include_incomplete: bool = False) -> Shown:
-    """The user's runs beside the reference runs, or, when the user has none yet, the reference alone. A reference
-    run counts as far as it has reached: a GPU unit extends its runs to the paper's budget over several slots."""
-    runs = load_runs(results_dir, include_incomplete)
-    if reference_dir is None or not reference_dir.is_dir() or reference_dir.resolve() == results_dir.resolve():
-        return Shown(results_dir, runs, [], True, include_incomplete)
-    if not runs:
-        print(f"no {'logged' if include_incomplete else 'complete'} runs under {results_dir}/runs yet: showing the "
-              f"committed reference runs of {reference_dir} alone")
-        return Shown(reference_dir, load_runs(reference_dir, True), [], False, True)
-    return Shown(results_dir, runs, load_runs(reference_dir, True), True, include_incomplete)
-
-
-def group_curves(runs: list[LoggedRun]) -> dict[tuple[Any, ...], list[LoggedRun]]:
-    """Runs by curve; refuses a curve whose runs differ in anything but seed, execution and logging settings."""
-    groups: dict[tuple[Any, ...], list[LoggedRun]] = defaultdict(list)
-    for run in runs:
-        groups[run.curve].append(run)
-    for curve, members in groups.items():
-        free = EXECUTION_KEYS | LOGGING_KEYS | {"seed"}
-        first = {k: v for k, v in members[0].config.items() if k not in free}
-        for other in members[1:]:
-            diff = sorted(k for k, v in other.config.items() if k not in free and first.get(k) != v)
-            if diff:
-                raise ReportError(
-                    f"runs {members[0].path} and {other.path} share the curve {dict(zip(CURVE, curve))} but "
-                    f"their configs differ in {diff}; put different configs in different sweeps")
-    return dict(groups)
-
-
-def t_half_width(std: Any, n: int) -> Any:
-    """Half the width of the 95% Student-t interval of a mean over ``n`` seeds: t(0.975, n-1)·std/√n (NaN for
-    one seed)."""
-    return float(student_t.ppf(0.975, n - 1)) * std / math.sqrt(n) if n > 1 else std * math.nan
-
-
-def metric_column(split: str, metric: str) -> str:
-    """The logged column of a table split: ``train/elbo``, ``test/marginal``, ``train/running_elbo``."""
-    return "train/running_elbo" if split == RUNNING else f"{split}/{metric}"
-
-
-def splits(members: list[LoggedRun], figure: int) -> list[str]:
-    """The splits a curve has: train and test, and ``train_running`` for a Figure 2 curve where some run logged
-    the running average."""
-    return ["train", "test"] + ([RUNNING] if figure == 2 and logging(members, metric_column(RUNNING, "elbo")) else [])
-
-
-def logging(members: list[LoggedRun], column: str) -> list[LoggedRun]:
-    """The runs that logged ``column``."""
-    return [m for m in members if column in m.metrics and m.metrics[column].notna().any()]
-
-
-def curve_mean(members: list[LoggedRun], column: str) -> pd.DataFrame:
-    """At every point that a seed logged ``column`` at, over the seeds that did (seeds may reach different
-    budgets, and some logged no running average): the mean (``value``), the sample standard deviation (``std``),
-    the number of seeds and the 95% Student-t interval of the mean (``ci_low``, ``ci_high``: mean ±
-    t(0.975, n-1)·std/√n; NaN for one seed)."""
-    frames = [m.metrics.set_index("samples")[column].dropna() for m in logging(members, column)]
-    joined = pd.concat(frames, axis=1, join="outer").sort_index()
-    n = joined.count(axis=1)
-    mean, std = joined.mean(axis=1), joined.std(axis=1, ddof=1)
-    half = pd.Series([t_half_width(s, int(k)) for s, k in zip(std, n, strict=True)], index=joined.index)
-    return pd.DataFrame({"value": mean, "std": std, "seeds": n, "ci_low": mean - half,
-                         "ci_high": mean + half}).reset_index()
+from vae.results.statistics import curve_mean, t_half_width
+from vae.runs.folder import atomic_write_text
 
 
 def at_paper_points(curve: tuple[Any, ...], members: list[LoggedRun], paper: pd.DataFrame) -> list[dict[str, Any]]:
@@ -287,12 +121,6 @@ def scorecard(every: pd.DataFrame, compared_at: pd.DataFrame, tolerance: dict[st
     return pd.DataFrame(rows)
 
 
-def figure_runs(runs: list[LoggedRun], figure: int) -> list[LoggedRun]:
-    """The runs of Figure 2 or 3, in curve order (possibly none)."""
-    return sorted((r for r in runs if r.config["dataset"] in PANEL and r.figure == figure and not r.ablation),
-                  key=lambda r: (r.curve, r.config["seed"]))
-
-
 def log_px_rows(runs: list[LoggedRun], published: dict[str, list[dict[str, Any]]]) -> list[dict[str, Any]]:
     """Per Figure 2 curve, over its seeds with a measurement: the importance-sampled log p(x), its 95% t
     interval, the bound on the same test images and the gap log p(x) - bound, beside a published number for
@@ -322,15 +150,6 @@ def write_log_px_table(folder: Path, runs: list[LoggedRun], settings: dict[str, 
     atomic_write_text(out / "fig2_log_px.md", table.drop(columns="published_source").to_markdown(
         index=False, floatfmt=".2f") + "\n\n" + settings["note"].strip() + "\n\n" + "\n".join(notes) + "\n")
     print(f"log p(x) table from {len(runs)} run(s): wrote {out}/fig2_log_px.csv/.md")
-
-
-def ablation_runs(runs: list[LoggedRun]) -> list[LoggedRun]:
-    return [r for r in runs if r.ablation and r.config["dataset"] in PANEL]
-
-
-def no_runs(results_dir: Path, include_incomplete: bool) -> ReportError:
-    hint = "" if include_incomplete else " (pass --include-incomplete to use unfinished runs)"
-    return ReportError(f"no {'logged' if include_incomplete else 'complete'} runs under {results_dir}/runs{hint}")
 
 
 def write_tables(shown: Shown, settings: dict[str, Any]) -> None:
