@@ -163,8 +163,8 @@ def run(args: argparse.Namespace, sweep: Sweep | None) -> int:
                 if logged:
                     print(f"added the paper's curves to the W&B group {sweep.name}: {', '.join(logged)}")
         elif args.command == "tables":
-            from vae.results.report import write_tables
             from vae.results.runs import gather
+            from vae.results.tables import write_tables
             from vae.runs.folder import check_writable, writing
 
             settings = read_settings(args.settings)

@@ -26,8 +26,6 @@ from vae.runs.checkpoint import read_checkpoint
 from vae.runs.folder import ResultsError, RunFolder, read_metrics, same_row
 
 CURVE = ("sweep", "dataset", "algorithm", "nz")
-
-
 ABLATION = "ablation-"  # sweep-name prefix of the ablation studies
 
 
@@ -37,6 +35,8 @@ class ReportError(RuntimeError):
 
 @dataclass(frozen=True)
 class LoggedRun:
+    """One run as logged: its folder, sweep, config, metrics and whether it reached its budget."""
+
     path: Path
     sweep: str
     config: dict[str, Any]
@@ -46,14 +46,17 @@ class LoggedRun:
 
     @property
     def curve(self) -> tuple[Any, ...]:
+        """(sweep, dataset, algorithm, nz): the runs of one curve are its seeds."""
         return (self.sweep, self.config["dataset"], self.config["algorithm"], self.config["nz"])
 
     @property
     def figure(self) -> int:
+        """2, or 3 for a run that estimates the marginal likelihood."""
         return paper_panel(self.config)[0]
 
     @property
     def ablation(self) -> bool:
+        """Whether the run belongs to an ablation sweep (``ablation-*``)."""
         return self.sweep.startswith(ABLATION)
 
     @property
@@ -161,10 +164,12 @@ def figure_runs(runs: list[LoggedRun], figure: int) -> list[LoggedRun]:
 
 
 def ablation_runs(runs: list[LoggedRun]) -> list[LoggedRun]:
+    """The runs of the ablation sweeps (possibly none)."""
     return [r for r in runs if r.ablation and r.config["dataset"] in PANEL]
 
 
 def no_runs(results_dir: Path, include_incomplete: bool) -> ReportError:
+    """The error of a command that found no runs to show."""
     hint = "" if include_incomplete else " (pass --include-incomplete to use unfinished runs)"
     return ReportError(f"no {'logged' if include_incomplete else 'complete'} runs under {results_dir}/runs{hint}")
 
