@@ -186,14 +186,6 @@ def save(fig: plt.Figure, path: Path) -> None:
 IMAGE_SHAPE = {"mnist": (28, 28), "frey": (28, 20)}
 
 
-@torch.no_grad()
-def decoded(model: VAE, z: torch.Tensor) -> np.ndarray:
-    """What p(x|z) shows for each z: Bernoulli probabilities, or the Gaussian mean, as images."""
-    out = model.decoder(z)
-    means = out[0] if isinstance(out, tuple) else torch.sigmoid(out)
-    return means.reshape(len(z), *IMAGE_SHAPE[model.cfg.dataset]).numpy()
-
-
 def tile(images: np.ndarray, rows: int, cols: int) -> np.ndarray:
     n, h, w = images.shape
     return images.reshape(rows, cols, h, w).transpose(0, 2, 1, 3).reshape(rows * h, cols * w)
@@ -246,10 +238,12 @@ def trained(run_dir: Path) -> VAE | None:
     return None
 
 
+@torch.no_grad()
 def draw(model: VAE, z: torch.Tensor, n: int, path: Path) -> Path:
+    """The mean of p(x|z) for each z (``VAE.decode``) as an n x n grid of images (Figures 4 and 5)."""
     h, w = IMAGE_SHAPE[model.cfg.dataset]
     fig, ax = plt.subplots(figsize=(6 * w / h, 6))
-    ax.imshow(tile(decoded(model, z), n, n), cmap="gray", vmin=0, vmax=1)
+    ax.imshow(tile(model.decode(z).reshape(len(z), h, w).numpy(), n, n), cmap="gray", vmin=0, vmax=1)
     ax.axis("off")
     fig.tight_layout(pad=0)
     path.parent.mkdir(parents=True, exist_ok=True)
