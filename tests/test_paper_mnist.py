@@ -4,7 +4,7 @@ import pandas as pd
 import pytest
 
 from vae.config import RunSpec, make_config
-from vae.results.report import load_paper, paper_value
+from vae.results.paper import load_paper, paper_value
 from vae.runs.train import run_one
 
 

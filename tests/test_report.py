@@ -9,7 +9,9 @@ import yaml
 from helpers import fake_run
 
 from vae.__main__ import main
-from vae.results.report import ReportError, gather, load_paper, paper_value, write_tables
+from vae.results.paper import load_paper, paper_value
+from vae.results.runs import ReportError, gather
+from vae.results.tables import write_tables
 
 FIG2 = {"table_points": [100000, 1000000], "tolerance": {"mnist": {"nats": 6}}}
 SETTINGS = {"fig2": FIG2, "fig3": FIG2 | {"table_points": [2000000]}, "ablations": {"table_points": [1000000]}}

@@ -153,7 +153,7 @@ def run(args: argparse.Namespace, sweep: Sweep | None) -> int:
     from vae.data import DataError, data_dir, load_frey, load_mnist
     from vae.optional import MissingDependency
     from vae.protocol.sample_axis import RunDiverged
-    from vae.results.report import ReportError
+    from vae.results.runs import ReportError
     from vae.runs.engine import SweepFailed
     from vae.runs.folder import ResultsError
 
@@ -174,7 +174,8 @@ def run(args: argparse.Namespace, sweep: Sweep | None) -> int:
                 if logged:
                     print(f"added the paper's curves to the W&B group {sweep.name}: {', '.join(logged)}")
         elif args.command == "tables":
-            from vae.results.report import gather, write_tables
+            from vae.results.runs import gather
+            from vae.results.tables import write_tables
             from vae.runs.folder import check_writable, writing
 
             settings = read_settings(args.settings)
@@ -184,7 +185,7 @@ def run(args: argparse.Namespace, sweep: Sweep | None) -> int:
                 write_tables(shown, settings)
         elif args.command == "figures":
             from vae.results.figures import image_figures, log_to_wandb, paper_figures, planned_images
-            from vae.results.report import gather
+            from vae.results.runs import gather
             from vae.runs.folder import check_writable, writing
 
             settings = read_settings(args.settings)

@@ -28,19 +28,9 @@ from matplotlib.lines import Line2D  # noqa: E402
 from vae.config import ConfigError  # noqa: E402
 from vae.models.vae import VAE  # noqa: E402
 from vae.optional import require_wandb  # noqa: E402
-from vae.results.report import (  # noqa: E402
-    PANEL,
-    SERIES,
-    LoggedRun,
-    Shown,
-    curve_mean,
-    figure_runs,
-    group_curves,
-    load_paper,
-    metric_column,
-    no_runs,
-    splits,
-)
+from vae.results.paper import PANEL, SERIES, load_paper  # noqa: E402
+from vae.results.runs import LoggedRun, Shown, figure_runs, group_curves, metric_column, no_runs, splits  # noqa: E402
+from vae.results.statistics import curve_mean  # noqa: E402
 from vae.runs.checkpoint import load_model  # noqa: E402
 from vae.runs.folder import RunFolder  # noqa: E402
 
@@ -58,6 +48,11 @@ FIRST_MEASURED = "o"  # the marker on the paper's first logged evaluation of a F
 def figure2(runs: list[LoggedRun], out: Path, reference: list[LoggedRun]) -> Path:
     """Write ``out/fig2.png`` and ``out/fig2.pdf`` from the Figure 2 runs, the ``reference`` runs thin behind
     them; returns the PNG path."""
+    return save_both(draw_figure2(runs, reference), out, "fig2")
+
+
+def draw_figure2(runs: list[LoggedRun], reference: list[LoggedRun]) -> plt.Figure:
+    """Figure 2 of the runs, the ``reference`` runs thin behind them and the paper's curves faintly behind all."""
     paper = load_paper()
     fig, axes = plt.subplots(2, 5, figsize=(17, 6.6))
     panels = {}
@@ -104,7 +99,7 @@ def figure2(runs: list[LoggedRun], out: Path, reference: list[LoggedRun]) -> Pat
     first = Line2D([], [], color="grey", alpha=0.5, ls="", marker=FIRST_MEASURED, ms=5,
                    label="paper's first measured point")
     legend.legend(handles=handles + sources(reference) + [first], loc="center", frameon=False)
-    return save_both(fig, out, "fig2")
+    return fig
 
 
 def band(ax: plt.Axes, x: Any, mean: Any, colour: tuple[float, ...], look: dict[str, float]) -> None:
@@ -127,6 +122,11 @@ FIG3_PANELS = {1000: (60, (-160, -100)), 50000: (68, (-160, -125))}  # x limit (
 def figure3(runs: list[LoggedRun], out: Path, reference: list[LoggedRun]) -> Path:
     """Write ``out/fig3.png`` and ``out/fig3.pdf`` from the Figure 3 runs, the ``reference`` runs thin behind
     them; returns the PNG path."""
+    return save_both(draw_figure3(runs, reference), out, "fig3")
+
+
+def draw_figure3(runs: list[LoggedRun], reference: list[LoggedRun]) -> plt.Figure:
+    """Figure 3 of the runs, the ``reference`` runs thin behind them and the paper's curves faintly behind all."""
     paper = load_paper()
     fig, axes = plt.subplots(1, 3, figsize=(13, 4.2), gridspec_kw={"width_ratios": [1, 1, 0.45]})
     panels = {}
@@ -155,7 +155,7 @@ def figure3(runs: list[LoggedRun], out: Path, reference: list[LoggedRun]) -> Pat
     handles = [Line2D([], [], color=COLOURS[a], ls=STYLES[s], label=f"{NAMES[a]} ({s})")
                for a in NAMES for s in ("train", "test")]
     axes[2].legend(handles=handles + sources(reference), loc="center", frameon=False)
-    return save_both(fig, out, "fig3")
+    return fig
 
 
 def paper_figures(shown: Shown) -> tuple[list[Path], list[Path]]:
@@ -173,6 +173,7 @@ def paper_figures(shown: Shown) -> tuple[list[Path], list[Path]]:
 
 
 def save_both(fig: plt.Figure, out: Path, name: str) -> Path:
+    """Write ``out/<name>.png`` and ``.pdf`` and close the figure; returns the PNG path."""
     fig.tight_layout()
     out.mkdir(parents=True, exist_ok=True)
     for suffix in ("png", "pdf"):
@@ -194,14 +195,6 @@ def save(fig: plt.Figure, path: Path) -> None:
 
 
 IMAGE_SHAPE = {"mnist": (28, 28), "frey": (28, 20)}
-
-
-@torch.no_grad()
-def decoded(model: VAE, z: torch.Tensor) -> np.ndarray:
-    """What p(x|z) shows for each z: Bernoulli probabilities, or the Gaussian mean, as images."""
-    out = model.decoder(z)
-    means = out[0] if isinstance(out, tuple) else torch.sigmoid(out)
-    return means.reshape(len(z), *IMAGE_SHAPE[model.cfg.dataset]).numpy()
 
 
 def tile(images: np.ndarray, rows: int, cols: int) -> np.ndarray:
@@ -249,6 +242,7 @@ def image_figures(plans: list[tuple[str, VAE, torch.Tensor, int]], out: Path) ->
 
 
 def trained(run_dir: Path) -> VAE | None:
+    """The run's trained model from its last checkpoint, or None (with a message) where it has none."""
     folder = RunFolder(run_dir)
     if folder.has_checkpoint():
         return load_model(folder).eval()
@@ -257,15 +251,23 @@ def trained(run_dir: Path) -> VAE | None:
 
 
 def draw(model: VAE, z: torch.Tensor, n: int, path: Path) -> Path:
-    h, w = IMAGE_SHAPE[model.cfg.dataset]
-    fig, ax = plt.subplots(figsize=(6 * w / h, 6))
-    ax.imshow(tile(decoded(model, z), n, n), cmap="gray", vmin=0, vmax=1)
-    ax.axis("off")
-    fig.tight_layout(pad=0)
+    """Write the image grid of ``image_figure`` to ``path``; returns it."""
+    fig = image_figure(model, z, n)
     path.parent.mkdir(parents=True, exist_ok=True)
     save(fig, path)
     plt.close(fig)
     return path
+
+
+@torch.no_grad()
+def image_figure(model: VAE, z: torch.Tensor, n: int) -> plt.Figure:
+    """The mean of p(x|z) for each z (``VAE.decode``) as an n x n grid of images (Figures 4 and 5)."""
+    h, w = IMAGE_SHAPE[model.cfg.dataset]
+    fig, ax = plt.subplots(figsize=(6 * w / h, 6))
+    ax.imshow(tile(model.decode(z).reshape(len(z), h, w).numpy(), n, n), cmap="gray", vmin=0, vmax=1)
+    ax.axis("off")
+    fig.tight_layout(pad=0)
+    return fig
 
 
 def log_to_wandb(run_dirs: list[Path], images: dict[str, Path]) -> int:

@@ -17,7 +17,7 @@ import pandas as pd
 
 from vae.config import Sweep
 from vae.optional import require_wandb
-from vae.results.report import METRIC, PANEL, SERIES, load_paper, paper_curve, paper_panel
+from vae.results.paper import METRIC, PANEL, SERIES, load_paper, paper_curve, paper_panel
 from vae.runs.wandb_history import durable_steps
 
 
