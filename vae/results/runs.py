@@ -73,7 +73,8 @@ def load_runs(results_dir: Path, include_incomplete: bool = False) -> list[Logge
         if not folder.metrics_file.is_file():
             continue
         try:
-            config = make_config(folder.config()).to_dict()
+            cfg = make_config(folder.config())
+            config = cfg.to_dict()
             status = folder.status()
             problem = metrics_problem(folder, status)
             if problem:
@@ -82,7 +83,7 @@ def load_runs(results_dir: Path, include_incomplete: bool = False) -> list[Logge
                 print(f"warning: run skipped: {folder.metrics_file} {problem}; {repair}", file=sys.stderr)
                 continue
             metrics = folder.metrics()
-            complete = status.get("samples", 0) >= config["budget"]
+            complete = folder.standing(cfg).finished
             log_px = folder.log_px()
         except (ResultsError, ConfigError) as e:
             print(f"warning: run skipped: {e}", file=sys.stderr)

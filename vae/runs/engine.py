@@ -28,7 +28,7 @@ from vae.config import Config, ConfigError, RunSpec, Sweep
 from vae.optional import require_ray, require_wandb
 from vae.protocol.schedule import check_schedule
 from vae.runs.folder import ResultsError, RunFolder
-from vae.runs.train import check_accelerator, run_one, say, standing, train_stack
+from vae.runs.train import check_accelerator, run_one, say, train_stack
 
 ENGINES = ("local", "ray", "stack")
 
@@ -82,7 +82,7 @@ def stack_groups(specs: Sequence[RunSpec], results_dir: Path, sweep: str,
     rest: list[RunSpec] = []
     for spec in specs:
         cfg, folder = spec.config, RunFolder.of(results_dir, sweep, spec.name)
-        if not ALGORITHMS[cfg.algorithm].stackable or cfg.devices * cfg.num_nodes > 1 or standing(folder, cfg).finished:
+        if not ALGORITHMS[cfg.algorithm].stackable or cfg.devices * cfg.num_nodes > 1 or folder.standing(cfg).finished:
             rest.append(spec)
             continue
         key = tuple((k, repr(v)) for k, v in cfg.to_dict().items() if k not in STACKED_KEYS)
@@ -173,7 +173,7 @@ def run_sweep(sweep: Sweep, results_dir: Path, data_dir: Path | None = None, onl
     check_optional(engine, specs)
     for spec in specs if restart and rank_zero_only.rank == 0 else ():  # DDP: rank 0 before it starts the others
         folder = RunFolder.of(results_dir, sweep.name, spec.name)
-        if standing(folder, spec.config).stranded:
+        if folder.standing(spec.config).stranded:
             if folder.tracked() and not discard_tracked:
                 raise ResultsError(f"{folder.path} holds files that git tracks (a committed run), which --restart "
                                    "does not discard; train in another results folder (--results-dir / make "

@@ -29,8 +29,10 @@ import yaml
 from lightning.pytorch.loggers.logger import Logger
 from lightning.pytorch.utilities import rank_zero_only
 
+from vae.algorithms import ALGORITHMS
 from vae.config import Config, migrate
 from vae.optional import require_wandb
+from vae.protocol.schedule import end_of
 from vae.runs.wandb_history import durable_steps
 
 
@@ -269,8 +271,10 @@ class RunFolder:
     def has_checkpoint(self) -> bool:
         return self.checkpoint.is_file()
 
-    def standing(self, end: int) -> Standing:
-        """Where the run stands against ``end``, the sample count its budget ends at."""
+    def standing(self, cfg: Config) -> Standing:
+        """Where the run stands: its status against ``cfg``'s budget, rounded up to whole iterations once
+        (``end_of``)."""
+        end = end_of(cfg, ALGORITHMS[cfg.algorithm].step_samples(cfg))
         return Standing(self.status().get("samples", 0), end, self.has_checkpoint())
 
     def check_resumable(self, standing: Standing) -> None:

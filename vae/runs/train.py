@@ -31,7 +31,6 @@ from vae.algorithms import ALGORITHMS
 from vae.config import Config, ConfigError, RunSpec
 from vae.data import RunData
 from vae.protocol.sample_axis import SampleAxis
-from vae.protocol.schedule import end_of
 from vae.runs.checkpoint import PeriodicCheckpoint, RunCheckpointIO, read_checkpoint
 from vae.runs.folder import RunFolder, Standing, run_loggers
 from vae.runs.progress import Progress
@@ -66,11 +65,6 @@ def check_accelerator(cfg: Config) -> None:
         raise ConfigError("accelerator=mps, but this machine has no MPS device; use accelerator=auto or cpu")
 
 
-def standing(folder: RunFolder, cfg: Config) -> Standing:
-    """Where the run stands: its status against its budget, rounded up to whole iterations once (``end_of``)."""
-    return folder.standing(end_of(cfg, ALGORITHMS[cfg.algorithm].step_samples(cfg)))
-
-
 def repair_metrics(folder: RunFolder, checkpoint: dict[str, Any]) -> None:
     """Rewrite ``metrics.csv`` from the history of the run's verified ``checkpoint`` where the file departs from it
     (torn, edited, a row lost); its rows beyond the checkpoint go too, to be logged again as the run resumes."""
@@ -93,7 +87,7 @@ def train_stack(sweep: str, specs: Sequence[RunSpec], results_dir: Path, data_di
     folders = [RunFolder.of(results_dir, sweep, s.name) for s in specs]
     # where each run stands is read here once and decides what trains; what can be refused is, before the run
     # folders are locked and touched
-    standings = [standing(f, s.config) for f, s in zip(folders, specs, strict=True)]
+    standings = [f.standing(s.config) for f, s in zip(folders, specs, strict=True)]
     for folder, st in zip(folders, standings, strict=True):
         folder.check_resumable(st)
     if not all(st.finished for st in standings):
