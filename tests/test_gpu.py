@@ -116,7 +116,8 @@ def test_graphed_steps_equal_eager_steps(mnist, kind):
         block.run()
     assert graphed.samples == eager.samples
     assert_same_parameters(eager, graphed, rtol=1e-6, atol=1e-7)
-    torch.testing.assert_close(eager.running.sums, graphed.running.sums, rtol=1e-9, atol=1e-6)  # summed inside the graph
+    # summed inside the graph
+    torch.testing.assert_close(eager.running.sums, graphed.running.sums, rtol=1e-9, atol=1e-6)
     for e, g in zip(eager.draws.generators(), graphed.draws.generators(), strict=True):
         assert torch.equal(e.get_state(), g.get_state()), "the graph left a generator elsewhere than eager steps"
     assert evaluate(eager, mnist[1].cuda(), eval_generators(eager)) == pytest.approx(
@@ -126,7 +127,8 @@ def test_graphed_steps_equal_eager_steps(mnist, kind):
 def fused_or_eager(kind: type[Stack], cfgs: list[Config], data: tuple[torch.Tensor, torch.Tensor], fused: bool,
                    steps: int) -> Stack:
     """A stack trained past its warm-up, then ``steps`` more: fused and replayed from a graph, or eager."""
-    stack = trained(kind, [dataclasses.replace(cfg, compile=fused) for cfg in cfgs], data, "cuda", steps=10)  # past the warm-up
+    # past the warm-up
+    stack = trained(kind, [dataclasses.replace(cfg, compile=fused) for cfg in cfgs], data, "cuda", steps=10)
     assert stack.region.on == fused
     if fused:
         block = GraphedSteps(stack, steps)

@@ -64,7 +64,8 @@ def assert_stack_equals_separate(cfgs: list[Config], train_x: torch.Tensor, test
         (normal,) = evaluate(alone, test_x, eval_generators(alone))
         assert bounds[j] == pytest.approx(normal, abs=bound_atol), f"model {j}"
         # the running sum of its minibatch bounds (padded latent dimensions add nothing to it)
-        assert float(stack.running.sums[j]) == pytest.approx(float(alone.running.sums[0]), abs=bound_atol * cfg.M * STEPS)
+        assert float(stack.running.sums[j]) == pytest.approx(float(alone.running.sums[0]),
+                                                             abs=bound_atol * cfg.M * STEPS)
 
 
 def test_each_model_starts_from_its_own_initialisation_and_unstacks_into_a_vae(mnist):
@@ -102,7 +103,8 @@ def test_stacked_training_equals_separate_training_float64(mnist, float64, overr
     assert_stack_equals_separate(configs(**overrides), train_x, test_x, atol=1e-9, rtol=1e-8, bound_atol=1e-7)
 
 
-@pytest.mark.parametrize("overrides", [dict(), dict(decoder="gaussian", estimator="A", L=2), dict(algorithm="wakesleep")],
+@pytest.mark.parametrize("overrides",
+                         [dict(), dict(decoder="gaussian", estimator="A", L=2), dict(algorithm="wakesleep")],
                          ids=["fig2", "gaussian-estimatorA-L2", "wakesleep"])
 def test_the_padded_and_masked_kernel_equals_separate_training_float64(mnist, float64, monkeypatch, overrides):
     """The kernel every GPU stack of mixed latent sizes runs (one ``baddbmm`` per layer, padded outputs masked),

@@ -7,8 +7,8 @@ Lightning load: a bad budget is said within a second."""
 from __future__ import annotations
 
 import argparse
-import os
 import logging
+import os
 import sys
 import warnings
 from pathlib import Path
