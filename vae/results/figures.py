@@ -12,7 +12,7 @@ and 50000), estimated marginal log-likelihood against millions of training sampl
 
 from __future__ import annotations
 
-import os
+import io
 from pathlib import Path
 from typing import Any
 
@@ -32,7 +32,7 @@ from vae.results.paper import PANEL, SERIES, load_paper  # noqa: E402
 from vae.results.runs import LoggedRun, Shown, figure_runs, group_curves, metric_column, no_runs, splits  # noqa: E402
 from vae.results.statistics import curve_mean  # noqa: E402
 from vae.runs.checkpoint import load_model  # noqa: E402
-from vae.runs.folder import RunFolder  # noqa: E402
+from vae.runs.folder import RunFolder, atomic_write_bytes  # noqa: E402
 
 COLOURS = {"aevb": (1.0, 0.0, 0.0), "wakesleep": (0.0, 0.5, 0.0), "mcem": (0.0, 0.0, 1.0)}
 NAMES = {"wakesleep": "Wake-Sleep", "mcem": "MCEM", "aevb": "AEVB"}
@@ -183,15 +183,12 @@ def save_both(fig: plt.Figure, out: Path, name: str) -> Path:
 
 
 def save(fig: plt.Figure, path: Path) -> None:
-    """Through a temporary file, so an interrupted write never replaces a good figure with a torn one; PDFs
+    """At once (``atomic_write_bytes``), so an interrupted write never replaces a good figure with a torn one; PDFs
     carry no creation date, so redrawing from the same logs gives the same bytes."""
-    tmp = path.with_name(path.name + ".tmp")
     fmt = path.suffix[1:]
-    try:
-        fig.savefig(tmp, format=fmt, dpi=110, metadata={"CreationDate": None} if fmt == "pdf" else None)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    image = io.BytesIO()
+    fig.savefig(image, format=fmt, dpi=110, metadata={"CreationDate": None} if fmt == "pdf" else None)
+    atomic_write_bytes(path, image.getvalue())
 
 
 IMAGE_SHAPE = {"mnist": (28, 28), "frey": (28, 20)}

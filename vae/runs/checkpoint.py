@@ -34,7 +34,7 @@ from lightning.pytorch.plugins.io import TorchCheckpointIO
 
 from vae.config import make_config, stored_config
 from vae.models.vae import VAE
-from vae.runs.folder import ResultsError, RunFolder
+from vae.runs.folder import ResultsError, RunFolder, write_new
 
 RUN_KEYS = ("state_dict", "optimizer_states", "hyper_parameters", "sample_axis")  # a run's own entries
 OWNER = "run"  # the entry naming the run a checkpoint belongs to: {"sweep": ..., "name": ...}
@@ -47,19 +47,10 @@ def checksum_file(checkpoint: Path) -> Path:
 
 
 def write_temporary(path: Path, data: bytes) -> Path:
-    """Write ``data`` to ``<path>.tmp`` (a new file, mode from the umask) and fsync it; on failure remove it."""
-    path.parent.mkdir(parents=True, exist_ok=True)
+    """``data`` in ``<path>.tmp``, fsynced (``write_new``), to be renamed over ``path``."""
     tmp = path.with_name(path.name + ".tmp")
     tmp.unlink(missing_ok=True)  # left by a killed run; a new file takes the umask's mode
-    try:
-        with open(tmp, "xb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    return tmp
+    return write_new(tmp, data)
 
 
 class RunCheckpointIO(TorchCheckpointIO):

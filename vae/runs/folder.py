@@ -40,20 +40,32 @@ class ResultsError(RuntimeError):
     """The results folder cannot be written."""
 
 
-def atomic_write_text(path: Path, text: str) -> None:
-    """Write ``text`` to a new file beside ``path`` (mode 0666 less the umask, as any new file), then rename it."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f"{path.name}.{secrets.token_hex(6)}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+def write_new(tmp: Path, data: bytes) -> Path:
+    """Write ``data`` to the new file ``tmp`` (mode 0666 less the umask, as any new file) and fsync it; on failure
+    remove it. The first half of every atomic write: the caller renames ``tmp`` over its target."""
+    tmp.parent.mkdir(parents=True, exist_ok=True)
     try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
+        with open(tmp, "xb") as f:
+            f.write(data)
             f.flush()
             os.fsync(f.fileno())
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    return tmp
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    """Replace ``path`` by ``data`` at once, through a new file of a unique name beside it (``write_new``)."""
+    tmp = write_new(path.with_name(f"{path.name}.{secrets.token_hex(6)}.tmp"), data)
+    try:
         os.replace(tmp, path)
     finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+        tmp.unlink(missing_ok=True)
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    atomic_write_bytes(path, text.encode())
 
 
 CHOOSE = "choose a writable one with --results-dir or make RESULTS=..."  # what to do about an unwritable results folder
