@@ -76,7 +76,7 @@ reproduce-fig3: install  ## Figure 3: AEVB, wake-sleep and MCEM, N_train = 1000 
 	$(TRAIN) experiments/fig3_n50000.yaml --set $(BUDGET)
 	$(TRAIN) experiments/fig3_n50000_mcem.yaml --set $(BUDGET)
 
-ablations: install  ## the ablations: Frey Face step size, initialisation and x-axis, MNIST wake-sleep Nz=200, Figure 3 step size
+ablations: install  ## the ablations: Frey Face step size, initialisation and x-axis, MNIST wake-sleep Nz=200, Figure 3 step size and weight prior
 	$(TRAIN) experiments/ablation_frey_lr.yaml --set $(BUDGET)
 	$(TRAIN) experiments/ablation_frey_init.yaml --set $(BUDGET)
 	$(TRAIN) experiments/ablation_frey_minibatch.yaml --set $(BUDGET)
@@ -88,6 +88,7 @@ ablations: install  ## the ablations: Frey Face step size, initialisation and x-
 	$(TRAIN) experiments/ablation_mnist_ws200_logvar.yaml --set $(BUDGET)
 	$(TRAIN) experiments/ablation_mnist_ws200_plain_head.yaml --set $(BUDGET)
 	$(TRAIN) experiments/ablation_fig3_n50000_lr.yaml --set $(BUDGET)
+	$(TRAIN) experiments/ablation_fig3_n50000_prior.yaml --set $(BUDGET)
 
 smoke: install  ## the whole pipeline on a tiny budget (well under a minute)
 	$(PY) -m vae train experiments/smoke.yaml --results-dir "$(RESULTS)/smoke" --data-dir "$(DATA)" $(ENGINE)
