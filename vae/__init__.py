@@ -6,9 +6,15 @@
 from __future__ import annotations
 
 import os
+from importlib.metadata import PackageNotFoundError, version
 from typing import TYPE_CHECKING, Any
 
 from vae.config import Config
+
+try:
+    __version__ = version("vae")
+except PackageNotFoundError:  # a source tree that was never installed
+    __version__ = "0+unknown"
 
 if TYPE_CHECKING:
     from vae.models.vae import VAE
@@ -32,4 +38,4 @@ def load_run(path: str | os.PathLike[str]) -> tuple[VAE, Config]:
     return model, model.cfg
 
 
-__all__ = ["VAE", "load_run"]
+__all__ = ["VAE", "__version__", "load_run"]

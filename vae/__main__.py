@@ -16,6 +16,7 @@ from typing import NoReturn
 
 import yaml
 
+from vae import __version__
 from vae.config import ConfigError, Sweep, load_sweep, parse_overrides, problem
 from vae.names import DATA_ENV, INPUTS
 from vae.runs.interrupted import Interrupted, raise_on_signals
@@ -86,6 +87,7 @@ def read_sweep(args: argparse.Namespace) -> Sweep:
 def command_line() -> Parser:
     """The command line: one subcommand per task."""
     parser = Parser(prog="python -m vae", description=__doc__)
+    parser.add_argument("--version", action="version", version=f"vae {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
     train = sub.add_parser("train", help="run (or continue) every run of a sweep file under experiments/")
     train.add_argument("experiment", type=Path)
@@ -244,5 +246,10 @@ def read_settings(path: Path) -> dict:
     return settings
 
 
-if __name__ == "__main__":
+def console() -> None:
+    """The ``vae`` console script (``[project.scripts]`` in pyproject.toml)."""
     sys.exit(main())
+
+
+if __name__ == "__main__":
+    console()
