@@ -16,7 +16,7 @@ import torch
 import yaml
 
 from vae.config import RunSpec, make_config
-from vae.protocol.sample_axis import RunDiverged, not_finite
+from vae.protocol.divergence import RunDiverged, not_finite
 from vae.runs.checkpoint import RunCheckpointIO, checksum_file
 from vae.runs.folder import ResultsError, RunFolder
 from vae.runs.train import run_one, train_stack

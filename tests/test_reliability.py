@@ -18,7 +18,7 @@ from wandb.proto import wandb_internal_pb2
 
 from vae.__main__ import main
 from vae.config import RunSpec, make_config
-from vae.protocol.sample_axis import RunDiverged
+from vae.protocol.divergence import RunDiverged
 from vae.protocol.schedule import eval_points
 from vae.runs.folder import ResumeSafeWandbLogger, RunFolder
 from vae.runs.train import run_one

@@ -154,7 +154,7 @@ def run(args: argparse.Namespace, sweep: Sweep | None) -> int:
 
     from vae.data import DataError, data_dir, load_frey, load_mnist
     from vae.optional import MissingDependency
-    from vae.protocol.sample_axis import RunDiverged
+    from vae.protocol.divergence import RunDiverged
     from vae.results.runs import ReportError
     from vae.runs.engine import SweepFailed
     from vae.runs.folder import ResultsError

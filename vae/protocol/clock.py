@@ -37,3 +37,47 @@ class PhaseClock:
         spent, self.synced = now - self.synced, now
         self.totals[phase] += spent
         return spent
+
+
+class TrainingTime:
+    """A stack's time on the sample axis: its ``PhaseClock``, each run's training seconds (runs stacked together
+    may have different pasts), and the training rate between logged points, measured at synchronised points."""
+
+    def __init__(self, k: int) -> None:
+        self.clock = PhaseClock(torch.device("cpu"))
+        self.train_seconds = [0.0] * k
+        self.seconds = 0.0  # training seconds of this session
+        self.synced_samples = 0  # samples at the last synchronised point
+        self._since = (0, 0.0)  # (samples, this session's training seconds) at the last logged point
+
+    def start(self, device: torch.device, samples: int) -> None:
+        """A session starts at ``samples``."""
+        self.clock = PhaseClock(device)
+        self.clock.start()
+        self._since = (samples, self.seconds)
+        self.synced_samples = samples
+
+    def lap_training(self) -> float:
+        """Charge the time since the last lap to training (and to every run's training seconds)."""
+        spent = self.clock.lap("train")
+        self.seconds += spent
+        self.train_seconds = [t + spent for t in self.train_seconds]
+        return spent
+
+    def selected(self, samples: int, candidates: int) -> None:
+        """Charge the time since the last lap to §5's selection of one of ``candidates`` step sizes. The first rate
+        counts one candidate's share of it, as if the winner alone had trained."""
+        spent = self.clock.lap("select")
+        self._since = (0, self.seconds - spent / candidates)
+        self.synced_samples = samples
+
+    def rate(self, samples: int) -> float:
+        """Training samples per second since the last logged point; ``samples`` becomes the last."""
+        done, seconds = self._since
+        self._since = (samples, self.seconds)
+        return (samples - done) / max(self.seconds - seconds, 1e-9)
+
+    @property
+    def synced(self) -> tuple[int, float]:
+        """(samples, host time) at the last synchronised point: what an honest rate is measured between."""
+        return self.synced_samples, self.clock.synced

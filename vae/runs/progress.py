@@ -52,7 +52,7 @@ class Progress(L.Callback):
     def on_train_batch_end(self, trainer: L.Trainer, module: Any, *args: Any) -> None:
         now = time.monotonic()
         if self.first is None:
-            self.first = module.synced
+            self.first = module.time.synced
         if self.bar is not None:
             self.bar.update(module.samples - self.bar.n)
             if len(module.history[0]) != self.shown:  # a new logged point, a new synchronised point
@@ -72,7 +72,7 @@ class Progress(L.Callback):
     def rate(self, module: Any) -> float:
         """Samples per second of wall time (evaluations and checkpoints included) between the first and the
         last synchronised point seen; 0 before there are two."""
-        (done, at), (first, began) = module.synced, self.first or module.synced
+        (done, at), (first, began) = module.time.synced, self.first or module.time.synced
         return (done - first) / (at - began) if at > began else 0.0
 
     def line(self, module: Any) -> str:

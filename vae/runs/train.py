@@ -169,9 +169,9 @@ def _train_stack(specs: Sequence[RunSpec], folders: Sequence[RunFolder], standin
         status = {
             "samples": module.samples, "budget": spec.config.budget, "lr": module.lrs[j],
             "lr_selection": module.lr_selection[j], "last": module.last_evaluation(j),
-            "train_seconds": module.train_seconds[j],
+            "train_seconds": module.time.train_seconds[j],
             "wall_seconds": statuses[spec.name].get("wall_seconds", 0.0) + wall,
-            **{f"{phase}_seconds": statuses[spec.name].get(f"{phase}_seconds", 0.0) + module.clock.totals[phase]
+            **{f"{phase}_seconds": statuses[spec.name].get(f"{phase}_seconds", 0.0) + module.time.clock.totals[phase]
                for phase in ("select", "eval", "checkpoint")},
             "device": str(trainer.strategy.root_device), "ranks": ranks,
         }
