@@ -21,7 +21,6 @@ from vae.algorithms.parallel import share
 from vae.algorithms.stack import Stack
 from vae.models.bounds import reparameterize
 from vae.models.densities import log_normal, log_std_normal
-from vae.models.nets import GaussianMLP
 
 
 class WakeSleep(Stack):
@@ -32,16 +31,11 @@ class WakeSleep(Stack):
         """(z, x) ~ p(z) p(x|z) for every model, (k, n, Nz) and (k, n, D): Bernoulli draws, or Gaussian draws
         around the decoder mean."""
         z = self.draws.normal(n)
-        if isinstance(self.decoder, GaussianMLP):
-            mean, logvar = self.region(self.fantasy_density)(z)
-            noise = self.draws.normal(n, sizes=[mean.shape[-1]] * self.k)
-            return z, mean + torch.exp(0.5 * logvar) * noise
-        return z, self.draws.bernoulli(self.region(self.fantasy_density)(z))
-
-    def fantasy_density(self, z: torch.Tensor) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
-        """p(x|z) of the fantasies: the Bernoulli means, or the Gaussian mean and log-variance."""
-        out = self.decoder(z)
-        return out if isinstance(self.decoder, GaussianMLP) else torch.sigmoid(out)
+        mean, logvar = self.region(self.decoder.observe)(z)
+        if logvar is None:
+            return z, self.draws.bernoulli(mean)
+        noise = self.draws.normal(n, sizes=[mean.shape[-1]] * self.k)
+        return z, mean + torch.exp(0.5 * logvar) * noise
 
     def step(self) -> None:
         """One iteration for every model: the wake phase's Adagrad step on theta, then the sleep phase's on phi.

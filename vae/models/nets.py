@@ -42,6 +42,10 @@ class GaussianMLP(nn.Module):
         mean, logvar = self(z)
         return log_normal(x, mean, logvar)
 
+    def observe(self, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """p(x|z) as a decoder: its mean and log-variance (eq. 12)."""
+        return self(z)
+
 
 class BernoulliMLP(nn.Module):
     """App. C.1, eq. (11): y = sigmoid(W2 tanh(W1 z + b1) + b2), the MNIST decoder."""
@@ -57,6 +61,10 @@ class BernoulliMLP(nn.Module):
 
     def log_prob(self, x: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
         return log_bernoulli(x, self(z))
+
+    def observe(self, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """p(x|z): its means y (eq. 11), and no log-variance."""
+        return torch.sigmoid(self(z)), None
 
 
 Decoder = GaussianMLP | BernoulliMLP

@@ -58,8 +58,7 @@ class VAE(L.LightningModule):
     def decode(self, z: torch.Tensor) -> torch.Tensor:
         """The mean of p(x|z) for a batch z (n, Nz): Bernoulli probabilities (eq. 11) or the Gaussian mean
         (eq. 12), (n, D)."""
-        out = self.decoder(z)
-        return out[0] if isinstance(out, tuple) else torch.sigmoid(out)
+        return self.decoder.observe(z)[0]
 
     def sample(self, n: int, generator: torch.Generator | None = None) -> torch.Tensor:
         """n draws z ~ p(z) = N(0, I) decoded to the mean of p(x|z), as Figure 5 shows them, (n, D)."""

@@ -23,7 +23,6 @@ from vae.config import ConfigError
 from vae.data import load_dataset
 from vae.models.bounds import reparameterize
 from vae.models.densities import neg_kl_std_normal
-from vae.models.nets import GaussianMLP
 from vae.models.vae import VAE
 from vae.names import INPUTS
 from vae.runs.checkpoint import load_model
@@ -45,10 +44,10 @@ def inputs_of(model: VAE, test: torch.Tensor, kind: str, generator: torch.Genera
     if kind != "fantasies":
         raise ConfigError(f"inputs={kind!r} is not known; choose from {list(INPUTS)}")
     z = torch.randn((len(test), model.cfg.nz), generator=generator)
-    if isinstance(model.decoder, GaussianMLP):
-        mean, logvar = model.decoder(z)
-        return mean + torch.exp(0.5 * logvar) * torch.randn(mean.shape, generator=generator)
-    return torch.bernoulli(torch.sigmoid(model.decoder(z)), generator=generator)
+    mean, logvar = model.decoder.observe(z)
+    if logvar is None:
+        return torch.bernoulli(mean, generator=generator)
+    return mean + torch.exp(0.5 * logvar) * torch.randn(mean.shape, generator=generator)
 
 
 @torch.no_grad()
