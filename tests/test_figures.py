@@ -200,7 +200,7 @@ def test_figures_are_added_to_the_runs_wandb_pages(tmp_path, data_root):
     assert len(sessions) == 2 and list(sessions[-1].glob("files/media/images/figures/fig2_*.png"))
 
 
-def test_a_sweeps_wandb_group_gets_the_papers_curves_once(tmp_path):
+def test_a_sweeps_wandb_group_gets_the_papers_curves_once_and_quietly(tmp_path, capfd, monkeypatch):
     from wandb.proto import wandb_internal_pb2
 
     from vae.config import load_sweep
@@ -210,7 +210,9 @@ def test_a_sweeps_wandb_group_gets_the_papers_curves_once(tmp_path):
     path = tmp_path / "s.yaml"
     path.write_text(yaml.safe_dump({"name": "s", "base": {"wandb": "offline"}, "grid": {"nz": [3, 20]}}))
     sweep = load_sweep(path)
+    monkeypatch.delenv("WANDB_SILENT", raising=False)
     assert log_paper_curves(sweep, tmp_path) == ["paper/MNIST Nz=3 AEVB", "paper/MNIST Nz=20 AEVB"]
+    assert "wandb:" not in "".join(capfd.readouterr())  # no banners unless WANDB_SILENT=false asks
     assert log_paper_curves(sweep, tmp_path) == []  # already there
     paper = load_paper()
     sessions = sorted((tmp_path / "runs" / "s" / "paper" / "wandb").glob("offline-run-*"))

@@ -18,6 +18,7 @@ import pandas as pd
 from vae.config import Sweep
 from vae.optional import require_wandb
 from vae.results.paper import METRIC, PANEL, SERIES, load_paper, paper_curve, paper_panel
+from vae.runs.folder import wandb_settings
 from vae.runs.wandb_history import durable_steps
 
 
@@ -61,7 +62,7 @@ def log_paper_curves(sweep: Sweep, results_dir: Path) -> list[str]:
             continue
         folder.mkdir(parents=True, exist_ok=True)
         run = wandb.init(project=config["wandb_project"], group=sweep.name, name=title, id=run_id, dir=str(folder),
-                         mode=config["wandb"], job_type="paper", tags=["paper"], reinit="create_new",
+                         mode=config["wandb"], settings=wandb_settings(wandb), job_type="paper", tags=["paper"], reinit="create_new",
                          config={"source": "Kingma & Welling (2014), digitized from the PDF", "figure": figure,
                                  "panel": name, "algorithm": algorithm})
         run.define_metric("samples")

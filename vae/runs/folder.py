@@ -431,6 +431,13 @@ class ResumeSafeWandbLogger(Logger):
 STEP_METRICS = ("train/*", "test/*", "lr", "time/*", "lr_select/*")
 
 
+def wandb_settings(wandb_module: Any) -> Any:
+    """The suite's W&B settings: quiet unless ``WANDB_SILENT=false`` asks for W&B's banners, and no system-stats
+    sampler beside these tiny models."""
+    silent = os.environ.get("WANDB_SILENT", "true").lower() not in ("false", "0")
+    return wandb_module.Settings(silent=silent, x_disable_stats=True)
+
+
 def run_loggers(folder: RunFolder, config: Config) -> list[Logger]:
     """The run's CSV logger and, unless ``wandb: disabled``, its W&B run: offline by default (``wandb sync
     <run>/wandb/offline-run-*`` uploads later), one W&B group per sweep, ``samples`` as every metric's x-axis.
@@ -441,12 +448,10 @@ def run_loggers(folder: RunFolder, config: Config) -> list[Logger]:
     require_wandb()  # a one-line error, not Lightning's, where wandb is missing
     import wandb as wandb_module
 
-    # quiet unless WANDB_SILENT=false asks for W&B's banners; no system-stats sampler beside these tiny models
-    silent = os.environ.get("WANDB_SILENT", "true").lower() not in ("false", "0")
     wandb = ResumeSafeWandbLogger(
         folder, project=config.wandb_project, name=f"{folder.sweep}/{folder.name}", group=folder.sweep,
         id=folder.wandb_id(), dir=str(folder.path), resume="allow", tags=list(config.tags), job_type=config.algorithm,
-        config=config.to_dict(), mode=config.wandb, settings=wandb_module.Settings(silent=silent, x_disable_stats=True),
+        config=config.to_dict(), mode=config.wandb, settings=wandb_settings(wandb_module),
     )
     wandb.experiment.define_metric("samples")
     for key in STEP_METRICS:
