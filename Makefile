@@ -128,8 +128,8 @@ log-px: install  ## log p(x) (importance sampling, k=5000, 1000 test images) of 
 	for ckpt do set -- "$$@" "$${ckpt%/checkpoints/last.ckpt}"; shift; done; \
 	$(PY) -m vae log-px "$$@" --data-dir "$(DATA)"
 
-tables: install  ## results/tables/: your runs beside the paper and the reference runs (reference/tables/ if none)
+tables: install  ## results/tables/: your runs (results/ and each folder in it) beside the paper and the reference runs (reference/tables/ if none)
 	$(PY) -m vae tables --results-dir "$(RESULTS)" --reference "$(REFERENCE)"
 
-figures: install  ## results/figures/: Figures 2-3 from your runs over the paper's and the reference's, 4-5 from checkpoints
+figures: install  ## results/figures/: Figures 2-3 from your runs (results/ and each folder in it) over the paper's and the reference's, 4-5 from checkpoints
 	$(PY) -m vae figures --results-dir "$(RESULTS)" --reference "$(REFERENCE)"

@@ -1,5 +1,5 @@
-"""Synthetic logged runs for the table and figure tests; the small stacks of the stack tests; a fixed thread
-count for numbers compared across processes."""
+"""Synthetic logged runs for the table and figure tests; a smoke sweep that trains in seconds; the small stacks
+of the stack tests; a fixed thread count for numbers compared across processes."""
 
 import json
 import os
@@ -12,6 +12,13 @@ import torch
 import yaml
 
 from vae.config import Config, make_config
+
+# experiments/smoke.yaml (MNIST, Bernoulli decoder, estimator B, step-size selection, Nz = 3 and 20) in seconds
+SMOKE = {"name": "smoke",
+         "base": {"dataset": "mnist", "hidden": 20, "decoder": "bernoulli", "estimator": "B", "n_train": 1000,
+                  "budget": 2000, "eval_start": 1000, "eval_per_decade": 1, "lr_select_samples": 1000,
+                  "adagrad_warmup": 2},
+         "grid": {"nz": [3, 20]}}
 
 # small MNIST models of three latent sizes (padded to 10) and seeds, for the stack tests
 STACK_BASE = dict(hidden=50, n_train=1000, lr=0.02, adagrad_warmup=5, eval_batch=700)

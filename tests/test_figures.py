@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 import torch
 import yaml
-from helpers import fake_run
+from helpers import SMOKE, fake_run
 
 from vae.__main__ import main
 from vae.results.figures import COLOURS, STYLES, draw_figure2, draw_figure3
@@ -31,6 +31,24 @@ def lines(ax: plt.Axes, width: float) -> dict[tuple, np.ndarray]:
             assert key not in found, f"two lines drawn as {key}"
             found[key] = line.get_xydata()
     return found
+
+
+def within(ax: plt.Axes, points: np.ndarray) -> bool:
+    """Whether every one of ``points`` lies inside the x- and y-limits of ``ax``."""
+    (x0, x1), (y0, y1) = ax.get_xlim(), ax.get_ylim()
+    x, y = points[:, 0], points[:, 1]
+    return bool(((x >= x0) & (x <= x1) & (y >= y0) & (y <= y1)).all())
+
+
+def marks(ax: plt.Axes) -> list[tuple[str, tuple[float, float], tuple, float]]:
+    """The marks of curves beyond the y-axis on ``ax``: (triangle, point, colour, alpha), sorted."""
+    return sorted((line.get_marker(), tuple(line.get_xydata()[0]), tuple(line.get_color()), line.get_alpha())
+                  for line in ax.get_lines() if line.get_marker() in ("v", "^"))
+
+
+def legend(fig: plt.Figure) -> list[str]:
+    """The labels of the figure's legend."""
+    return [t.get_text() for ax in fig.axes if ax.get_legend() for t in ax.get_legend().get_texts()]
 
 
 def shaded(ax: plt.Axes, points: np.ndarray) -> bool:
@@ -135,6 +153,59 @@ def test_figures_draw_the_reference_behind_the_user_runs_and_alone_without_them(
     assert np.array_equal(lines(ax, OURS)[(red, "--")], [(100000, -159), (1000000, -129)])
     assert np.array_equal(lines(ax, REFERENCE)[(red, "--")], [(100000, -169), (1000000, -135)])
     assert all(line.get_alpha() == 0.55 for line in ax.get_lines() if line.get_linewidth() == REFERENCE)
+    plt.close(fig)
+
+
+def test_a_smoke_run_below_the_papers_axes_is_drawn_inside_figure_2s_axes(tmp_path, data_root, capsys):
+    sweep, results = tmp_path / "smoke.yaml", tmp_path / "results"
+    sweep.write_text(yaml.safe_dump(SMOKE))
+    assert main(["train", str(sweep), "--results-dir", str(results / "smoke"), "--data-dir", str(data_root),
+                 "--set", "wandb=disabled"]) == 0  # as `make smoke` does, into results/smoke
+    assert main(["figures", "--results-dir", str(results), "--reference", str(tmp_path / "none"), "--no-wandb"]) == 0
+    assert f"runs read from {results}/smoke/runs" in capsys.readouterr().out
+    assert (results / "figures" / "fig2.png").is_file()
+    fig = draw_figure2(figure_runs(gather(results).runs, 2), [])
+    for nz in (3, 20):
+        ax = panel(fig, f"MNIST, $N_z$={nz}")
+        drawn = np.concatenate(list(lines(ax, OURS).values()))
+        assert len(drawn) >= 4 and drawn[:, 0].min() < 1e5 and drawn[:, 1].max() < -150  # beyond the paper's axes
+        assert within(ax, drawn) and ax.get_ylim()[1] == -95  # the paper's range still shown
+        assert marks(ax) == []
+    assert "your runs" in legend(fig) and "curve continues beyond the axis" not in legend(fig)
+    plt.close(fig)
+
+
+def test_a_curve_beyond_the_axis_is_marked_on_its_edge_and_the_legend_tells_the_curves_apart(tmp_path):
+    user, reference = tmp_path / "results", tmp_path / "reference"
+    fake_run(user, "m", "nz5-seed0", [(100000, -130, -131), (1000000, -120, -121)], nz=5)
+    fake_run(reference, "m", "nz5-seed0", [(100000, -300, -301), (300000, -140, -90), (1000000, -125, -126)],
+             nz=5)
+    shown = gather(user, reference)
+    fig = draw_figure2(figure_runs(shown.runs, 2), figure_runs(shown.reference, 2))
+    ax, red = panel(fig, "MNIST, $N_z$=5"), COLOURS["aevb"]
+    assert ax.get_ylim() == (-150, -95)  # your runs lie inside the paper's range; the reference does not widen it
+    # the reference's train and test curves start below the axis; its test curve also rises above it
+    assert marks(ax) == [("^", (300000, -95), red, 0.55), ("v", (100000, -150), red, 0.55),
+                         ("v", (100000, -150), red, 0.55)]
+    assert all(marks(a) == [] for a in fig.axes if a is not ax)
+    assert {"your runs", "reference runs", "paper (digitized)", "curve continues beyond the axis"} <= set(legend(fig))
+    plt.close(fig)
+
+    alone = draw_figure2(figure_runs(shown.reference, 2), [], users=False)  # the reference shown alone
+    ax = panel(alone, "MNIST, $N_z$=5")
+    assert ax.get_ylim() == (-150, -95) and len(marks(ax)) == 3 and within(ax, lines(ax, OURS)[(red, "-")][1:])
+    assert "reference runs" in legend(alone) and "your runs" not in legend(alone)
+    plt.close(alone)
+
+
+def test_figure_3_widens_its_axes_to_hold_the_users_runs(tmp_path):
+    fake_run(tmp_path, "f3", "aevb", [(2000000, -200, -210), (80000000, -150, -155)], metric="marginal",
+             evaluation="marginal", hidden=100, nz=3, n_train=1000)
+    fig = draw_figure3(figure_runs(gather(tmp_path).runs, 3), [])
+    ax = panel(fig, "$N_{train}$ = 1000")
+    drawn = np.concatenate(list(lines(ax, OURS).values()))
+    assert len(drawn) == 4 and within(ax, drawn) and ax.get_ylim()[1] == -100 and ax.get_xlim()[0] == 0
+    assert panel(fig, "$N_{train}$ = 50000").get_ylim() == (-160, -125)
     plt.close(fig)
 
 

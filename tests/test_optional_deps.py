@@ -12,7 +12,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pytest
 import yaml
-from helpers import fake_run
+from helpers import SMOKE, fake_run
 
 from vae.__main__ import main
 from vae.config import load_sweep
@@ -39,14 +39,6 @@ class Unimportable:
 
 sys.meta_path.insert(0, Unimportable())
 """
-
-# experiments/smoke.yaml (MNIST, Bernoulli decoder, estimator B, step-size selection, Nz = 3 and 20) in seconds
-SMOKE = {"name": "smoke",
-         "base": {"dataset": "mnist", "hidden": 20, "decoder": "bernoulli", "estimator": "B", "n_train": 1000,
-                  "budget": 2000, "eval_start": 1000, "eval_per_decade": 1, "lr_select_samples": 1000,
-                  "adagrad_warmup": 2},
-         "grid": {"nz": [3, 20]}}
-
 
 def blocked(tmp: Path) -> tuple[dict[str, str], Path]:
     """The environment of a process where wandb and ray are unimportable, and the log of attempts to import them."""

@@ -263,3 +263,48 @@ def test_one_seed_has_no_interval(tmp_path):
     write_tables(gather(tmp_path), SETTINGS)
     fig2 = pd.read_csv(tmp_path / "tables" / "fig2.csv")
     assert fig2["elbo_ci_low"].isna().all() and fig2["delta_ci_high"].isna().all()
+
+
+def test_a_missing_value_is_a_dash_in_markdown_and_an_empty_cell_in_csv(tmp_path):
+    fake_run(tmp_path, "s", "nz5-seed0", [(1000000, -136.0, -137.0)], nz=5)  # one seed: no sd, no interval
+    write_tables(gather(tmp_path), SETTINGS)
+    md = (tmp_path / "tables" / "fig2.md").read_text()
+    assert "nan" not in md and "—" in md
+    header, rule, *rows = md.splitlines()
+    cells = dict(zip([c.strip() for c in header.split("|")], [c.strip() for c in rows[0].split("|")]))
+    aligned = dict(zip([c.strip() for c in header.split("|")], [c.strip() for c in rule.split("|")]))
+    assert cells["elbo_std"] == cells["elbo_ci_low"] == "—" and cells["elbo"] == "-136.00"
+    assert aligned["elbo_std"].endswith(":")  # a column with no value is aligned as the numbers it would hold
+    csv = (tmp_path / "tables" / "fig2.csv").read_text().splitlines()
+    columns, first = csv[0].split(","), csv[1].split(",")
+    assert first[columns.index("elbo_std")] == "" and first[columns.index("elbo")] == "-136.000"
+
+
+def test_markdown_writes_every_missing_value_as_a_dash():
+    from vae.results.markdown import markdown
+
+    table = pd.DataFrame({"name": ["a", None], "value": [1.234, math.nan], "ok": [True, None]})
+    lines = markdown(table).splitlines()
+    assert [[c.strip() for c in line.split("|")[1:-1]] for line in lines[2:]] == [["a", "1.23", "True"],
+                                                                                 ["—", "—", "—"]]
+
+
+def test_tables_and_figures_read_each_folder_of_runs_in_the_results_folder(tmp_path, capsys):
+    results, reference = tmp_path / "results", tmp_path / "reference"
+    fake_run(results / "smoke", "smoke", "nz3-seed0", [(20000, -190, -189), (100000, -170, -169)], nz=3)
+    fake_run(results, "s", "nz5-seed0", [(1000000, -136, -137)], nz=5)
+    fake_run(results / "variants", "s", "nz5-seed0", [(1000000, -130, -131)], nz=5, lr=0.1)  # a sweep of one name
+    fake_run(results / "gpu" / "tf32", "s", "nz5-seed0", [(1000000, -120, -121)], nz=5)  # two deep: not read
+    fake_run(reference, "s", "nz5-seed0", [(1000000, -138, -139)], nz=5)
+    assert main(["tables", "--results-dir", str(results), "--reference", str(reference),
+                 "--settings", str(settings(tmp_path))]) == 0
+    read = f"runs read from {results}/runs, {results}/smoke/runs, {results}/variants/runs, beside the reference"
+    assert read in capsys.readouterr().out
+    used = pd.read_csv(results / "tables" / "fig2_runs_used.csv")
+    assert sorted(used["sweep"]) == ["s", "smoke/smoke", "variants/s"]
+    fig2 = pd.read_csv(results / "tables" / "fig2.csv").set_index(["sweep", "split", "samples"])
+    assert fig2.loc[("variants/s", "test", 1000000), "elbo"] == -131
+    assert fig2.loc[("variants/s", "test", 1000000), "reference_elbo"] == -139  # matched by the sweep's own name
+    assert fig2.loc[("smoke/smoke", "test", 100000), "elbo"] == -169
+    assert main(["figures", "--results-dir", str(results), "--reference", str(reference), "--no-wandb"]) == 0
+    assert read in capsys.readouterr().out and (results / "figures" / "fig2.png").is_file()

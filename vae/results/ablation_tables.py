@@ -15,6 +15,7 @@ import pandas as pd
 
 from vae.config import EXECUTION_KEYS, LOGGING_KEYS
 from vae.results.comparison import at_paper_points, beside_reference, curve_rows
+from vae.results.markdown import markdown
 from vae.results.paper import METRIC, SERIES, load_paper, paper_value
 from vae.results.runs import LoggedRun
 from vae.runs.folder import atomic_write_text
@@ -53,10 +54,10 @@ def write_ablation_table(results_dir: Path, runs: list[LoggedRun], settings: dic
                              ["sweep", "run", "split", "samples"], "value")
     out = Path(results_dir) / "tables"
     atomic_write_text(out / "ablations.csv", table.to_csv(index=False, float_format="%.3f"))
-    atomic_write_text(out / "ablations.md", table.to_markdown(index=False, floatfmt=".2f") + "\n")
+    atomic_write_text(out / "ablations.md", markdown(table) + "\n")
     compared = ablation_at_paper_points(runs, paper)
     atomic_write_text(out / "ablations_paper.csv", compared.to_csv(index=False, float_format="%.3f"))
-    atomic_write_text(out / "ablations_paper.md", compared.to_markdown(index=False, floatfmt=".2f") + "\n")
+    atomic_write_text(out / "ablations_paper.md", markdown(compared) + "\n")
     print(f"Ablation tables from {len(runs)} run(s): wrote {out}/ablations.csv/.md, {out}/ablations_paper.csv/.md")
 
 

@@ -17,7 +17,7 @@ import numpy as np
 import pandas as pd
 
 from vae.results.paper import METRIC, RUNNING, paper_curve, paper_series, paper_value
-from vae.results.runs import LoggedRun, metric_column, splits
+from vae.results.runs import LoggedRun, metric_column, splits, sweep_name
 from vae.results.statistics import curve_mean
 
 
@@ -66,10 +66,13 @@ def curve_rows(curve: tuple[Any, ...], members: list[LoggedRun], paper: pd.DataF
 
 def beside_reference(ours: pd.DataFrame, reference: pd.DataFrame, keys: list[str], metric: str) -> pd.DataFrame:
     """``ours`` with the reference runs' value at the same ``keys`` (``reference_<metric>``) and the difference
-    (``delta_reference``); without reference rows, ``ours`` unchanged."""
+    (``delta_reference``), a sweep of a folder in the results folder (``smoke/smoke``) matched by its own name;
+    without reference rows, ``ours`` unchanged."""
     if reference.empty:
         return ours
     ref = reference[keys + [metric]].rename(columns={metric: f"reference_{metric}"})
-    out = ours.merge(ref, on=keys, how="left", validate="many_to_one")
+    named = ours.assign(sweep=ours["sweep"].map(sweep_name))
+    found = named[keys].merge(ref, on=keys, how="left", validate="many_to_one")
+    out = ours.assign(**{f"reference_{metric}": found[f"reference_{metric}"].to_numpy()})
     out["delta_reference"] = out[metric] - out[f"reference_{metric}"]
     return out

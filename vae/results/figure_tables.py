@@ -15,6 +15,7 @@ from typing import Any
 import pandas as pd
 
 from vae.results.comparison import at_paper_points, beside_reference, curve_rows
+from vae.results.markdown import markdown
 from vae.results.paper import METRIC, SERIES, load_paper
 from vae.results.runs import LoggedRun, group_curves
 from vae.runs.folder import atomic_write_text
@@ -69,7 +70,7 @@ def write_figure_tables(results_dir: Path, figure: int, runs: list[LoggedRun], s
     out = Path(results_dir) / "tables"
     for name, df in frames.items():
         atomic_write_text(out / f"{name}.csv", df.to_csv(index=False, float_format="%.3f"))
-        atomic_write_text(out / f"{name}.md", df.to_markdown(index=False, floatfmt=".2f") + "\n")
+        atomic_write_text(out / f"{name}.md", markdown(df) + "\n")
     atomic_write_text(out / f"fig{figure}_runs_used.csv", used.to_csv(index=False))
     print(f"Figure {figure} tables from {len(runs)} run(s):")
     for r in runs:

@@ -8,11 +8,19 @@ Red AEVB, green wake-sleep; solid train, dashed test, and ours dotted: the runni
 the kind of train curve the paper drew (its solid line); log x-axis "# Training samples evaluated". Several
 seeds of a curve are drawn as their mean with its 95% t interval shaded. Figure 3: two panels (N_train = 1000
 and 50000), estimated marginal log-likelihood against millions of training samples evaluated, MCEM in blue.
+
+Each panel shows the paper's range, widened to hold every point of the user's runs (a short run lies below the
+paper's axis) and every run's samples; a curve of runs that still leaves the axis (the reference, whose first
+evaluations lie below the paper's range) gets a triangle on the axis edge, in its colour, where it last lies
+beyond. The legend tells the user's runs (bold), the reference runs (thin) and the paper (faint) apart; the
+reference shown alone is drawn bold, as the runs shown.
 """
 
 from __future__ import annotations
 
 import io
+from collections import defaultdict
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -41,29 +49,43 @@ RUNNING_STYLE = ":"  # ours, train/running_elbo
 LAYOUT = {"mnist": (0, [3, 5, 10, 20, 200], (-150, -95)), "frey": (1, [2, 5, 10, 20], (0, 1600))}
 
 
-REFERENCE_STYLE = dict(lw=0.9, alpha=0.55)
+RUN_STYLE: dict[str, Any] = dict(lw=1.6)  # the runs shown: the user's, or the reference shown alone
+REFERENCE_STYLE: dict[str, Any] = dict(lw=0.9, alpha=0.55)  # the reference runs behind the user's
+PAPER_STYLE: dict[str, Any] = dict(lw=3, alpha=0.25)
 FIRST_MEASURED = "o"  # the marker on the paper's first logged evaluation of a Figure 2 curve
+BEYOND = {"below": "v", "above": "^"}  # the mark on the axis edge of a curve that leaves it
+PAD = 0.03  # the margin beyond a point that widens an axis, as a fraction of the axis range
 
 
-def figure2(runs: list[LoggedRun], out: Path, reference: list[LoggedRun]) -> Path:
+@dataclass(frozen=True)
+class Drawn:
+    """A curve of runs as drawn on a panel: its points, colour and look, and whether the y-axis must hold it."""
+
+    x: np.ndarray
+    y: np.ndarray
+    colour: tuple[float, ...]
+    look: dict[str, Any]
+    fit: bool
+
+
+def figure2(runs: list[LoggedRun], out: Path, reference: list[LoggedRun], users: bool = True) -> Path:
     """Write ``out/fig2.png`` and ``out/fig2.pdf`` from the Figure 2 runs, the ``reference`` runs thin behind
     them; returns the PNG path."""
-    return save_both(draw_figure2(runs, reference), out, "fig2")
+    return save_both(draw_figure2(runs, reference, users), out, "fig2")
 
 
-def draw_figure2(runs: list[LoggedRun], reference: list[LoggedRun]) -> plt.Figure:
-    """Figure 2 of the runs, the ``reference`` runs thin behind them and the paper's curves faintly behind all."""
+def draw_figure2(runs: list[LoggedRun], reference: list[LoggedRun], users: bool = True) -> plt.Figure:
+    """Figure 2 of the runs (the user's, or with ``users`` False the reference shown alone), the ``reference``
+    runs thin behind them and the paper's curves faintly behind all."""
     paper = load_paper()
     fig, axes = plt.subplots(2, 5, figsize=(17, 6.6))
     panels = {}
-    for dataset, (row, nzs, ylim) in LAYOUT.items():
+    for dataset, (row, nzs, _) in LAYOUT.items():
         cols = range(5) if row == 0 else range(1, 5)
         for col, nz in zip(cols, nzs):
             ax = axes[row, col]
             panels[(dataset, nz)] = ax
             ax.set_xscale("log")
-            ax.set_xlim(1e5, 2.5e8 if dataset == "mnist" else 1e8)
-            ax.set_ylim(*ylim)
             ax.set_title(f"{PANEL[dataset] if dataset == 'mnist' else 'Frey Face'}, $N_z$={nz}")
             ax.grid(alpha=0.2)
             for algorithm in ("aevb", "wakesleep"):
@@ -74,20 +96,24 @@ def draw_figure2(runs: list[LoggedRun], reference: list[LoggedRun]) -> plt.Figur
                     # as published: from the untrained model at the first iteration, a drawn line to the
                     # first logged evaluation (marked), then one vertex per evaluation
                     ax.plot(ref["x_samples_evaluated"], ref["value"], style, color=COLOURS[algorithm],
-                            alpha=0.25, lw=3)
+                            **PAPER_STYLE)
                     first = ref[ref["kind"] == "evaluation"].iloc[0]
                     ax.plot(first["x_samples_evaluated"], first["value"], FIRST_MEASURED, color=COLOURS[algorithm],
                             alpha=0.5, ms=5)
-    for drawn, look in ((reference, REFERENCE_STYLE), (runs, dict(lw=1.6))):
-        for (_, dataset, algorithm, nz), members in group_curves(drawn).items():
+    drawn: dict[plt.Axes, list[Drawn]] = defaultdict(list)
+    for shown, look, fit in ((reference, REFERENCE_STYLE, False), (runs, RUN_STYLE, users)):
+        for (_, dataset, algorithm, nz), members in group_curves(shown).items():
             ax = panels.get((dataset, nz))
             if ax is None:
                 continue
             for split in splits(members, 2):
-                style = STYLES.get(split, RUNNING_STYLE)
                 mean = curve_mean(members, metric_column(split, "elbo"))
-                ax.plot(mean["samples"], mean["value"], style, color=COLOURS[algorithm], **look)
-                band(ax, mean["samples"], mean, COLOURS[algorithm], look)
+                drawn[ax].append(draw_curve(ax, mean["samples"], mean, STYLES.get(split, RUNNING_STYLE),
+                                            COLOURS[algorithm], look, fit))
+    marked = False
+    for (dataset, nz), ax in panels.items():
+        xlim = (1e5, 2.5e8 if dataset == "mnist" else 1e8)
+        marked |= fit_panel(ax, xlim, LAYOUT[dataset][2], drawn[ax], log_x=True)
     axes[0, 0].set_ylabel(r"$\mathcal{L}$")
     axes[1, 1].set_ylabel(r"$\mathcal{L}$")
     axes[0, 0].set_xlabel("# Training samples evaluated")
@@ -98,63 +124,121 @@ def draw_figure2(runs: list[LoggedRun], reference: list[LoggedRun]) -> plt.Figur
     handles.append(Line2D([], [], color="grey", ls=RUNNING_STYLE, label="ours: train, running average"))
     first = Line2D([], [], color="grey", alpha=0.5, ls="", marker=FIRST_MEASURED, ms=5,
                    label="paper's first measured point")
-    legend.legend(handles=handles + sources(reference) + [first], loc="center", frameon=False)
+    legend.legend(handles=handles + sources(users, bool(reference)) + [first] + beyond(marked), loc="center",
+                  frameon=False)
     return fig
 
 
-def band(ax: plt.Axes, x: Any, mean: Any, colour: tuple[float, ...], look: dict[str, float]) -> None:
+def draw_curve(ax: plt.Axes, x: Any, mean: Any, style: str, colour: tuple[float, ...], look: dict[str, Any],
+               fit: bool) -> Drawn:
+    """The mean of a curve's seeds as a line, its interval shaded (``band``); returns what was drawn."""
+    ax.plot(x, mean["value"], style, color=colour, **look)
+    band(ax, x, mean, colour, look)
+    return Drawn(np.asarray(x, dtype=float), mean["value"].to_numpy(dtype=float), colour, look, fit)
+
+
+def band(ax: plt.Axes, x: Any, mean: Any, colour: tuple[float, ...], look: dict[str, Any]) -> None:
     """The 95% t interval of a curve's mean over its seeds, shaded (nothing for one seed)."""
     if (mean["seeds"] > 1).all():
         ax.fill_between(x, mean["ci_low"], mean["ci_high"], color=colour, lw=0, alpha=0.18 * look.get("alpha", 1.0))
 
 
-def sources(reference: list[LoggedRun]) -> list[Line2D]:
-    """Legend entries for the paper's curves and, if drawn, the reference runs."""
-    handles = [Line2D([], [], color="grey", alpha=0.25, lw=3, label="paper (digitized)")]
+def widened(limits: tuple[float, float], values: list[np.ndarray], log: bool = False) -> tuple[float, float]:
+    """``limits`` widened to hold every finite one of ``values`` (on a log axis, every positive one), with a
+    margin of ``PAD`` of the range beyond a value that widens them (measured in decades on a log axis)."""
+    points = np.concatenate([np.ravel(v).astype(float) for v in values] + [np.empty(0)])
+    points = points[np.isfinite(points) & ((points > 0) if log else True)]
+    if not points.size:
+        return limits
+    scale, unscale = (np.log10, lambda v: 10**v) if log else (float, float)
+    low, high, least, most = (scale(v) for v in (*limits, points.min(), points.max()))
+    pad = PAD * (max(high, most) - min(low, least))
+    return (limits[0] if least >= low else float(unscale(least - pad)),
+            limits[1] if most <= high else float(unscale(most + pad)))
+
+
+def fit_panel(ax: plt.Axes, xlim: tuple[float, float], ylim: tuple[float, float], drawn: list[Drawn],
+              log_x: bool = False) -> bool:
+    """Set the panel's axes to the paper's ``xlim`` and ``ylim``, the x-axis widened to every curve drawn and the
+    y-axis to those to fit (the user's runs), and mark each curve that still leaves the y-axis (``mark_beyond``);
+    returns whether any was marked."""
+    ax.set_xlim(*widened(xlim, [d.x for d in drawn], log=log_x))
+    ax.set_ylim(*widened(ylim, [d.y for d in drawn if d.fit]))
+    marked = [mark_beyond(ax, d) for d in drawn]  # every curve, not only up to the first marked
+    return any(marked)
+
+
+def mark_beyond(ax: plt.Axes, curve: Drawn) -> bool:
+    """A triangle on the y-axis edge, in the curve's colour, at the last point where the curve lies beyond it
+    (below or above); returns whether the curve got one."""
+    low, high = ax.get_ylim()
+    marked = False
+    for side, beyond, edge in (("below", curve.y < low, low), ("above", curve.y > high, high)):
+        if beyond.any():
+            ax.plot(curve.x[beyond][-1], edge, BEYOND[side], color=curve.colour, alpha=curve.look.get("alpha", 1.0),
+                    ms=7, clip_on=False, zorder=3)
+            marked = True
+    return marked
+
+
+def sources(users: bool, reference: bool) -> list[Line2D]:
+    """Legend entries that tell the runs shown (the user's, or the reference shown alone), the reference runs
+    behind the user's (where drawn) and the paper's curves apart by their look."""
+    handles = [Line2D([], [], color="grey", label="your runs" if users else "reference runs", **RUN_STYLE)]
     if reference:
-        handles.append(Line2D([], [], color="grey", label="committed reference runs", **REFERENCE_STYLE))
-    return handles
+        handles.append(Line2D([], [], color="grey", label="reference runs", **REFERENCE_STYLE))
+    return handles + [Line2D([], [], color="grey", label="paper (digitized)", **PAPER_STYLE)]
+
+
+def beyond(marked: bool) -> list[Line2D]:
+    """The legend entry of the marks of curves that leave the axis, where some curve was marked."""
+    return [Line2D([], [], color="grey", ls="", marker=BEYOND["below"], ms=7,
+                   label="curve continues beyond the axis")] if marked else []
 
 
 FIG3_PANELS = {1000: (60, (-160, -100)), 50000: (68, (-160, -125))}  # x limit (millions), y limits
 
 
-def figure3(runs: list[LoggedRun], out: Path, reference: list[LoggedRun]) -> Path:
+def figure3(runs: list[LoggedRun], out: Path, reference: list[LoggedRun], users: bool = True) -> Path:
     """Write ``out/fig3.png`` and ``out/fig3.pdf`` from the Figure 3 runs, the ``reference`` runs thin behind
     them; returns the PNG path."""
-    return save_both(draw_figure3(runs, reference), out, "fig3")
+    return save_both(draw_figure3(runs, reference, users), out, "fig3")
 
 
-def draw_figure3(runs: list[LoggedRun], reference: list[LoggedRun]) -> plt.Figure:
-    """Figure 3 of the runs, the ``reference`` runs thin behind them and the paper's curves faintly behind all."""
+def draw_figure3(runs: list[LoggedRun], reference: list[LoggedRun], users: bool = True) -> plt.Figure:
+    """Figure 3 of the runs (the user's, or with ``users`` False the reference shown alone), the ``reference``
+    runs thin behind them and the paper's curves faintly behind all."""
     paper = load_paper()
     fig, axes = plt.subplots(1, 3, figsize=(13, 4.2), gridspec_kw={"width_ratios": [1, 1, 0.45]})
     panels = {}
-    for ax, (n_train, (xmax, ylim)) in zip(axes, FIG3_PANELS.items()):
+    for ax, n_train in zip(axes, FIG3_PANELS):
         panels[n_train] = ax
-        ax.set(xlim=(0, xmax), ylim=ylim, title=f"$N_{{train}}$ = {n_train}",
-               xlabel="# Training samples evaluated (millions)")
+        ax.set(title=f"$N_{{train}}$ = {n_train}", xlabel="# Training samples evaluated (millions)")
         ax.grid(alpha=0.2)
         for algorithm, series in SERIES.items():
             for split, style in STYLES.items():
                 ref = paper[(paper["figure"] == 3) & (paper["panel"] == f"Ntrain={n_train}")
                             & (paper["series"] == f"{series} {split}")].sort_values("x_samples_evaluated")
                 ax.plot(ref["x_samples_evaluated"] / 1e6, ref["value"], style, color=COLOURS[algorithm],
-                        alpha=0.25, lw=3)
+                        **PAPER_STYLE)
     axes[0].set_ylabel("Marginal log-likelihood")
-    for drawn, look in ((reference, REFERENCE_STYLE), (runs, dict(lw=1.6))):
-        for (_, _, algorithm, _), members in group_curves(drawn).items():
+    drawn: dict[plt.Axes, list[Drawn]] = defaultdict(list)
+    for shown, look, fit in ((reference, REFERENCE_STYLE, False), (runs, RUN_STYLE, users)):
+        for (_, _, algorithm, _), members in group_curves(shown).items():
             ax = panels.get(members[0].config["n_train"])
             if ax is None:
                 continue
             for split, style in STYLES.items():
                 mean = curve_mean(members, f"{split}/marginal")
-                ax.plot(mean["samples"] / 1e6, mean["value"], style, color=COLOURS[algorithm], **look)
-                band(ax, mean["samples"] / 1e6, mean, COLOURS[algorithm], look)
+                drawn[ax].append(draw_curve(ax, mean["samples"] / 1e6, mean, style, COLOURS[algorithm], look, fit))
+    marked = False
+    for n_train, (xmax, ylim) in FIG3_PANELS.items():
+        marked |= fit_panel(panels[n_train], (0, xmax), ylim, drawn[panels[n_train]])
     axes[2].axis("off")
     handles = [Line2D([], [], color=COLOURS[a], ls=STYLES[s], label=f"{NAMES[a]} ({s})")
                for a in NAMES for s in ("train", "test")]
-    axes[2].legend(handles=handles + sources(reference), loc="center", frameon=False)
+    axes[2].legend(handles=handles + sources(users, bool(reference)) + beyond(marked), loc="center",
+                   frameon=False)
     return fig
 
 
@@ -165,7 +249,8 @@ def paper_figures(shown: Shown) -> tuple[list[Path], list[Path]]:
     for figure, draw_figure in ((2, figure2), (3, figure3)):
         runs = figure_runs(shown.runs, figure)
         if runs:
-            written.append(draw_figure(runs, shown.folder / "figures", figure_runs(shown.reference, figure)))
+            written.append(draw_figure(runs, shown.folder / "figures", figure_runs(shown.reference, figure),
+                                       shown.users))
             drawn += [r.path for r in runs]
     if not written:
         raise no_runs(shown.folder, shown.include_incomplete)

@@ -10,6 +10,7 @@ from typing import Any
 
 import pandas as pd
 
+from vae.results.markdown import markdown
 from vae.results.runs import LoggedRun, group_curves
 from vae.results.statistics import t_half_width
 from vae.runs.folder import atomic_write_text
@@ -41,6 +42,6 @@ def write_log_px_table(folder: Path, runs: list[LoggedRun], settings: dict[str, 
     atomic_write_text(out / "fig2_log_px.csv", table.to_csv(index=False, float_format="%.3f"))
     notes = [f"- {dataset}: {entry['source']}: {entry['value']}" for dataset, entries in settings["published"].items()
              for entry in entries]
-    atomic_write_text(out / "fig2_log_px.md", table.drop(columns="published_source").to_markdown(
-        index=False, floatfmt=".2f") + "\n\n" + settings["note"].strip() + "\n\n" + "\n".join(notes) + "\n")
+    atomic_write_text(out / "fig2_log_px.md", markdown(table.drop(columns="published_source"))
+                      + "\n\n" + settings["note"].strip() + "\n\n" + "\n".join(notes) + "\n")
     print(f"log p(x) table from {len(runs)} run(s): wrote {out}/fig2_log_px.csv/.md")

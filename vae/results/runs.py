@@ -1,13 +1,15 @@
 """Logged runs read back for tables and figures (Figures 2 and 3), and grouped into curves.
 
-Only logged runs are read (``<results>/runs/<sweep>/<run>/``: config, metrics and status); a run whose
-``metrics.csv`` is not the record of its points is skipped with a warning. Runs are grouped into curves by
+Only logged runs are read (``<results>/runs/<sweep>/<run>/``: config, metrics and status), in the results folder
+and in each folder in it that holds runs of its own (``make smoke`` writes ``results/smoke/runs/``); a run of such
+a folder is labelled with it (sweep ``smoke/smoke``), so that sweeps of one name in two folders stay apart. A run
+whose ``metrics.csv`` is not the record of its points is skipped with a warning. Runs are grouped into curves by
 (sweep, dataset, algorithm, nz); runs in one curve must have the same config except the seed and execution and
-logging settings, or the curve is refused. Incomplete runs (budget not reached) are left out unless asked for.
-User runs and the committed reference runs live apart (``results/`` and ``reference/`` by default); without
-user runs the reference is shown alone. A run belongs to Figure 3 when it estimates the marginal likelihood
-(``evaluation: marginal``), otherwise to Figure 2; sweeps named ``ablation-*`` change the protocol on purpose and
-belong to neither.
+logging settings, or the curve is refused. Incomplete runs (budget not reached) are left out unless asked for. User
+runs and the committed reference runs live apart (``results/`` and ``reference/`` by default); without user runs
+the reference is shown alone. A run belongs to Figure 3 when it estimates the marginal likelihood (``evaluation:
+marginal``), otherwise to Figure 2; sweeps named ``ablation-*`` change the protocol on purpose and belong to
+neither.
 """
 
 from __future__ import annotations
@@ -57,7 +59,7 @@ class LoggedRun:
     @property
     def ablation(self) -> bool:
         """Whether the run belongs to an ablation sweep (``ablation-*``)."""
-        return self.sweep.startswith(ABLATION)
+        return sweep_name(self.sweep).startswith(ABLATION)
 
     @property
     def panel(self) -> str:
@@ -65,32 +67,57 @@ class LoggedRun:
         return paper_panel(self.config)[1]
 
 
-def load_runs(results_dir: Path, include_incomplete: bool = False) -> list[LoggedRun]:
-    """Every run under ``<results_dir>/runs`` with a config and at least one logged point; a run folder whose
-    files cannot be read is skipped with a warning that says which file and why."""
+def sweep_name(label: str) -> str:
+    """The sweep's own name in a run's sweep label (``smoke/smoke``: ``smoke``)."""
+    return label.rsplit("/", 1)[-1]
+
+
+def results_folders(results_dir: Path, besides: Path | None = None) -> list[Path]:
+    """``results_dir`` and each folder in it, where it holds runs (``<folder>/runs/<sweep>/<run>/``), sorted;
+    never ``besides`` (the reference runs, should they lie there). Folders deeper down (``results/gpu/tf32``, the
+    TF32 runs of ``make gpu-check``) are read by naming them as the results folder."""
+    found = {p.parents[3] for pattern in ("runs/*/*/config.yaml", "*/runs/*/*/config.yaml")
+             for p in Path(results_dir).glob(pattern)}
+    return sorted(f for f in found if besides is None or f.resolve() != besides.resolve())
+
+
+def load_runs(results_dir: Path, include_incomplete: bool = False, besides: Path | None = None) -> list[LoggedRun]:
+    """Every run in ``results_folders`` with a config and at least one logged point, labelled with the folder
+    in ``results_dir`` it lies in; a run folder whose files cannot be read is skipped with a warning that
+    says which file and why."""
     runs = []
-    for folder in RunFolder.all(results_dir):
-        if not folder.metrics_file.is_file():
-            continue
-        try:
-            cfg = make_config(folder.config())
-            config = cfg.to_dict()
-            status = folder.status()
-            problem = metrics_problem(folder, status)
-            if problem:
-                repair = ("rerunning its train command rewrites it from the run's checkpoint"
-                          if folder.has_checkpoint() else "the run has no checkpoint to rewrite it from")
-                print(f"warning: run skipped: {folder.metrics_file} {problem}; {repair}", file=sys.stderr)
-                continue
-            metrics = folder.metrics()
-            complete = folder.standing(cfg).finished
-            log_px = folder.log_px()
-        except (ResultsError, ConfigError) as e:
-            print(f"warning: run skipped: {e}", file=sys.stderr)
-            continue
-        if complete or include_incomplete:
-            runs.append(LoggedRun(folder.path, folder.sweep, config, metrics, complete, log_px))
+    for root in results_folders(results_dir, besides):
+        inside = root.relative_to(results_dir).as_posix()
+        for folder in RunFolder.all(root):
+            run = load_run(folder, "" if inside == "." else f"{inside}/", include_incomplete)
+            if run is not None:
+                runs.append(run)
     return runs
+
+
+def load_run(folder: RunFolder, label: str, include_incomplete: bool) -> LoggedRun | None:
+    """The run of ``folder``, its sweep labelled ``<label><sweep>``; None where it has no logged point, cannot be
+    read (said in a warning) or is incomplete and not asked for."""
+    if not folder.metrics_file.is_file():
+        return None
+    try:
+        cfg = make_config(folder.config())
+        status = folder.status()
+        problem = metrics_problem(folder, status)
+        if problem:
+            repair = ("rerunning its train command rewrites it from the run's checkpoint"
+                      if folder.has_checkpoint() else "the run has no checkpoint to rewrite it from")
+            print(f"warning: run skipped: {folder.metrics_file} {problem}; {repair}", file=sys.stderr)
+            return None
+        metrics = folder.metrics()
+        complete = folder.standing(cfg).finished
+        log_px = folder.log_px()
+    except (ResultsError, ConfigError) as e:
+        print(f"warning: run skipped: {e}", file=sys.stderr)
+        return None
+    if not (complete or include_incomplete):
+        return None
+    return LoggedRun(folder.path, label + folder.sweep, cfg.to_dict(), metrics, complete, log_px)
 
 
 def metrics_problem(folder: RunFolder, status: dict[str, Any]) -> str | None:
@@ -129,16 +156,24 @@ class Shown:
 
 
 def gather(results_dir: Path, reference_dir: Path | None = None, include_incomplete: bool = False) -> Shown:
-    """The user's runs beside the reference runs, or, when the user has none yet, the reference alone. A reference
-    run counts as far as it has reached: a GPU unit extends its runs to the paper's budget over several slots."""
-    runs = load_runs(results_dir, include_incomplete)
+    """The user's runs (every folder of runs in ``results_dir``, named in one line) beside the reference runs,
+    or, when the user has none yet, the reference alone. A reference run counts as far as it has reached: a GPU
+    unit extends its runs to the paper's budget over several slots."""
     if reference_dir is None or not reference_dir.is_dir() or reference_dir.resolve() == results_dir.resolve():
-        return Shown(results_dir, runs, [], True, include_incomplete)
+        print(f"runs read from {read_from(results_dir)}")
+        return Shown(results_dir, load_runs(results_dir, include_incomplete), [], True, include_incomplete)
+    runs = load_runs(results_dir, include_incomplete, reference_dir)
     if not runs:
-        print(f"no {'logged' if include_incomplete else 'complete'} runs under {results_dir}/runs yet: showing the "
-              f"committed reference runs of {reference_dir} alone")
+        print(f"no {'logged' if include_incomplete else 'complete'} runs under {read_from(results_dir, reference_dir)} "
+              f"yet: showing the committed reference runs of {reference_dir} alone")
         return Shown(reference_dir, load_runs(reference_dir, True), [], False, True)
+    print(f"runs read from {read_from(results_dir, reference_dir)}, beside the reference runs of {reference_dir}")
     return Shown(results_dir, runs, load_runs(reference_dir, True), True, include_incomplete)
+
+
+def read_from(results_dir: Path, besides: Path | None = None) -> str:
+    """The folders of runs that ``load_runs`` reads, as said to the user (``results/runs, results/smoke/runs``)."""
+    return ", ".join(f"{f}/runs" for f in results_folders(results_dir, besides)) or f"{results_dir}/runs"
 
 
 def group_curves(runs: list[LoggedRun]) -> dict[tuple[Any, ...], list[LoggedRun]]:
