@@ -176,6 +176,7 @@ def _train_stack(specs: Sequence[RunSpec], folders: Sequence[RunFolder], standin
             **{f"{phase}_seconds": statuses[spec.name].get(f"{phase}_seconds", 0.0) + module.time.clock.totals[phase]
                for phase in ("select", "eval", "checkpoint")},
             "device": str(trainer.strategy.root_device), "ranks": ranks,
+            **({"data_dir": str(data.folder)} if isinstance(data, RunData) else {}),
         }
         if len(specs) > 1:
             status["stacked_with"] = [s.name for s in specs]
