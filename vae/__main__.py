@@ -55,10 +55,8 @@ class Help(argparse.HelpFormatter):
 
     def _get_help_string(self, action: argparse.Action) -> str:
         text = action.help or ""
-        if any(action.default is v for v in (None, False, argparse.SUPPRESS)) or action.default == [] \
-                or "default" in text:
-            return text
-        return f"{text} (default: %(default)s)"
+        unsaid = any(action.default is v for v in (None, False, argparse.SUPPRESS)) or action.default == []
+        return text if unsaid or "default" in text else f"{text} (default: %(default)s)"
 
 
 # what a command leaves when a signal stops it outside a training loop (which says its own line)
@@ -116,9 +114,15 @@ def command_line() -> Parser:
     def command(name: str, summary: str) -> Parser:
         return sub.add_parser(name, help=summary, description=summary, formatter_class=Help)
 
-    data_dir = dict(type=Path, help=f"data folder (default ${DATA_ENV} or ./data)")
-    results_dir = dict(type=Path, default=Path("results"), help="the folder of your runs (runs/<sweep>/<run>/)")
-    incomplete = dict(action="store_true", help="also use runs below their budget")
+    def data_dir(command: Parser) -> None:
+        command.add_argument("--data-dir", type=Path, help=f"data folder (default ${DATA_ENV} or ./data)")
+
+    def results_dir(command: Parser) -> None:
+        command.add_argument("--results-dir", type=Path, default=Path("results"),
+                             help="the folder of your runs (runs/<sweep>/<run>/)")
+
+    def incomplete(command: Parser) -> None:
+        command.add_argument("--include-incomplete", action="store_true", help="also use runs below their budget")
     train = command("train", "run (or continue) every run of a sweep")
     named = ", ".join(sorted(f.stem for f in sweeps().values()))
     train.add_argument("experiment", help="a sweep file, or the name of one under experiments/ (its file name "
@@ -128,7 +132,7 @@ def command_line() -> Parser:
     train.add_argument("--only", nargs="*", metavar="RUN", help="run only these run names of the sweep")
     train.add_argument("--seeds", type=int, help="seeds per grid point, counting up from the config's seed "
                                                  "(default: the sweep file's seeds, else 1)")
-    train.add_argument("--results-dir", **results_dir)
+    results_dir(train)
     train.add_argument("--restart", action="store_true",
                        help="train again from zero the runs that have results but no checkpoint (their "
                             "metrics, status and W&B run are discarded); never a run whose files git tracks")
@@ -137,7 +141,7 @@ def command_line() -> Parser:
     train.add_argument("--reference", type=Path, default=Path("reference"),
                        help="the committed reference runs, which training refuses to write into (as it does the "
                             "repository's own reference/)")
-    train.add_argument("--data-dir", **data_dir)
+    data_dir(train)
     train.add_argument("--engine", choices=["local", "ray", "stack"], default="local",
                        help="local: runs one after another here; ray: one run per task on a Ray cluster; "
                             "stack: the AEVB runs together in one process, in batched kernels (for a GPU)")
@@ -149,17 +153,17 @@ def command_line() -> Parser:
     train.add_argument("--stack-size", type=int,
                        help="stack engine: models per stack (default: every run that can share one)")
     data = command("data", "verify (and download if missing) the datasets; print their facts")
-    data.add_argument("--data-dir", **data_dir)
+    data_dir(data)
     tables = command("tables", "tables and scorecards from the logged runs, beside the paper")
-    tables.add_argument("--results-dir", **results_dir)
+    results_dir(tables)
     tables.add_argument("--reference", type=Path, default=Path("reference"),
                         help="the committed reference runs, compared beside the user's (alone when there are none)")
     tables.add_argument("--settings", default="tables",
                         help="the tables' settings: a file, or the name of one under experiments/")
-    tables.add_argument("--include-incomplete", **incomplete)
+    incomplete(tables)
     figures = command("figures", "Figures 2-5 from the logged runs, with the paper's curves behind")
-    figures.add_argument("--results-dir", **results_dir)
-    figures.add_argument("--include-incomplete", **incomplete)
+    results_dir(figures)
+    incomplete(figures)
     figures.add_argument("--reference", type=Path, default=Path("reference"),
                          help="the committed reference runs, drawn behind the user's (alone when there are none)")
     figures.add_argument("--settings", default="figures",
@@ -169,7 +173,7 @@ def command_line() -> Parser:
     diagnose = command("diagnose", "a trained run's test bound split into reconstruction and KL, and its active "
                                    "latent dimensions")
     diagnose.add_argument("runs", type=Path, nargs="+", help="run folders (results/runs/<sweep>/<run>)")
-    diagnose.add_argument("--data-dir", **data_dir)
+    data_dir(diagnose)
     diagnose.add_argument("--points", type=int, default=10000, help="test images used")
     diagnose.add_argument("--inputs", nargs="+", default=["test"], choices=INPUTS,
                           help="what q(z|x) is shown: the test images, their Bernoulli draws, as many fantasies "
@@ -177,7 +181,7 @@ def command_line() -> Parser:
     log_px = command("log-px", "log p(x) by importance sampling beside the bound, for trained runs' last "
                                "checkpoints (written to each run's log_px.json for `tables`)")
     log_px.add_argument("runs", type=Path, nargs="+", help="run folders (results/runs/<sweep>/<run>)")
-    log_px.add_argument("--data-dir", **data_dir)
+    data_dir(log_px)
     log_px.add_argument("--k", type=int, default=5000, help="importance samples per image")
     log_px.add_argument("--points", type=int, default=1000, help="the first this many test images")
     return parser
