@@ -16,7 +16,7 @@ import pytest
 import torch
 import yaml
 
-import vae.protocol.sample_axis as sample_axis
+import vae.protocol.measurement as measurement
 from vae.algorithms.mcem import MCEM
 from vae.config import RunSpec, make_config
 from vae.runs.interrupted import Interrupted
@@ -170,7 +170,7 @@ def marginal_rows(results: Path) -> pd.DataFrame:
 def test_a_run_stopped_inside_an_evaluation_resumes_to_the_uninterrupted_numbers(tmp_path, data_root, monkeypatch):
     spec = RunSpec("run", make_config(MARGINAL))
     run_one("t", spec, tmp_path / "clean", data_root)
-    estimator = sample_axis.log_marginal_hmc
+    estimator = measurement.log_marginal_hmc
     calls = []
 
     def signalled(*args, **kwargs):  # the second estimate (the test set's) of the second point gets a signal
@@ -179,14 +179,14 @@ def test_a_run_stopped_inside_an_evaluation_resumes_to_the_uninterrupted_numbers
             os.kill(os.getpid(), signal.SIGTERM)
         return estimator(*args, **kwargs)
 
-    monkeypatch.setattr(sample_axis, "log_marginal_hmc", signalled)
+    monkeypatch.setattr(measurement, "log_marginal_hmc", signalled)
     with pytest.raises(Interrupted):
         run_one("t", spec, tmp_path / "stopped", data_root)
     checkpoint = tmp_path / "stopped" / "runs" / "t" / "run" / "checkpoints" / "last.ckpt"
     axis = torch.load(checkpoint, weights_only=False)["sample_axis"]
     second = marginal_rows(tmp_path / "clean")["samples"][1]
     assert axis["samples"] == second and [row["samples"] for row in axis["history"]] == [5000]
-    monkeypatch.setattr(sample_axis, "log_marginal_hmc", estimator)
+    monkeypatch.setattr(measurement, "log_marginal_hmc", estimator)
     run_one("t", spec, tmp_path / "stopped", data_root)
     pd.testing.assert_frame_equal(marginal_rows(tmp_path / "stopped").drop(columns=["time/train_s",
                                                                                     "time/samples_per_s"]),

@@ -1,18 +1,21 @@
-"""Command line: ``python -m vae train EXPERIMENT.yaml [--set key=value ...]``, ``tables``, ``figures``,
-``log-px``, ``diagnose`` and ``data``. Exit status 2: a known error, said in one line; 130 / 143: stopped by
-SIGINT / SIGTERM within seconds in any phase, said in one line (a training checkpointed). No training command
-writes into the reference runs. The arguments and the sweep file are read, and refused, before torch and
-Lightning load: a bad budget is said within a second."""
+"""Command line: ``python -m vae train EXPERIMENT [--set key=value ...]``, ``tables``, ``figures``,
+``log-px``, ``diagnose`` and ``data``. EXPERIMENT is a sweep file or the name of one under experiments/
+(``fig2_mnist_aevb``). Exit status 2: a known error, said in one line (a mistyped command, option value, config
+key or sweep name with the nearest one); 130 / 143: stopped by SIGINT / SIGTERM within seconds in any phase, said
+in one line (a training checkpointed). No training command writes into the reference runs. The arguments and
+the sweep file are read, and refused, before torch and Lightning load: --help and a bad budget are said within
+a second."""
 
 from __future__ import annotations
 
 import argparse
+import difflib
 import logging
 import os
 import sys
 import warnings
 from pathlib import Path
-from typing import NoReturn
+from typing import Any, NoReturn
 
 import yaml
 
@@ -20,6 +23,7 @@ from vae import __version__
 from vae.config import ConfigError, Sweep, load_sweep, parse_overrides, problem
 from vae.names import DATA_ENV, INPUTS
 from vae.runs.interrupted import Interrupted, raise_on_signals
+from vae.sweeps import find, sweeps
 
 REFERENCE = Path(__file__).resolve().parent.parent / "reference"  # the repository's committed reference runs
 LONG, KEEP = 1000, 100  # an error line longer than LONG echoes a value: only its first and last KEEP characters stay
@@ -32,10 +36,27 @@ def shorten(message: str) -> str:
 
 
 class Parser(argparse.ArgumentParser):
-    """argparse, with its error lines (which echo the bad value) shortened."""
+    """argparse, with each error said in one line (shortened: it may echo a long value) and a value outside an
+    option's choices (a subcommand, ``--engine``) answered with the nearest choice."""
 
     def error(self, message: str) -> NoReturn:
-        super().error(shorten(message))
+        self.exit(2, shorten(f"{self.prog}: error: {message}") + "\n")
+
+    def _check_value(self, action: argparse.Action, value: Any) -> None:
+        if action.choices is not None and value not in action.choices:
+            choices = [str(c) for c in action.choices]
+            close = difflib.get_close_matches(str(value), choices, n=1)
+            hint = f"did you mean {close[0]!r}?" if close else f"choose from {', '.join(choices)}"
+            raise argparse.ArgumentError(action, f"invalid choice: {value!r}; {hint}")
+
+
+class Help(argparse.HelpFormatter):
+    """Each option's help followed by its default, where it has one that the help does not already say."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        unsaid = any(action.default is v for v in (None, False, argparse.SUPPRESS)) or action.default == []
+        return text if unsaid or "default" in text else f"{text} (default: %(default)s)"
 
 
 # what a command leaves when a signal stops it outside a training loop (which says its own line)
@@ -81,21 +102,37 @@ def read_sweep(args: argparse.Namespace) -> Sweep:
         if mode not in WANDB_MODES:
             raise ConfigError(f"WANDB_MODE={mode}: expected one of {', '.join(WANDB_MODES)}")
         overrides["wandb"] = WANDB_MODES[mode]
-    return load_sweep(args.experiment, overrides, args.seeds)
+    return load_sweep(find(args.experiment), overrides, args.seeds)
 
 
 def command_line() -> Parser:
-    """The command line: one subcommand per task."""
-    parser = Parser(prog="python -m vae", description=__doc__)
+    """The command line: one subcommand per task, every option with its help and default."""
+    parser = Parser(prog="python -m vae", description=__doc__, formatter_class=Help)
     parser.add_argument("--version", action="version", version=f"vae {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
-    train = sub.add_parser("train", help="run (or continue) every run of a sweep file under experiments/")
-    train.add_argument("experiment", type=Path)
-    train.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="override config keys")
-    train.add_argument("--only", nargs="*", help="run only these run names of the sweep")
+
+    def command(name: str, summary: str) -> Parser:
+        return sub.add_parser(name, help=summary, description=summary, formatter_class=Help)
+
+    def data_dir(command: Parser) -> None:
+        command.add_argument("--data-dir", type=Path, help=f"data folder (default ${DATA_ENV} or ./data)")
+
+    def results_dir(command: Parser) -> None:
+        command.add_argument("--results-dir", type=Path, default=Path("results"),
+                             help="the folder of your runs (runs/<sweep>/<run>/)")
+
+    def incomplete(command: Parser) -> None:
+        command.add_argument("--include-incomplete", action="store_true", help="also use runs below their budget")
+    train = command("train", "run (or continue) every run of a sweep")
+    named = ", ".join(sorted(f.stem for f in sweeps().values()))
+    train.add_argument("experiment", help="a sweep file, or the name of one under experiments/ (its file name "
+                                          f"without .yaml, or its name: key): {named}")
+    train.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE",
+                       help="override config keys (values in YAML: lr=0.02, lr=null, nz=[3,5])")
+    train.add_argument("--only", nargs="*", metavar="RUN", help="run only these run names of the sweep")
     train.add_argument("--seeds", type=int, help="seeds per grid point, counting up from the config's seed "
                                                  "(default: the sweep file's seeds, else 1)")
-    train.add_argument("--results-dir", type=Path, default=Path("results"))
+    results_dir(train)
     train.add_argument("--restart", action="store_true",
                        help="train again from zero the runs that have results but no checkpoint (their "
                             "metrics, status and W&B run are discarded); never a run whose files git tracks")
@@ -104,7 +141,7 @@ def command_line() -> Parser:
     train.add_argument("--reference", type=Path, default=Path("reference"),
                        help="the committed reference runs, which training refuses to write into (as it does the "
                             "repository's own reference/)")
-    train.add_argument("--data-dir", type=Path, help=f"data folder (default ${DATA_ENV} or ./data)")
+    data_dir(train)
     train.add_argument("--engine", choices=["local", "ray", "stack"], default="local",
                        help="local: runs one after another here; ray: one run per task on a Ray cluster; "
                             "stack: the AEVB runs together in one process, in batched kernels (for a GPU)")
@@ -115,34 +152,36 @@ def command_line() -> Parser:
     train.add_argument("--gpus-per-run", type=float, default=1.0, help="GPUs each Ray task reserves")
     train.add_argument("--stack-size", type=int,
                        help="stack engine: models per stack (default: every run that can share one)")
-    data = sub.add_parser("data", help="verify (and download if missing) the datasets; print their facts")
-    data.add_argument("--data-dir", type=Path, help=f"data folder (default ${DATA_ENV} or ./data)")
-    tables = sub.add_parser("tables", help="tables and scorecards from the logged runs, beside the paper")
-    tables.add_argument("--results-dir", type=Path, default=Path("results"))
+    data = command("data", "verify (and download if missing) the datasets; print their facts")
+    data_dir(data)
+    tables = command("tables", "tables and scorecards from the logged runs, beside the paper")
+    results_dir(tables)
     tables.add_argument("--reference", type=Path, default=Path("reference"),
                         help="the committed reference runs, compared beside the user's (alone when there are none)")
-    tables.add_argument("--settings", type=Path, default=Path("experiments/tables.yaml"))
-    tables.add_argument("--include-incomplete", action="store_true", help="also use runs below their budget")
-    figures = sub.add_parser("figures", help="Figures 2-5 from the logged runs, with the paper's curves behind")
-    figures.add_argument("--results-dir", type=Path, default=Path("results"))
-    figures.add_argument("--include-incomplete", action="store_true", help="also use runs below their budget")
+    tables.add_argument("--settings", default="tables",
+                        help="the tables' settings: a file, or the name of one under experiments/")
+    incomplete(tables)
+    figures = command("figures", "Figures 2-5 from the logged runs, with the paper's curves behind")
+    results_dir(figures)
+    incomplete(figures)
     figures.add_argument("--reference", type=Path, default=Path("reference"),
                          help="the committed reference runs, drawn behind the user's (alone when there are none)")
-    figures.add_argument("--settings", type=Path, default=Path("experiments/figures.yaml"))
+    figures.add_argument("--settings", default="figures",
+                         help="which runs Figures 4 and 5 show: a file, or the name of one under experiments/")
     figures.add_argument("--no-wandb", dest="wandb", action="store_false",
                          help="do not add the figures to the runs' W&B pages")
-    diagnose = sub.add_parser("diagnose", help="a trained run's test bound split into reconstruction and KL, and "
-                                               "its active latent dimensions")
+    diagnose = command("diagnose", "a trained run's test bound split into reconstruction and KL, and its active "
+                                   "latent dimensions")
     diagnose.add_argument("runs", type=Path, nargs="+", help="run folders (results/runs/<sweep>/<run>)")
-    diagnose.add_argument("--data-dir", type=Path, help=f"data folder (default ${DATA_ENV} or ./data)")
+    data_dir(diagnose)
     diagnose.add_argument("--points", type=int, default=10000, help="test images used")
     diagnose.add_argument("--inputs", nargs="+", default=["test"], choices=INPUTS,
                           help="what q(z|x) is shown: the test images, their Bernoulli draws, as many fantasies "
                                "x ~ p(x|z) (default: test)")
-    log_px = sub.add_parser("log-px", help="log p(x) by importance sampling beside the bound, for trained runs' "
-                                           "last checkpoints (written to each run's log_px.json for `tables`)")
+    log_px = command("log-px", "log p(x) by importance sampling beside the bound, for trained runs' last "
+                               "checkpoints (written to each run's log_px.json for `tables`)")
     log_px.add_argument("runs", type=Path, nargs="+", help="run folders (results/runs/<sweep>/<run>)")
-    log_px.add_argument("--data-dir", type=Path, help=f"data folder (default ${DATA_ENV} or ./data)")
+    data_dir(log_px)
     log_px.add_argument("--k", type=int, default=5000, help="importance samples per image")
     log_px.add_argument("--points", type=int, default=1000, help="the first this many test images")
     return parser
@@ -180,7 +219,7 @@ def run(args: argparse.Namespace, sweep: Sweep | None) -> int:
             from vae.results.tables import write_tables
             from vae.runs.folder import check_writable, writing
 
-            settings = read_settings(args.settings)
+            settings = read_settings(find(args.settings, "settings"))
             shown = gather(args.results_dir, args.reference, args.include_incomplete)
             check_writable(shown.folder / "tables")
             with writing(shown.folder / "tables"):
@@ -190,7 +229,7 @@ def run(args: argparse.Namespace, sweep: Sweep | None) -> int:
             from vae.results.runs import gather
             from vae.runs.folder import check_writable, writing
 
-            settings = read_settings(args.settings)
+            settings = read_settings(find(args.settings, "settings"))
             shown = gather(args.results_dir, args.reference, args.include_incomplete)
             out = shown.folder / "figures"
             check_writable(out)

@@ -11,6 +11,7 @@ evidence of the authors' code; each such field says so in its comment.
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import functools
 import itertools
 import math
@@ -362,12 +363,28 @@ if set(CHOICES["dataset"]) != set(DATASET_DEFAULTS) or set(CHOICES["dataset"]) !
 
 def make_config(values: dict[str, Any]) -> Config:
     """Build a Config from plain values; unknown keys and wrong types raise ConfigError."""
-    unknown = sorted(set(values) - set(FIELDS), key=str)
-    if unknown:
-        renamed = [f"{old} is now {RENAMED[old]}" for old in unknown if old in RENAMED]
-        raise ConfigError(f"unknown config key(s) {unknown}" + (f" ({'; '.join(renamed)})" if renamed else "")
-                          + f"; allowed keys: {list(FIELDS)}")
+    check_keys(values)
     return Config(**values)
+
+
+def check_keys(values: dict[str, Any], where: str = "") -> None:
+    """Refuse the keys of ``values`` that are no config key, each with the key it most likely means (``nzz``:
+    did you mean ``nz``?), in one line; ``where`` (a sweep file's base, --set) starts the line."""
+    unknown = sorted(set(values) - set(FIELDS), key=str)
+    if not unknown:
+        return
+    hints = [nearest_key(key) for key in unknown]
+    named = ", ".join(f"{key!r} ({hint})" if hint else repr(key) for key, hint in zip(unknown, hints, strict=True))
+    lost = "" if all(hints) else "; the keys and their defaults: docs/protocol.md"
+    raise ConfigError(f"{where + ': ' if where else ''}unknown config key{'s' * (len(unknown) > 1)} {named}{lost}")
+
+
+def nearest_key(key: Any) -> str:
+    """``did you mean 'nz'?`` for ``nzz``, ``samples is now budget`` for a renamed key, else empty."""
+    if key in RENAMED:
+        return f"{key} is now {RENAMED[key]}"
+    close = difflib.get_close_matches(str(key), FIELDS, n=1)
+    return f"did you mean {close[0]!r}?" if close else ""
 
 
 RENAMED = {"samples": "budget"}  # old name -> new name of a config key
@@ -524,6 +541,8 @@ def load_sweep(path: str | Path, overrides: dict[str, Any] | None = None, seeds:
                           f"{grid[scalar[0]]!r}); put a single value under base")
     base, grid = renamed_keys(base, f"{path} base"), renamed_keys(grid, f"{path} grid")
     overrides = renamed_keys(dict(overrides or {}), "--set")
+    for values, where in ((base, f"{path} base"), (grid, f"{path} grid"), (overrides, "--set")):
+        check_keys(values, where)
     fixed = {k: v for k, v in overrides.items() if k not in grid}
     for key, value in overrides.items():
         if key in grid:

@@ -253,6 +253,11 @@ class RunData(L.LightningDataModule):
         self.train_x = self.test_x = torch.empty(0)
         self._loaded = False
 
+    @property
+    def folder(self) -> Path:
+        """The data folder read, absolute (a run records it in its status.json)."""
+        return data_dir(self.root).resolve()
+
     def setup(self, stage: str) -> None:
         if not self._loaded:
             train_x, test_x = load_dataset(self.cfg, self.root)

@@ -118,14 +118,24 @@ def hmc_posterior_samples(x: torch.Tensor, decoder: Decoder, z0: torch.Tensor, g
     return PosteriorSamples(torch.stack(zs), torch.stack(values), accept_rate, eps)
 
 
+# the prior draws that start a chain without an encoder, drawn START_CHUNK at a time; importance samples at a time
+K_START, START_CHUNK, IS_CHUNK = 1000, 100, 100
+
+
+def hmc_calls(n_samples: int, n_burnin: int, prior_start: bool) -> int:
+    """How often ``log_marginal_hmc`` calls ``between``: after each transition, and after each chunk of the prior
+    draws that start the chains without an encoder (``prior_start``)."""
+    return n_burnin + n_samples + (math.ceil(K_START / START_CHUNK) if prior_start else 0)
+
+
 def latent_dim(decoder: Decoder) -> int:
     """Nz, the decoder's input size."""
     return decoder.hidden.in_features
 
 
 @torch.no_grad()
-def best_prior_draw(x: torch.Tensor, decoder: Decoder, generator: torch.Generator, k: int = 1000,
-                    chunk: int = 100, between: Callable[[], None] = lambda: None) -> torch.Tensor:
+def best_prior_draw(x: torch.Tensor, decoder: Decoder, generator: torch.Generator, k: int = K_START,
+                    chunk: int = START_CHUNK, between: Callable[[], None] = lambda: None) -> torch.Tensor:
     """A chain start without an encoder: of k draws z ~ p(z) per datapoint, the one with the highest
     log p(x, z). HMC started from a plain prior draw, with one step size for all chains, does not reach the
     posterior of a trained model within any affordable burn-in (tested on the Figure 3 models)."""
@@ -146,7 +156,7 @@ def best_prior_draw(x: torch.Tensor, decoder: Decoder, generator: torch.Generato
 def log_marginal_hmc(x: torch.Tensor, decoder: Decoder, encoder: GaussianMLP | None, generator: torch.Generator,
                      z0: torch.Tensor | None = None, n_samples: int = 50, n_burnin: int = 100, n_steps: int = 4,
                      step_size: float = 0.01, target: float = 0.9,
-                     k_start: int = 1000, between: Callable[[], None] = lambda: None) -> torch.Tensor:
+                     k_start: int = K_START, between: Callable[[], None] = lambda: None) -> torch.Tensor:
     """The App. D estimate of log p(x) for each row of x (n, D); returns (n,).
 
     Chains start at ``z0`` if given, else at z ~ q(z|x) from ``encoder``, else at the best of ``k_start``
@@ -167,11 +177,12 @@ def log_marginal_hmc(x: torch.Tensor, decoder: Decoder, encoder: GaussianMLP | N
 
 @torch.no_grad()
 def log_marginal_is(x: torch.Tensor, decoder: Decoder, encoder: GaussianMLP | None, generator: torch.Generator,
-                    k: int = 5000, chunk: int = 100) -> torch.Tensor:
+                    k: int = 5000, chunk: int = IS_CHUNK, between: Callable[[], None] = lambda: None) -> torch.Tensor:
     """log (1/k) sum_j p(x, z_j)/q(z_j|x), z_j ~ q(z|x), for each row of x (n, D); returns (n,).
 
     The proposal is the encoder, or the prior p(z) when ``encoder`` is None. Samples are drawn ``chunk`` at a
-    time and combined by a running logsumexp, so memory grows with chunk * n * D, not with k."""
+    time and combined by a running logsumexp, so memory grows with chunk * n * D, not with k; ``between`` is
+    called after each chunk."""
     nz = latent_dim(decoder)
     if encoder is None:
         mean = logvar = torch.zeros(x.shape[0], nz, device=x.device, dtype=x.dtype)
@@ -184,4 +195,5 @@ def log_marginal_is(x: torch.Tensor, decoder: Decoder, encoder: GaussianMLP | No
         z = mean + torch.exp(0.5 * logvar) * eps
         log_w = log_std_normal(z) + decoder.log_prob(x, z) - log_normal(z, mean, logvar)
         total = torch.logaddexp(total, torch.logsumexp(log_w, 0))
+        between()
     return total - math.log(k)

@@ -10,8 +10,9 @@ import torch
 from vae.algorithms.evaluation import eval_generators, evaluate
 from vae.algorithms.stack import Stack
 from vae.config import Config
-from vae.models.marginal import log_marginal_hmc, log_marginal_is
+from vae.models.marginal import hmc_calls, log_marginal_hmc, log_marginal_is
 from vae.models.nets import Decoder, GaussianMLP
+from vae.models.vae import uses_encoder
 
 
 def measure(stack: Stack, between: Callable[[], None] = lambda: None) -> list[dict[str, float]]:
@@ -31,6 +32,15 @@ def measure(stack: Stack, between: Callable[[], None] = lambda: None) -> list[di
                 row[f"{split}/marginal"] = mean_log_marginal(cfg, model.decoder, model.encoder,
                                                              x[:cfg.marginal_points], generators[j], between)
     return rows
+
+
+def between_calls(stack: Stack) -> int:
+    """How often ``measure`` calls ``between``: after each HMC step of App. D's estimator, for every model and
+    both sets (none with the bound alone or importance sampling, which take seconds)."""
+    cfg = stack.cfg
+    if cfg.evaluation != "marginal" or cfg.marginal_estimator != "hmc":
+        return 0
+    return 2 * stack.k * hmc_calls(cfg.marginal_samples, cfg.marginal_burnin, prior_start=not uses_encoder(cfg))
 
 
 def mean_log_marginal(cfg: Config, decoder: Decoder, encoder: GaussianMLP | None, x: torch.Tensor,

@@ -30,22 +30,35 @@ class Trials:
         return max(candidates, key=lambda lr: self.scores[j, lr])
 
 
-def try_step_sizes(stack: Stack, between_steps: Callable[[], None] = lambda: None,
-                   between_blocks: Callable[[], None] = lambda: None) -> Trials:
-    """Train replicas of ``stack``'s models with each of ``lr_candidates`` for ``lr_select_samples`` samples.
-
-    The trials train side by side as one stack, or one after another where the update rule stacks no models or
-    under DDP; ``between_blocks`` runs after each block of ``steps_per_call`` iterations (a signal stops the
-    selection there). ``stack`` itself is left as it was."""
+def trial_groups(stack: Stack) -> tuple[list[list[tuple[int, float]]], int]:
+    """The trials (model j, step size) in the groups that train together, and the iterations each group trains:
+    every trial side by side as one stack, or one after another where the update rule stacks no models or under
+    DDP."""
     cfg = stack.cfg
     steps = round_up(cfg.lr_select_samples, stack.samples_per_step) // stack.samples_per_step
     trials = [(j, lr) for lr in cfg.lr_candidates for j in range(stack.k)]
     size = len(trials) if stack.stackable and cfg.devices * cfg.num_nodes == 1 else 1
+    return [trials[first:first + size] for first in range(0, len(trials), size)], steps
+
+
+def selection_steps(stack: Stack) -> int:
+    """The iterations ``try_step_sizes`` trains in all; ``between_steps`` runs after each."""
+    groups, steps = trial_groups(stack)
+    return len(groups) * steps
+
+
+def try_step_sizes(stack: Stack, between_steps: Callable[[], None] = lambda: None,
+                   between_blocks: Callable[[], None] = lambda: None) -> Trials:
+    """Train replicas of ``stack``'s models with each of ``lr_candidates`` for ``lr_select_samples`` samples, in
+    the groups of ``trial_groups``; ``between_steps`` runs after each iteration, ``between_blocks`` after each
+    block of ``steps_per_call`` iterations (a signal stops the selection there). ``stack`` itself is left as it
+    was."""
+    cfg = stack.cfg
+    groups, steps = trial_groups(stack)
     scores: dict[tuple[int, float], float] = {}
     states: dict[tuple[int, float], dict[str, Any]] = {}
     samples = 0
-    for first in range(0, len(trials), size):
-        chunk = trials[first:first + size]
+    for chunk in groups:
         trial = stack.replicate([j for j, _ in chunk])
         trial.set_lrs([lr for _, lr in chunk])
         for done in range(0, steps, cfg.steps_per_call):

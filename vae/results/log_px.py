@@ -6,11 +6,13 @@ of log p(x). For a run's last checkpoint this estimates, on the first ``points``
     log p(x) ≈ log (1/k) Σ_j p(x, z_j) / q(z_j|x),  z_j ~ q(z|x)   (k samples; rises towards log p(x) with k)
 
 and the bound (eq. 10, one sample of z per image, estimator B) on the same images, and writes both with the
-gap to the run folder's ``log_px.json``, which ``make tables`` turns into ``fig2_log_px.csv``.
+gap to the run folder's ``log_px.json``, which ``make tables`` turns into ``fig2_log_px.csv``. The sampling shows
+its progress (``vae.runs.progress.Meter``) every ``heartbeat_seconds`` of the run's config.
 """
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Any
 
@@ -18,8 +20,10 @@ import torch
 
 from vae.config import ConfigError
 from vae.data import load_dataset
+from vae.models.marginal import IS_CHUNK, log_marginal_is
 from vae.runs.checkpoint import load_model, read_checkpoint
 from vae.runs.folder import RunFolder, check_writable, writing
+from vae.runs.progress import Meter
 
 WHERE = "log-px writes log_px.json into the run's folder: make it writable, or copy the run to a writable one"
 
@@ -41,7 +45,10 @@ def evaluate_log_px(run_dir: Path, data_dir: Path | None, k: int, points: int, s
         return known
     check_writable(folder.path, WHERE)  # before the sampling, not after it
     x = load_dataset(model.cfg, data_dir)[1][:points]
-    log_px = model.log_marginal(x, k, torch.Generator().manual_seed(seed)).mean().item()
+    with Meter(f"log p(x) of {folder.sweep}/{folder.name}", "chunk", math.ceil(k / IS_CHUNK),
+               model.cfg.heartbeat_seconds) as tick:
+        log_px = log_marginal_is(x, model.decoder, model.encoder, torch.Generator().manual_seed(seed), k=k,
+                                 between=tick).mean().item()
     bound = model.elbo(x, "B", 1, torch.Generator().manual_seed(seed + 1)).mean().item()
     result = wanted | dict(points=len(x), log_px=log_px, elbo=bound, gap=log_px - bound)
     with writing(folder.path, WHERE):

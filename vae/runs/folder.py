@@ -31,6 +31,7 @@ from lightning.pytorch.utilities import rank_zero_only
 
 from vae.algorithms import ALGORITHMS
 from vae.config import Config, migrate
+from vae.data import data_dir as default_data_dir
 from vae.optional import require_wandb
 from vae.protocol.schedule import end_of
 from vae.runs.wandb_history import durable_steps
@@ -126,7 +127,7 @@ class RunFolder:
     """``<results>/runs/<sweep>/<run>/``: the only place that names a run's files.
 
     ``config.yaml`` (the full config), ``metrics.csv`` (one row per evaluation point), ``status.json`` (samples
-    reached, step size, selection scores, wall time), ``checkpoints/last.ckpt``, the W&B run id in ``wandb_id``,
+    reached, step size, selection scores, wall time, the data folder read), ``checkpoints/last.ckpt``, the W&B run id in ``wandb_id``,
     the W&B files of every session in ``wandb/``, ``lock``, locked by the process training the run, which writes
     its PID and host into it, and ``log_px.json``, the importance-sampled log p(x) of the last checkpoint.
     """
@@ -264,6 +265,16 @@ class RunFolder:
         if not isinstance(status, dict) or not isinstance(status.get("samples", 0), int):
             raise self.unreadable(self.status_file, "no whole-number samples entry")
         return status
+
+    def data_dir(self) -> Path:
+        """The data folder the run's last session trained on (``data_dir`` in ``status.json``) where it still
+        exists; else the one training resolves by default (``$VAE_DATA_DIR``, else ``./data``): for a run trained
+        before status.json recorded it, moved to another machine, or whose status.json cannot be read."""
+        try:
+            recorded = self.status().get("data_dir")
+        except ResultsError:
+            recorded = None
+        return Path(recorded) if isinstance(recorded, str) and Path(recorded).is_dir() else default_data_dir()
 
     def write_status(self, status: dict[str, Any]) -> None:
         atomic_write_text(self.status_file, json.dumps(status, indent=2, sort_keys=True) + "\n")

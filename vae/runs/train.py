@@ -100,11 +100,12 @@ def train_stack(sweep: str, specs: Sequence[RunSpec], results_dir: Path, data_di
             if rank_zero_only.rank == 0:
                 locks.enter_context(folder.lock())
         progress = Progress(f"{sweep}/{','.join(s.name for s in specs)}", position, specs[0].config.heartbeat_seconds)
-        return _train_stack(specs, folders, standings, data, [progress, *callbacks])
+        return _train_stack(specs, folders, standings, data, progress, callbacks)
 
 
 def _train_stack(specs: Sequence[RunSpec], folders: Sequence[RunFolder], standings: Sequence[Standing],
-                 data: L.LightningDataModule | None, callbacks: Sequence[L.Callback]) -> dict[str, dict[str, Any]]:
+                 data: L.LightningDataModule | None, progress: Progress,
+                 callbacks: Sequence[L.Callback]) -> dict[str, dict[str, Any]]:
     configs = [s.config for s in specs]
     cfg = configs[0]
     for folder, config in zip(folders, configs, strict=True):
@@ -141,6 +142,7 @@ def _train_stack(specs: Sequence[RunSpec], folders: Sequence[RunFolder], standin
         for folder, config in zip(folders, configs, strict=True):
             folder.write_config(config.to_dict())
     module = SampleAxis(stack, [s.name for s in specs], loggers)
+    module.show, module.write = (lambda: progress.show(module)), progress.write
     ranks = cfg.devices * cfg.num_nodes
     began = time.time()
     # the handlers go in before fit, so that a signal during the Trainer's setup stops training too
@@ -151,7 +153,7 @@ def _train_stack(specs: Sequence[RunSpec], folders: Sequence[RunFolder], standin
         trainer = L.Trainer(
             accelerator=cfg.accelerator, devices=cfg.devices, num_nodes=cfg.num_nodes,
             strategy="ddp" if ranks > 1 else "auto", max_epochs=-1, logger=False,
-            callbacks=[PeriodicCheckpoint(folders[0].checkpoint, cfg.checkpoint_minutes), stop, *callbacks],
+            callbacks=[PeriodicCheckpoint(folders[0].checkpoint, cfg.checkpoint_minutes), stop, progress, *callbacks],
             plugins=[checkpoints], enable_checkpointing=False, enable_progress_bar=False,
             enable_model_summary=False, default_root_dir=folders[0].path,
         )
@@ -174,6 +176,7 @@ def _train_stack(specs: Sequence[RunSpec], folders: Sequence[RunFolder], standin
             **{f"{phase}_seconds": statuses[spec.name].get(f"{phase}_seconds", 0.0) + module.time.clock.totals[phase]
                for phase in ("select", "eval", "checkpoint")},
             "device": str(trainer.strategy.root_device), "ranks": ranks,
+            **({"data_dir": str(data.folder)} if isinstance(data, RunData) else {}),
         }
         if len(specs) > 1:
             status["stacked_with"] = [s.name for s in specs]
