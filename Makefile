@@ -38,7 +38,7 @@ GPU_PY ?= python3
 help:  ## list the targets
 	@grep -E '^[a-z0-9-]+:.*## ' $(firstword $(MAKEFILE_LIST)) | sed -E 's/^([a-z0-9-]+):.*## (.*)/  make \1\t\2/' | expand -t 24
 
-.PHONY: help gpu-check gpu-reference install test test-full reproduce-mnist reproduce-frey reproduce-fig2 reproduce-fig45 reproduce-fig3 ablations smoke data log-px tables figures bench
+.PHONY: help gpu-check gpu-reference install test test-full lint reproduce-mnist reproduce-frey reproduce-fig2 reproduce-fig45 reproduce-fig3 ablations smoke data log-px tables figures bench
 
 install: $(VENV)/.installed  ## create .venv and install the package with its test dependencies
 $(VENV)/.installed: pyproject.toml
@@ -53,6 +53,11 @@ test: install  ## fast test suite (CPU, a few minutes)
 
 test-full: install  ## the test suite with the slow tests
 	$(PY) -m pytest -q
+
+lint: install  ## ruff check, mypy and ruff format --check over the code (settings in pyproject.toml; CI runs it)
+	$(PY) -m ruff check
+	$(PY) -m mypy
+	$(PY) -m ruff format --check
 
 data: install  ## verify (and download if missing) MNIST and Frey Face; print their facts
 	$(PY) -m vae data --data-dir "$(DATA)"

@@ -390,7 +390,7 @@ def bench(dataset: str, nz: int, seconds: float, repeats: int, tmp: Path) -> dic
         lo, hi = min(rates[key]), max(rates[key])
         print(f"| {name} | {med[key]:,.0f} | {lo:,.0f}-{hi:,.0f} | {med['a'] / med[key]:.2f} |")
     print(f"| GEMM limit (the matrix products of a step alone) | {limit:,.0f} | | {med['a'] / limit:.2f} |")
-    paired = {k: statistics.median(a / o for a, o in zip(rates["a"], rates[k])) for k in ("b", "d")}
+    paired = {k: statistics.median(a / o for a, o in zip(rates["a"], rates[k], strict=True)) for k in ("b", "d")}
     print(f"\n(a)/(b) = {med['a'] / med['b']:.2f}, (a)/(d) = {med['a'] / med['d']:.2f} (medians; median of the "
           f"rounds' own ratios: {paired['b']:.2f}, {paired['d']:.2f}); (a) reaches {100 * med['a'] / limit:.0f}% "
           "of the GEMM limit")

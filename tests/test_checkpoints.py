@@ -148,7 +148,7 @@ def test_a_copied_run_folder_is_refused_under_another_name(results, data_root):
     """Same config, checkpoint and checksum file, but the checkpoint names the run it was written for."""
     copy = RunFolder(shutil.copytree(folder(results, 0).path, results / "runs" / SWEEP / "copy"))
     before = files(copy.path)
-    with pytest.raises(ResultsError, match="last.ckpt is the checkpoint of run ck/seed0, not of this run"):
+    with pytest.raises(ResultsError, match=r"last\.ckpt is the checkpoint of run ck/seed0, not of this run"):
         run_one(SWEEP, RunSpec("copy", spec(0).config), results, data_root)
     assert files(copy.path) == before
 

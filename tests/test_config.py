@@ -1,5 +1,6 @@
 import dataclasses
 import re
+import types
 from dataclasses import dataclass, field, fields
 from typing import Annotated, Literal, Union, get_args, get_origin, get_type_hints
 
@@ -98,7 +99,7 @@ def _base(hint):
     while True:
         if get_origin(hint) is Annotated:
             hint = get_args(hint)[0]
-        elif get_origin(hint) is Union:
+        elif get_origin(hint) in (Union, types.UnionType):  # Optional[X] and X | None
             hint = next(a for a in get_args(hint) if a is not type(None))
         else:
             return hint
@@ -162,8 +163,8 @@ def test_identity_is_every_field_outside_the_execution_group():
     cfg = make_config({})
     assert list(cfg.identity()) == [k for k in FIELDS if k not in execution]
     changed = {"budget": 10**9, "steps_per_call": 7, "cuda_graphs": False, "compile": False,
-               "checkpoint_minutes": 1.5, "heartbeat_seconds": 5.0, "accelerator": "cpu", "devices": 2, "num_nodes": 2, "wandb": "disabled",
-               "wandb_project": "p",
+               "checkpoint_minutes": 1.5, "heartbeat_seconds": 5.0, "accelerator": "cpu", "devices": 2, "num_nodes": 2,
+               "wandb": "disabled", "wandb_project": "p",
                "tags": ["t"]}
     assert set(changed) == execution
     assert make_config(changed).identity() == cfg.identity()
@@ -186,23 +187,23 @@ def test_non_finite_floats_are_refused_naming_the_key(key, bad):
 def test_non_finite_list_items_and_whole_numbers_are_refused():
     with pytest.raises(ConfigError, match=r"^lr_candidates\[1\]=inf must be a finite number$"):
         make_config({"lr_candidates": [0.1, float("inf")]})
-    with pytest.raises(ConfigError, match="^budget=inf must be a finite number$"):
+    with pytest.raises(ConfigError, match=r"^budget=inf must be a finite number$"):
         make_config({"budget": float("inf")})
-    with pytest.raises(ConfigError, match="^nz=nan must be a finite number$"):
+    with pytest.raises(ConfigError, match=r"^nz=nan must be a finite number$"):
         make_config({"nz": "nan"})
 
 
 def test_numbers_too_large_for_a_float_are_a_one_line_error(tmp_path):
-    with pytest.raises(ConfigError, match="^budget='1e400' is too large to be a float$"):
+    with pytest.raises(ConfigError, match=r"^budget='1e400' is too large to be a float$"):
         make_config(parse_overrides(["budget=1e400"]))
-    with pytest.raises(ConfigError, match="^init_std is too large to be a float, got a 401-digit number$"):
+    with pytest.raises(ConfigError, match=r"^init_std is too large to be a float, got a 401-digit number$"):
         make_config({"init_std": 10**400})
     path = tmp_path / "s.yaml"
     path.write_text("name: big\nbase: {budget: 1e400}\n")
     with pytest.raises(ConfigError, match="budget='1e400' is too large"):
         load_sweep(path)
     path.write_text("name: big\nbase: {budget: 1.0e+400}\n")  # YAML reads this one as inf
-    with pytest.raises(ConfigError, match="^budget=inf must be a finite number$"):
+    with pytest.raises(ConfigError, match=r"^budget=inf must be a finite number$"):
         load_sweep(path)
 
 
@@ -295,7 +296,7 @@ def test_an_older_config_is_migrated_by_named_rules_to_what_the_run_did_then():
 
 def test_an_older_config_missing_a_key_without_a_rule_is_refused():
     stored = {k: v for k, v in make_config({}).to_dict().items() if k != "prior_sd"}
-    with pytest.raises(ConfigError, match="config.yaml lacks prior_sd, which change results"):
+    with pytest.raises(ConfigError, match=r"config\.yaml lacks prior_sd, which change results"):
         migrate(stored, "config.yaml")
 
 

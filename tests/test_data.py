@@ -138,5 +138,5 @@ def test_frey_images_are_upright_28_by_20(data_root):
 def test_frey_wrong_checksum_is_refused(data_root, tmp_path):
     (tmp_path / "frey").mkdir()
     (tmp_path / "frey" / "frey_rawface.mat").write_bytes((data_root / "frey" / "frey_rawface.mat").read_bytes()[:-10])
-    with pytest.raises(DataError, match="frey_rawface.mat has md5"):
+    with pytest.raises(DataError, match=r"frey_rawface\.mat has md5"):
         load_frey(tmp_path)

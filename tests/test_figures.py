@@ -122,7 +122,8 @@ def test_figure_3_draws_each_algorithms_marginal_likelihood_in_millions_of_sampl
             assert np.allclose(xy, [(samples / 1e6, row[column]) for row in rows for samples in (row[0],)])
             tabulated = table[(table["algorithm"] == algorithm) & (table["split"] == split)]
             assert len(tabulated) and all(np.isclose(xy, (samples / 1e6, value)).all(axis=1).any()
-                                          for samples, value in zip(tabulated["samples"], tabulated["marginal"]))
+                                          for samples, value in zip(tabulated["samples"], tabulated["marginal"],
+                                                                    strict=True))
     plt.close(fig)
     assert main(["figures", "--results-dir", str(tmp_path), "--no-wandb"]) == 0
     assert (tmp_path / "figures" / "fig3.png").read_bytes()[:4] == b"\x89PNG"

@@ -33,7 +33,8 @@ def test_paths_with_spaces_reach_the_commands_whole(tmp_path):
                              capture_output=True, text=True, check=True).stdout
         return json.loads(out.splitlines()[0])
 
-    assert make("log-px") == ["-m", "vae", "log-px", str(results / "runs" / "fig2-x" / "run 1"), "--data-dir", str(data)]
+    assert make("log-px") == ["-m", "vae", "log-px", str(results / "runs" / "fig2-x" / "run 1"),
+                              "--data-dir", str(data)]
     for target in ("tables", "figures"):
         assert make(target) == ["-m", "vae", target, "--results-dir", str(results), "--reference",
                                 str(tmp_path / "the reference")]

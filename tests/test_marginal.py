@@ -60,7 +60,7 @@ def quadrature_log_marginal(decoder, x: torch.Tensor, nz: int, points: int, limi
     log_w = log_w if nz == 1 else (log_w[:, None] + log_w[None, :]).reshape(-1)
     with torch.no_grad():
         terms = [log_std_normal(zc)[:, None] + decoder.log_prob(x, zc[:, None, :]) + wc[:, None]
-                 for zc, wc in zip(z.split(20000), log_w.split(20000))]
+                 for zc, wc in zip(z.split(20000), log_w.split(20000), strict=True)]
     return torch.logsumexp(torch.cat(terms), 0)
 
 
@@ -151,7 +151,7 @@ def test_kde_matches_scipy(d):
     fit = torch.randn(6, 25, d, generator=g, dtype=torch.float64) * scale
     points = 2 * torch.randn(6, 40, d, generator=g, dtype=torch.float64)
     ours = kde_log_density(fit, points, scott_factor(25, d))
-    ref = [scipy.stats.gaussian_kde(f.numpy().T).logpdf(p.numpy().T) for f, p in zip(fit, points)]
+    ref = [scipy.stats.gaussian_kde(f.numpy().T).logpdf(p.numpy().T) for f, p in zip(fit, points, strict=True)]
     np.testing.assert_allclose(ours.numpy(), np.stack(ref), rtol=0, atol=1e-9)
     torch.testing.assert_close(fitted_log_density(fit, points), ours)
 

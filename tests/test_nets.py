@@ -8,7 +8,7 @@ def test_gaussian_mlp_has_two_separate_linear_heads():
     assert net.mean is not net.logvar
     assert net.mean.weight.data_ptr() != net.logvar.weight.data_ptr()
     assert net.mean.weight.shape == net.logvar.weight.shape == (3, 7)
-    mean, logvar = net(torch.randn(4, 10))
+    mean, _ = net(torch.randn(4, 10))
     mean.sum().backward()
     assert net.logvar.weight.grad is None or not net.logvar.weight.grad.any()
     assert net.mean.weight.grad.abs().sum() > 0

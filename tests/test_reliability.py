@@ -130,7 +130,7 @@ def test_wandb_points_count_as_sent_only_once_on_disk_and_the_rest_is_sent_from_
     assert durable_steps(tmp_path / "wandb", folder.wandb_id()) == [100, 200, 300, 400]
     # the writer was killed in the middle of the third history record: only the first two count as sent
     data = session.read_bytes()
-    third = [r for r in records(session) if history_step(r) == 300][0]
+    third = next(r for r in records(session) if history_step(r) == 300)
     session.write_bytes(data[:data.index(third) + len(third) // 2])
     assert durable_steps(tmp_path / "wandb", folder.wandb_id()) == [100, 200]
     fake = FakeRun()
@@ -153,7 +153,7 @@ def test_wandb_run_holds_every_csv_point_exactly_once_after_repeated_sigkills(tm
     sweep.write_text(yaml.safe_dump({"name": "kill", "base": dict(KILL, wandb="offline")}))
     folder = RunFolder(tmp_path / "runs" / "kill" / "seed0")
     kills = 0
-    for attempt in range(6):
+    for _ in range(6):
         proc = subprocess.Popen(command(sweep, tmp_path, data_root), stdout=subprocess.DEVNULL,
                                 stderr=subprocess.DEVNULL)
         before = len(folder.metrics()) if folder.metrics_file.is_file() else 0

@@ -271,8 +271,8 @@ def test_a_missing_value_is_a_dash_in_markdown_and_an_empty_cell_in_csv(tmp_path
     md = (tmp_path / "tables" / "fig2.md").read_text()
     assert "nan" not in md and "—" in md
     header, rule, *rows = md.splitlines()
-    cells = dict(zip([c.strip() for c in header.split("|")], [c.strip() for c in rows[0].split("|")]))
-    aligned = dict(zip([c.strip() for c in header.split("|")], [c.strip() for c in rule.split("|")]))
+    cells = dict(zip([c.strip() for c in header.split("|")], [c.strip() for c in rows[0].split("|")], strict=True))
+    aligned = dict(zip([c.strip() for c in header.split("|")], [c.strip() for c in rule.split("|")], strict=True))
     assert cells["elbo_std"] == cells["elbo_ci_low"] == "—" and cells["elbo"] == "-136.00"
     assert aligned["elbo_std"].endswith(":")  # a column with no value is aligned as the numbers it would hold
     csv = (tmp_path / "tables" / "fig2.csv").read_text().splitlines()

@@ -42,7 +42,7 @@ def test_importance_sampled_log_px_rises_with_k_and_load_run_matches_the_checkpo
     model, cfg = load_run(RunFolder.of(tmp_path, "t", "r").path)
     assert cfg.nz == 2 and not model.training
     same = VAE.load_from_checkpoint(RunFolder.of(tmp_path, "t", "r").checkpoint, map_location="cpu")
-    assert all(torch.equal(a, b) for a, b in zip(model.state_dict().values(), same.state_dict().values()))
+    assert all(torch.equal(a, b) for a, b in zip(model.state_dict().values(), same.state_dict().values(), strict=True))
     x = torch.rand(50, 784, generator=torch.Generator().manual_seed(0)).round()
     with torch.no_grad():
         few, many = (float(model.log_marginal(x, k=k).mean()) for k in (1, 2000))

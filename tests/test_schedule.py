@@ -1,5 +1,6 @@
 import math
 import time
+from itertools import pairwise
 
 import pytest
 
@@ -12,7 +13,7 @@ def test_points_are_whole_minibatches_ten_per_decade_and_end_at_the_budget():
     assert pts[0] == 100_000 and pts[-1] == 100_000_000
     assert all(p % 100 == 0 for p in pts) and pts == sorted(set(pts))
     assert len(pts) == 31
-    steps = [math.log10(b / a) for a, b in zip(pts, pts[1:])]
+    steps = [math.log10(b / a) for a, b in pairwise(pts)]
     assert all(abs(s - 0.1) < 1e-3 for s in steps)
 
 

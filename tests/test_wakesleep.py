@@ -32,13 +32,13 @@ def test_wake_moves_only_the_decoder_and_sleep_only_the_encoder():
     ws.train_steps(3)
     assert ws.samples == 300
     previous_sleep = [None] * len(list(ws.encoder.parameters()))
-    for (own_w, other_w), (own_s, other_s) in zip(wake.seen, sleep.seen):
+    for (own_w, other_w), (own_s, other_s) in zip(wake.seen, sleep.seen, strict=True):
         assert all(g is not None and g.abs().sum() > 0 for g in own_w)
-        assert all(a is b is None or torch.equal(a, b) for a, b in zip(other_w, previous_sleep)), \
+        assert all(a is b is None or torch.equal(a, b) for a, b in zip(other_w, previous_sleep, strict=True)), \
             "the wake loss reached the encoder"
         previous_sleep = own_s
         assert all(g is not None and g.abs().sum() > 0 for g in own_s)
-        assert all(torch.equal(a, b) for a, b in zip(other_s, own_w)), "the sleep loss reached the decoder"
+        assert all(torch.equal(a, b) for a, b in zip(other_s, own_w, strict=True)), "the sleep loss reached the decoder"
     after = ws.state_dict()
     assert all(not torch.equal(before[k], after[k]) for k in before)
 

@@ -20,7 +20,7 @@ import types
 from collections.abc import Callable
 from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Annotated, Any, Literal, Optional, Union, get_args, get_origin, get_type_hints
+from typing import Annotated, Any, Literal, Union, get_args, get_origin, get_type_hints
 
 import yaml
 
@@ -59,6 +59,7 @@ class Bounds:
             return f"lie in {low}, {high}"
         if low:
             return f"be {'>' if low[0] == '(' else '>='} {low[1:]}"
+        assert high is not None  # __post_init__ refuses Bounds without a bound
         return f"be {'<' if high[-1] == ')' else '<='} {high[:-1]}"
 
     def check(self, key: str, value: Any, null: str | None) -> None:
@@ -107,7 +108,7 @@ class Config:
     dataset: Literal["mnist", "frey"] = _in("data", "mnist")
     # training-set size; null = the dataset's default (DATASET_DEFAULTS). MNIST: the first n_train of the 50k
     # training split (Fig. 3 uses 1000). Frey: the first n_train of a shuffle (split_seed), the rest is test.
-    n_train: Optional[PositiveInt] = _in("data", None, null="for the dataset's default")
+    n_train: PositiveInt | None = _in("data", None, null="for the dataset's default")
     # the Frey Face shuffle (the paper states no split)
     split_seed: Annotated[int, Bounds(ge=0, le=2**63 - 1)] = _in("data", 0)
     # none: grey levels with the Bernoulli likelihood (authors' choice) | dynamic | static
@@ -115,7 +116,7 @@ class Config:
     # the fixed draw used by binarize=static
     binarize_seed: Annotated[int, Bounds(ge=0, le=2**63 - 1)] = _in("data", 0)
     # grey level = byte / pixel_scale; null = the dataset's default
-    pixel_scale: Optional[PositiveFloat] = _in("data", None, null="for the dataset's default")
+    pixel_scale: PositiveFloat | None = _in("data", None, null="for the dataset's default")
 
     # mcem: Monte Carlo EM (App. E; no encoder)
     algorithm: Literal["aevb", "wakesleep", "mcem"] = _in("model", "aevb")
@@ -126,7 +127,7 @@ class Config:
     init_std: PositiveFloat = _in("model", 0.01)
     # Gaussian decoder only: smooth floor on log sigma^2 (log of 1/(12*256^2), the variance of one grey
     # level's quantization noise), so a collapsing variance cannot make the density infinite; null = none
-    decoder_logvar_floor: Optional[float] = _in("model", -13.3, null="for none")
+    decoder_logvar_floor: float | None = _in("model", -13.3, null="for none")
     # the encoder's log-variance head: its output times encoder_logvar_scale, and with encoder_logvar_zero_init
     # its weights and bias start at zero. The paper's eq. (12) is the plain head (1.0, false); the authors'
     # wake-sleep recognition model scales it by 0.1 and starts it at zero
@@ -141,7 +142,7 @@ class Config:
     prior_sd: PositiveFloat = _in("objective", 1.0)
 
     # Adagrad global step size; null = pick from lr_candidates
-    lr: Optional[PositiveFloat] = _in("optimizer", None, null="to pick it from lr_candidates")
+    lr: PositiveFloat | None = _in("optimizer", None, null="to pick it from lr_candidates")
     lr_candidates: Annotated[tuple[PositiveFloat, ...], NonEmpty()] = _in("optimizer", (0.01, 0.02, 0.1))
     lr_select_samples: PositiveInt = _in("optimizer", 100000)  # "first few iterations" used to pick the step size
     adagrad_eps: PositiveFloat = _in("optimizer", 1e-8)  # inside the square root, as in the authors' wzoptim.py
@@ -174,7 +175,7 @@ class Config:
     # without the weight prior) of the iterations since the last one, as the paper's train curve was logged
     # (the authors' loop_va hook); the default is the spacing of the paper's MNIST evaluations, 1.9-2.6e5
     # samples; null = not logged. AEVB and wake-sleep only (MCEM has no minibatch bound)
-    running_every: Optional[PositiveInt] = _in("evaluation", 250_000, null="to log no running average")
+    running_every: PositiveInt | None = _in("evaluation", 250_000, null="to log no running average")
     # elbo: the bound on the full train and test sets (Fig. 2) | marginal: also log p(x) on the first
     # marginal_points of each set (Fig. 3, App. D); MCEM has no encoder, hence no bound, and needs marginal
     evaluation: Literal["elbo", "marginal"] = _in("evaluation", "elbo")
@@ -222,7 +223,7 @@ class Config:
             for key, value in DATASET_DEFAULTS[self.dataset].items():
                 if getattr(self, key) is None:
                     object.__setattr__(self, key, value)
-        hints = _hints(type(self))
+        hints = _hints(type(self))  # type: ignore[arg-type]  # mypy checks a class's instance __hash__ for Hashable
         for f in fields(self):  # each field against its own type, choices and bounds, in declaration order
             object.__setattr__(self, f.name, _coerce(f.name, getattr(self, f.name), hints[f.name],
                                                      f.metadata.get("null", "")))
@@ -247,6 +248,7 @@ MAX_TRAIN = {"mnist": 50000, "frey": 1964}
 
 def validate(cfg: Config) -> None:
     """The rules that tie fields together; each field alone is checked against its type by ``_coerce``."""
+    assert cfg.n_train is not None  # __post_init__ put the dataset's default in place of null
     if cfg.n_train > MAX_TRAIN[cfg.dataset]:
         raise ConfigError(f"n_train={cfg.n_train} exceeds the {MAX_TRAIN[cfg.dataset]} {cfg.dataset} images "
                           "available for training")
@@ -555,9 +557,9 @@ def load_sweep(path: str | Path, overrides: dict[str, Any] | None = None, seeds:
     runs = []
     keys = list(grid)
     for combo in itertools.product(*(grid[k] for k in keys)):
-        values = {**base, **dict(zip(keys, combo)), **fixed}
+        values = {**base, **dict(zip(keys, combo, strict=True)), **fixed}
         first = make_config(values).seed
-        label = "-".join(f"{k}{v}" for k, v in zip(keys, combo) if k != "seed")
+        label = "-".join(f"{k}{v}" for k, v in zip(keys, combo, strict=True) if k != "seed")
         for seed in range(first, first + seeds):
             cfg = make_config(values | {"seed": seed})
             runs.append(RunSpec(name=f"{label}-seed{cfg.seed}" if label else f"seed{cfg.seed}", config=cfg))

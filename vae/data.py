@@ -27,7 +27,6 @@ from vae.config import Config
 from vae.names import DATA_ENV
 
 
-
 class DataError(RuntimeError):
     """Data that is missing, corrupt or unreadable; the message says which files and what to do."""
 
@@ -224,6 +223,7 @@ X_DIM = {"mnist": 784, "frey": 560}
 
 def load_dataset(cfg: Config, root: Path | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """The training and test tensors a run uses, after scaling and static binarization if configured."""
+    assert cfg.pixel_scale is not None and cfg.n_train is not None  # the dataset's defaults in place of null
     if cfg.dataset == "frey":
         train, test = load_frey(root, cfg.pixel_scale, cfg.n_train, cfg.split_seed)
     else:
@@ -234,7 +234,7 @@ def load_dataset(cfg: Config, root: Path | None = None) -> tuple[torch.Tensor, t
     return train, test
 
 
-class Ticks(IterableDataset):
+class Ticks(IterableDataset[int]):
     """An endless stream of placeholders: the real minibatches are drawn on the device."""
 
     def __iter__(self) -> Iterator[int]:
@@ -264,5 +264,5 @@ class RunData(L.LightningDataModule):
             self.train_x, self.test_x = (t if self.dtype is None else t.to(self.dtype) for t in (train_x, test_x))
             self._loaded = True
 
-    def train_dataloader(self) -> DataLoader:
+    def train_dataloader(self) -> DataLoader[int]:
         return DataLoader(Ticks(), batch_size=None)

@@ -7,4 +7,4 @@ from vae.algorithms.wakesleep import WakeSleep
 
 ALGORITHMS: dict[str, type[Stack]] = {"aevb": AEVB, "wakesleep": WakeSleep, "mcem": MCEM}
 
-__all__ = ["ALGORITHMS", "AEVB", "MCEM", "Stack", "WakeSleep"]
+__all__ = ["AEVB", "ALGORITHMS", "MCEM", "Stack", "WakeSleep"]

@@ -41,6 +41,7 @@ class MCEM(Stack):
     @classmethod
     def step_samples(cls, cfg: Config) -> int:
         passes = cfg.mcem_msteps + (cfg.mcem_leapfrog if cfg.mcem_counting == "passes" else 0)
+        assert cfg.n_train is not None  # a Config holds its dataset's default in place of null
         return passes * cfg.n_train
 
     def optimized_modules(self) -> list[nn.Module]:
@@ -51,6 +52,7 @@ class MCEM(Stack):
         if self.chains is None:  # a fresh run: chains start from the prior
             self.chains = self.draws.normal(len(train_x))
             self.step_size = torch.tensor(self.cfg.hmc_step_size, device=self.device)
+        assert self.chains is not None and self.step_size is not None  # a checkpoint's or the fresh ones
         self.chains, self.step_size = self.chains.to(self.device), self.step_size.to(self.device)
 
     def algorithm_state(self, j: int) -> dict[str, Any]:
@@ -66,6 +68,7 @@ class MCEM(Stack):
 
     def selection_score(self, generators: Sequence[torch.Generator]) -> list[float]:
         """The MCEM objective at the current chains: the average of log p(x_i, z_i) over the training set."""
+        assert self.chains is not None  # set by attach
         with torch.no_grad():
             x = self.train_x.unsqueeze(0)
             return [float((log_std_normal(self.chains) + self.decoder.log_prob(x, self.chains)).mean())]
@@ -76,6 +79,7 @@ class MCEM(Stack):
         cfg = self.cfg
         x = self.data()
         (generator,) = self.draws.generators()
+        assert self.chains is not None and self.step_size is not None  # set by attach
         step = hmc_step(posterior_log_joint(self.decoder, x), self.chains, self.step_size, generator,
                         n_steps=cfg.mcem_leapfrog, target=cfg.hmc_target)
         self.chains, self.step_size = step.z, step.step_size

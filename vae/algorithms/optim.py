@@ -40,7 +40,7 @@ def accumulate(params: list[torch.Tensor], grads: list[torch.Tensor], sums: list
                decay: float) -> list[torch.Tensor]:
     """g += decay * w (the prior), sum += g^2; returns the decayed gradients."""
     if decay:
-        grads = torch._foreach_add(grads, params, alpha=decay)
+        grads = list(torch._foreach_add(grads, params, alpha=decay))
     torch._foreach_addcmul_(sums, grads, grads)
     return grads
 
@@ -156,6 +156,7 @@ def adagrad(modules: Sequence[torch.nn.Module], cfg: Config, lrs: Sequence[float
     """Adagrad (§5) over each of ``modules``: weight matrices with the prior N(0, prior_sd^2 I) as weight decay
     1/(N prior_sd^2), i.e. the gradient of (1/N) log p(theta) added to the per-datapoint bound (eq. 8 plus the
     prior, divided by N), then the other parameters without it; a step size per model."""
+    assert cfg.n_train is not None  # a Config holds its dataset's default in place of null
     decay = 1.0 / (cfg.n_train * cfg.prior_sd**2)
     optimizers = []
     for module in modules:

@@ -35,7 +35,8 @@ def reduce_gradients(params: list[nn.Parameter]) -> None:
     """Sum the ranks' gradients (each already divided by the global M) in one all-reduce."""
     if rank_and_world()[1] == 1:
         return
-    grads = [p.grad for p in params]
+    grads = [p.grad for p in params if p.grad is not None]
+    assert len(grads) == len(params), "a parameter has no gradient"
     flat = torch.cat([g.reshape(-1) for g in grads])
     dist.all_reduce(flat)
     for g, part in zip(grads, flat.split([g.numel() for g in grads]), strict=True):

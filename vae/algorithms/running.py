@@ -13,6 +13,8 @@ class RunningBound(nn.Module):
     """The k models' sums (float64, on the stack's device) and the sample count they started at; ``active``:
     whether a running average is logged at all (``running_every``)."""
 
+    sums: torch.Tensor  # a buffer
+
     def __init__(self, k: int, active: bool) -> None:
         super().__init__()
         self.active = active

@@ -31,6 +31,7 @@ from vae.algorithms.run_state import load_run_state, parameters_of, run_state
 from vae.algorithms.running import RunningBound
 from vae.config import Config, ConfigError
 from vae.models.bounds import elbo
+from vae.models.nets import GaussianMLP
 from vae.models.stacked import stack_nets
 from vae.models.vae import VAE
 
@@ -69,7 +70,8 @@ class Stack(nn.Module):
         self.cfg = configs[0]  # everything but nz and seed, shared by the stack
         models = [VAE(cfg) for cfg in configs]
         self.shapes = [{name: p.shape for name, p in m.named_parameters()} for m in models]
-        self.encoder = None if models[0].encoder is None else stack_nets([m.encoder for m in models])
+        encoders = [m.encoder for m in models if m.encoder is not None]  # a stack's models share the algorithm
+        self.encoder = stack_nets(encoders) if encoders else None
         self.decoder = stack_nets([m.decoder for m in models])
         self.lrs = [cfg.lr or cfg.lr_candidates[0] for cfg in configs]
         self.samples = 0
@@ -97,6 +99,11 @@ class Stack(nn.Module):
     def device(self) -> torch.device:
         return self.decoder.hidden.weight.device
 
+    def _encoder(self) -> GaussianMLP:
+        if self.encoder is None:
+            raise ValueError(f"algorithm={self.cfg.algorithm!r} has no encoder q(z|x)")
+        return self.encoder
+
     # ---------------------------------------------------------------- the update rule (subclasses)
     def optimized_modules(self) -> list[nn.Module]:
         """The modules with an optimizer each, in order; one optimizer over all parameters by default."""
@@ -117,7 +124,7 @@ class Stack(nn.Module):
     def bound(self, x: torch.Tensor, eps: torch.Tensor, estimator: str | None = None) -> torch.Tensor:
         """The SGVB bound per model and datapoint, (k, n), for x (k, n, D) and eps (L, k, n, max Nz): estimator
         A (eq. 6) or B (eq. 7, eq. 10), the config's by default."""
-        return elbo(x, self.encoder, self.decoder, estimator or self.cfg.estimator, len(eps), eps=eps)
+        return elbo(x, self._encoder(), self.decoder, estimator or self.cfg.estimator, len(eps), eps=eps)
 
     def selection_score(self, generators: Sequence[torch.Generator]) -> list[float]:
         """What §5's step-size selection maximizes, per model: the bound on the full training set."""

@@ -25,7 +25,7 @@ from vae.models.densities import log_normal, log_std_normal
 
 class WakeSleep(Stack):
     def optimized_modules(self) -> list[nn.Module]:
-        return [self.decoder, self.encoder]
+        return [self.decoder, self._encoder()]
 
     def fantasies(self, n: int) -> tuple[torch.Tensor, torch.Tensor]:
         """(z, x) ~ p(z) p(x|z) for every model, (k, n, Nz) and (k, n, D): Bernoulli draws, or Gaussian draws
@@ -57,7 +57,7 @@ class WakeSleep(Stack):
         model's sum of the one-sample bounds log p(x|z) + log p(z) - log q(z|x) for the running average. The
         prior term log p(z) is constant in theta, so only log p(x|z) carries the gradient."""
         with torch.no_grad():
-            mean, logvar = self.encoder(x)
+            mean, logvar = self._encoder()(x)
             z = reparameterize(mean, logvar, eps)
         log_px = self.decoder.log_prob(x, z)
         sums = None
@@ -68,4 +68,4 @@ class WakeSleep(Stack):
 
     def sleep_objective(self, z: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
         """The sleep loss, -(1/M) sum log q(z|x) over the fantasies (z, x)."""
-        return log_normal(z, *self.encoder(x)).sum() / -self.cfg.M
+        return log_normal(z, *self._encoder()(x)).sum() / -self.cfg.M

@@ -14,6 +14,7 @@ within half an ulp of 1 (6e-8) of ``log1p(e)``.
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import torch
 
@@ -33,7 +34,9 @@ class _Softplus(torch.autograd.Function):
         return _softplus_values(v)
 
     @staticmethod
-    def backward(ctx: torch.autograd.function.FunctionCtx, grad: torch.Tensor) -> torch.Tensor:
+    # ctx: Any, as torch passes it (a BackwardCFunction): FunctionCtx declares neither saved_tensors nor
+    # needs_input_grad, and torch's stubs type saved_tensors as a 1-tuple
+    def backward(ctx: Any, grad: torch.Tensor) -> torch.Tensor:
         (v,) = ctx.saved_tensors
         return grad * torch.sigmoid(v)
 
@@ -45,7 +48,8 @@ def softplus(v: torch.Tensor) -> torch.Tensor:
 
 def _broadcasts_into(shape: torch.Size, target: torch.Size) -> bool:
     """Whether ``shape`` broadcasts to ``target`` itself (cheaper than ``torch.broadcast_shapes``)."""
-    return len(shape) <= len(target) and all(s in (1, t) for s, t in zip(reversed(shape), reversed(target)))
+    return len(shape) <= len(target) and all(s in (1, t)
+                                             for s, t in zip(reversed(shape), reversed(target), strict=False))
 
 
 class _LogBernoulli(torch.autograd.Function):
@@ -58,8 +62,7 @@ class _LogBernoulli(torch.autograd.Function):
         return terms.sub_(_softplus_values(logits)).sum(-1)
 
     @staticmethod
-    def backward(ctx: torch.autograd.function.FunctionCtx,
-                 grad: torch.Tensor) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+    def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor | None, torch.Tensor | None]:
         x, logits = ctx.saved_tensors
         grad = grad.unsqueeze(-1)
         grad_x = grad_logits = None

@@ -18,20 +18,20 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Sequence
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import torch
 from torch import nn
 
-from vae.models.nets import BernoulliMLP, GaussianMLP
-
-Net = TypeVar("Net", GaussianMLP, BernoulliMLP)
+Net = TypeVar("Net", bound=nn.Module)
 
 
 class StackedLinear(nn.Module):
     """k linear layers y_j = W_j v_j + b_j in one batched matmul. ``weight`` is (k, out, in) and ``bias``
     (k, out), each layer zero-padded to the largest in/out size; rows past a layer's own output size are
     masked to exactly zero."""
+
+    mask: torch.Tensor | None  # a buffer, None where no layer is padded
 
     def __init__(self, layers: Sequence[nn.Linear]) -> None:
         """``weight`` is (k, out, in) and ``bias`` (k, out); for k = 1, (out, in) and (out)."""
@@ -78,7 +78,9 @@ class _BlockLinear(torch.autograd.Function):
     written block by block, so no model's step touches another model's (or the padding's) memory twice."""
 
     @staticmethod
-    def forward(ctx: torch.autograd.function.FunctionCtx, v: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor,
+    # ctx: Any, as torch passes it (a BackwardCFunction): FunctionCtx declares neither saved_tensors nor
+    # needs_input_grad, and torch's stubs type saved_tensors as a 1-tuple; ctx.sizes is our own
+    def forward(ctx: Any, v: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor,
                 sizes: list[tuple[int, int]]) -> torch.Tensor:
         ctx.save_for_backward(v, weight)
         ctx.sizes = sizes
@@ -91,10 +93,9 @@ class _BlockLinear(torch.autograd.Function):
         return y
 
     @staticmethod
-    def backward(ctx: torch.autograd.function.FunctionCtx,
-                 grad: torch.Tensor) -> tuple[torch.Tensor | None, torch.Tensor, torch.Tensor, None]:
+    def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor | None, torch.Tensor, torch.Tensor, None]:
         v, weight = ctx.saved_tensors
-        *lead, k, n, _ = v.shape
+        *lead, _k, n, _ = v.shape
         grad_v = torch.zeros_like(v) if ctx.needs_input_grad[0] else None
         grad_w = torch.zeros_like(weight)
         grad_b = weight.new_zeros(weight.shape[:2])

@@ -104,7 +104,7 @@ class SampleAxis(L.LightningModule):
         return list(self.stack.optimizers)
 
     def on_fit_start(self) -> None:
-        data = self.trainer.datamodule
+        data = self.trainer.datamodule  # type: ignore[attr-defined]  # Lightning sets it; Trainer does not declare it
         self.stack.attach(data.train_x.to(self.device), data.test_x.to(self.device))
         step = self.stack.samples_per_step
         self.points = set(run_points(self.cfg, step))

@@ -33,7 +33,7 @@ def scorecard(every: pd.DataFrame, compared_at: pd.DataFrame, tolerance: dict[st
         tol = tolerance[key[1]]
         allowed = tol.get("nats", 0.0) + tol.get("relative", 0.0) * compared[f"paper_{metric}"].abs()
         ok = (compared["delta"].abs() <= allowed)
-        rows.append(dict(zip(["sweep", "dataset", "algorithm", "nz", "split"], key),
+        rows.append(dict(zip(["sweep", "dataset", "algorithm", "nz", "split"], key, strict=True),
                          last_samples=int(g["samples"].max()), points_compared=len(compared),
                          worst_delta=(compared["delta"].iloc[compared["delta"].abs().argmax()] if len(compared)
                                       else math.nan),

@@ -30,17 +30,17 @@ import torch
 from scipy.stats import norm
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-from matplotlib.lines import Line2D  # noqa: E402
+import matplotlib.pyplot as plt
+from matplotlib.lines import Line2D
 
-from vae.config import ConfigError  # noqa: E402
-from vae.models.vae import VAE  # noqa: E402
-from vae.optional import require_wandb  # noqa: E402
-from vae.results.paper import PANEL, SERIES, load_paper  # noqa: E402
-from vae.results.runs import LoggedRun, Shown, figure_runs, group_curves, metric_column, no_runs, splits  # noqa: E402
-from vae.results.statistics import curve_mean  # noqa: E402
-from vae.runs.checkpoint import load_model  # noqa: E402
-from vae.runs.folder import RunFolder, atomic_write_bytes  # noqa: E402
+from vae.config import ConfigError
+from vae.models.vae import VAE
+from vae.optional import require_wandb
+from vae.results.paper import PANEL, SERIES, load_paper
+from vae.results.runs import LoggedRun, Shown, figure_runs, group_curves, metric_column, no_runs, splits
+from vae.results.statistics import curve_mean
+from vae.runs.checkpoint import load_model
+from vae.runs.folder import RunFolder, atomic_write_bytes
 
 COLOURS = {"aevb": (1.0, 0.0, 0.0), "wakesleep": (0.0, 0.5, 0.0), "mcem": (0.0, 0.0, 1.0)}
 NAMES = {"wakesleep": "Wake-Sleep", "mcem": "MCEM", "aevb": "AEVB"}
@@ -82,7 +82,7 @@ def draw_figure2(runs: list[LoggedRun], reference: list[LoggedRun], users: bool 
     panels = {}
     for dataset, (row, nzs, _) in LAYOUT.items():
         cols = range(5) if row == 0 else range(1, 5)
-        for col, nz in zip(cols, nzs):
+        for col, nz in zip(cols, nzs, strict=True):
             ax = axes[row, col]
             panels[(dataset, nz)] = ax
             ax.set_xscale("log")
@@ -111,7 +111,7 @@ def draw_figure2(runs: list[LoggedRun], reference: list[LoggedRun], users: bool 
                 drawn[ax].append(draw_curve(ax, mean["samples"], mean, STYLES.get(split, RUNNING_STYLE),
                                             COLOURS[algorithm], look, fit))
     marked = False
-    for (dataset, nz), ax in panels.items():
+    for (dataset, _), ax in panels.items():
         xlim = (1e5, 2.5e8 if dataset == "mnist" else 1e8)
         marked |= fit_panel(ax, xlim, LAYOUT[dataset][2], drawn[ax], log_x=True)
     axes[0, 0].set_ylabel(r"$\mathcal{L}$")
@@ -211,7 +211,7 @@ def draw_figure3(runs: list[LoggedRun], reference: list[LoggedRun], users: bool 
     paper = load_paper()
     fig, axes = plt.subplots(1, 3, figsize=(13, 4.2), gridspec_kw={"width_ratios": [1, 1, 0.45]})
     panels = {}
-    for ax, n_train in zip(axes, FIG3_PANELS):
+    for ax, n_train in zip(axes, FIG3_PANELS, strict=False):
         panels[n_train] = ax
         ax.set(title=f"$N_{{train}}$ = {n_train}", xlabel="# Training samples evaluated (millions)")
         ax.grid(alpha=0.2)
@@ -280,7 +280,7 @@ IMAGE_SHAPE = {"mnist": (28, 28), "frey": (28, 20)}
 
 
 def tile(images: np.ndarray, rows: int, cols: int) -> np.ndarray:
-    n, h, w = images.shape
+    _n, h, w = images.shape
     return images.reshape(rows, cols, h, w).transpose(0, 2, 1, 3).reshape(rows * h, cols * w)
 
 
@@ -359,7 +359,7 @@ def log_to_wandb(run_dirs: list[Path], images: dict[str, Path]) -> int:
     logged = []
     for run_dir in run_dirs:
         folder = RunFolder(run_dir)
-        cfg = folder.config()
+        cfg = folder.started_config()
         if cfg["wandb"] != "disabled" and folder.wandb_id_file.is_file():
             logged.append((run_dir, folder, cfg))
     if not logged:
@@ -367,7 +367,9 @@ def log_to_wandb(run_dirs: list[Path], images: dict[str, Path]) -> int:
     wandb = require_wandb("adding the figures to the runs' W&B pages", "pass --no-wandb")
     updated = 0
     for run_dir, folder, cfg in logged:
-        last = int(folder.metrics()["samples"].max())
+        metrics = folder.metrics()
+        assert metrics is not None  # the run's curve was drawn from it
+        last = int(metrics["samples"].max())
         run = wandb.init(project=cfg["wandb_project"], id=folder.wandb_id(), dir=str(run_dir), mode=cfg["wandb"],
                          resume="allow")
         run.log({f"figures/{name}": wandb.Image(str(path)) for name, path in images.items()}, step=last)

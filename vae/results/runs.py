@@ -101,7 +101,7 @@ def load_run(folder: RunFolder, label: str, include_incomplete: bool) -> LoggedR
     if not folder.metrics_file.is_file():
         return None
     try:
-        cfg = make_config(folder.config())
+        cfg = make_config(folder.started_config())
         status = folder.status()
         problem = metrics_problem(folder, status)
         if problem:
@@ -188,8 +188,9 @@ def group_curves(runs: list[LoggedRun]) -> dict[tuple[Any, ...], list[LoggedRun]
             diff = sorted(k for k, v in other.config.items() if k not in free and first.get(k) != v)
             if diff:
                 raise ReportError(
-                    f"runs {members[0].path} and {other.path} share the curve {dict(zip(CURVE, curve))} but "
-                    f"their configs differ in {diff}; put different configs in different sweeps")
+                    f"runs {members[0].path} and {other.path} share the curve "
+                    f"{dict(zip(CURVE, curve, strict=True))} but their configs differ in {diff}; "
+                    "put different configs in different sweeps")
     return dict(groups)
 
 

@@ -62,7 +62,8 @@ def log_paper_curves(sweep: Sweep, results_dir: Path) -> list[str]:
             continue
         folder.mkdir(parents=True, exist_ok=True)
         run = wandb.init(project=config["wandb_project"], group=sweep.name, name=title, id=run_id, dir=str(folder),
-                         mode=config["wandb"], settings=wandb_settings(wandb), job_type="paper", tags=["paper"], reinit="create_new",
+                         mode=config["wandb"], settings=wandb_settings(wandb), job_type="paper", tags=["paper"],
+                         reinit="create_new",
                          config={"source": "Kingma & Welling (2014), digitized from the PDF", "figure": figure,
                                  "panel": name, "algorithm": algorithm})
         run.define_metric("samples")

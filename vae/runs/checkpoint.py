@@ -97,10 +97,11 @@ class RunCheckpointIO(TorchCheckpointIO):
             os.replace(tmp, target)
         self.digests |= digests
 
-    def verify(self) -> None:
-        """Read and check every run's checkpoint now, before anything is written; Lightning's load then takes
-        what was read instead of reading the files again."""
-        self.verified = self.load_checkpoint(self.folders[0].checkpoint)
+    def verify(self) -> dict[str, Any]:
+        """Read and check every run's checkpoint now, before anything is written, and return it; Lightning's load
+        then takes what was read instead of reading the files again."""
+        self.verified = verified = self.load_checkpoint(self.folders[0].checkpoint)
+        return verified
 
     def load_checkpoint(self, path: str | os.PathLike[str], map_location: Any | None = None,
                         weights_only: bool | None = None) -> dict[str, Any]:
@@ -128,7 +129,7 @@ class RunCheckpointIO(TorchCheckpointIO):
         owner = run.get(OWNER, {"sweep": folder.sweep, "name": folder.name})
         if (owner["sweep"], owner["name"]) != (folder.sweep, folder.name):
             refuse(folder, f"is the checkpoint of run {owner['sweep']}/{owner['name']}, not of this run")
-        ours = make_config(folder.config()).identity()
+        ours = make_config(folder.started_config()).identity()
         theirs = stored_config(run["hyper_parameters"]["config"], f"{path}'s config").identity()
         diff = ", ".join(f"{k}: {theirs[k]!r} there, {v!r} here" for k, v in ours.items() if theirs[k] != v)
         if diff:
@@ -149,7 +150,7 @@ def load_model(folder: RunFolder, checkpoint: dict[str, Any] | None = None) -> V
     """The trained model of a run, from its config and its verified last checkpoint (or ``checkpoint``, read
     with ``read_checkpoint``)."""
     checkpoint = checkpoint or read_checkpoint(folder)  # refuses a folder that is not a trained run
-    model = VAE(make_config(folder.config()))
+    model = VAE(make_config(folder.started_config()))
     model.load_state_dict(checkpoint["state_dict"])
     return model
 

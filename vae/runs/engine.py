@@ -20,14 +20,13 @@ from typing import Any
 
 import lightning as L
 import torch
-from lightning.pytorch.utilities import rank_zero_only
 
 from vae.algorithms import ALGORITHMS
 from vae.algorithms.stack import STACKED_KEYS
 from vae.config import Config, ConfigError, RunSpec, Sweep
 from vae.optional import require_ray, require_wandb
 from vae.protocol.schedule import check_schedule
-from vae.runs.folder import ResultsError, RunFolder
+from vae.runs.folder import ResultsError, RunFolder, global_rank
 from vae.runs.train import check_accelerator, run_one, say, train_stack
 
 ENGINES = ("local", "ray", "stack")
@@ -171,7 +170,7 @@ def run_sweep(sweep: Sweep, results_dir: Path, data_dir: Path | None = None, onl
     for cfg in {s.config.accelerator: s.config for s in specs}.values():
         check_accelerator(cfg)
     check_optional(engine, specs)
-    for spec in specs if restart and rank_zero_only.rank == 0 else ():  # DDP: rank 0 before it starts the others
+    for spec in specs if restart and global_rank() == 0 else ():  # DDP: rank 0 before it starts the others
         folder = RunFolder.of(results_dir, sweep.name, spec.name)
         if folder.standing(spec.config).stranded:
             if folder.tracked() and not discard_tracked:

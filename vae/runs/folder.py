@@ -127,9 +127,10 @@ class RunFolder:
     """``<results>/runs/<sweep>/<run>/``: the only place that names a run's files.
 
     ``config.yaml`` (the full config), ``metrics.csv`` (one row per evaluation point), ``status.json`` (samples
-    reached, step size, selection scores, wall time, the data folder read), ``checkpoints/last.ckpt``, the W&B run id in ``wandb_id``,
-    the W&B files of every session in ``wandb/``, ``lock``, locked by the process training the run, which writes
-    its PID and host into it, and ``log_px.json``, the importance-sampled log p(x) of the last checkpoint.
+    reached, step size, selection scores, wall time, the data folder read), ``checkpoints/last.ckpt``, the W&B
+    run id in ``wandb_id``, the W&B files of every session in ``wandb/``, ``lock``, locked by the process training
+    the run, which writes its PID and host into it, and ``log_px.json``, the importance-sampled log p(x) of the
+    last checkpoint.
     """
 
     def __init__(self, path: str | os.PathLike[str]) -> None:
@@ -221,6 +222,13 @@ class RunFolder:
         config, self.migrations = migrate(config, str(self.config_file))
         return config
 
+    def started_config(self) -> dict[str, Any]:
+        """``config`` of a run that was started: a ResultsError where its ``config.yaml`` is missing."""
+        config = self.config()
+        if config is None:
+            raise ResultsError(f"{self.config_file} is missing: {self.path} holds no run that was started")
+        return config
+
     def write_config(self, config: dict[str, Any]) -> None:
         atomic_write_text(self.config_file, yaml.safe_dump(config, sort_keys=False))
 
@@ -246,7 +254,7 @@ class RunFolder:
         except ValueError as e:
             return f"it cannot be read ({e})"
         rows = metrics[metrics["samples"] <= upto].to_dict("records")
-        for have, want in zip(rows, logged):
+        for have, want in zip(rows, logged, strict=False):
             if have["samples"] != want["samples"]:
                 return f"a row at {have['samples']:,d} samples where {want['samples']:,d} was logged"
             if not same_row(have, want):
@@ -447,6 +455,13 @@ def wandb_settings(wandb_module: Any) -> Any:
     sampler beside these tiny models."""
     silent = os.environ.get("WANDB_SILENT", "true").lower() not in ("false", "0")
     return wandb_module.Settings(silent=silent, x_disable_stats=True)
+
+
+def global_rank() -> int:
+    """This process's global rank under DDP (0 without DDP), as Lightning's ``rank_zero_only`` knows it."""
+    # Lightning sets the attribute on the function (from the environment, then in each DDP process); its
+    # overloads do not declare it
+    return rank_zero_only.rank  # type: ignore[attr-defined]
 
 
 def run_loggers(folder: RunFolder, config: Config) -> list[Logger]:

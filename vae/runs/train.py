@@ -32,9 +32,9 @@ from vae.config import Config, ConfigError, RunSpec
 from vae.data import RunData
 from vae.protocol.sample_axis import SampleAxis
 from vae.runs.checkpoint import PeriodicCheckpoint, RunCheckpointIO, read_checkpoint
-from vae.runs.folder import RunFolder, Standing, run_loggers
-from vae.runs.progress import Progress
+from vae.runs.folder import ResumeSafeWandbLogger, RunFolder, Standing, global_rank, run_loggers
 from vae.runs.interrupted import Interrupted
+from vae.runs.progress import Progress
 from vae.runs.signals import StopOnSignal
 
 say = rank_zero_only(print)  # under DDP only global rank 0 reports
@@ -97,7 +97,7 @@ def train_stack(sweep: str, specs: Sequence[RunSpec], results_dir: Path, data_di
     with ExitStack() as locks:
         for folder in folders:
             folder.check_writable()
-            if rank_zero_only.rank == 0:
+            if global_rank() == 0:
                 locks.enter_context(folder.lock())
         progress = Progress(f"{sweep}/{','.join(s.name for s in specs)}", position, specs[0].config.heartbeat_seconds)
         return _train_stack(specs, folders, standings, data, progress, callbacks)
@@ -113,7 +113,7 @@ def _train_stack(specs: Sequence[RunSpec], folders: Sequence[RunFolder], standin
     statuses = {s.name: f.status() for s, f in zip(specs, folders, strict=True)}
     todo = [i for i, st in enumerate(standings) if not st.finished]
     for i in set(range(len(specs))) - set(todo):
-        if rank_zero_only.rank == 0 and folders[i].has_checkpoint():
+        if global_rank() == 0 and folders[i].has_checkpoint():
             repair_metrics(folders[i], read_checkpoint(folders[i]))
         say(f"[{specs[i].name}] already at {statuses[specs[i].name]['samples']:,d} samples (budget "
             f"{configs[i].budget:,d}): nothing to do")
@@ -128,15 +128,15 @@ def _train_stack(specs: Sequence[RunSpec], folders: Sequence[RunFolder], standin
     # departs from its checkpoint is repaired from it
     checkpoints = RunCheckpointIO(folders)
     if all(resume):
-        checkpoints.verify()
-        if rank_zero_only.rank == 0:
-            for folder, run in zip(folders, checkpoints.verified["runs"], strict=True):
+        verified = checkpoints.verify()
+        if global_rank() == 0:
+            for folder, run in zip(folders, verified["runs"], strict=True):
                 repair_metrics(folder, run)
     else:
         for folder in folders:
             folder.metrics()
     stack = ALGORITHMS[cfg.algorithm](configs)
-    writer = rank_zero_only.rank == 0
+    writer = global_rank() == 0
     loggers = [run_loggers(f, c) if writer else [] for f, c in zip(folders, configs, strict=True)]
     if writer:
         for folder, config in zip(folders, configs, strict=True):
@@ -164,8 +164,9 @@ def _train_stack(specs: Sequence[RunSpec], folders: Sequence[RunFolder], standin
             stop.signum = stop.signum or signal.SIGTERM  # a DDP rank without a signal of its own stops with rank 0
         finally:
             for group in loggers:
-                for logger in group[1:]:
-                    logger.experiment.finish()
+                for logger in group:
+                    if isinstance(logger, ResumeSafeWandbLogger):  # each W&B run
+                        logger.experiment.finish()
     wall = time.time() - began
     for j, (spec, folder) in enumerate(zip(specs, folders, strict=True)):
         status = {

@@ -63,7 +63,8 @@ def durable_steps(wandb_dir: Path, run_id: str) -> list[int]:
     steps = []
     for path in files:
         for raw in records(path):
-            record = wandb_internal_pb2.Record()
+            # the module star-imports the classes generated for the installed protobuf, which mypy cannot see
+            record = wandb_internal_pb2.Record()  # type: ignore[attr-defined]
             record.ParseFromString(raw)
             if record.WhichOneof("record_type") == "history":
                 steps.append(record.history.step.num)
