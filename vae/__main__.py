@@ -189,14 +189,12 @@ def command_line() -> Parser:
 
 def run(args: argparse.Namespace, sweep: Sweep | None) -> int:
     """Carry out the command (``sweep``: train's); the exit status."""
-    from lightning.pytorch.utilities import rank_zero_only
-
     from vae.data import DataError, data_dir, load_frey, load_mnist
     from vae.optional import MissingDependency
     from vae.protocol.divergence import RunDiverged
     from vae.results.runs import ReportError
     from vae.runs.engine import SweepFailed
-    from vae.runs.folder import ResultsError
+    from vae.runs.folder import ResultsError, global_rank
 
     logging.getLogger("lightning.pytorch").setLevel(logging.WARNING)
     warnings.filterwarnings("ignore", message=".*does not have many workers.*")
@@ -204,11 +202,13 @@ def run(args: argparse.Namespace, sweep: Sweep | None) -> int:
         if args.command == "train":
             from vae.runs.engine import Engine, run_sweep
 
+            assert sweep is not None  # read before torch loads (main)
+
             engine = Engine(args.engine, args.address, args.gpus, args.gpus_per_run, args.cpus_per_run,
                             args.stack_size)
             run_sweep(sweep, args.results_dir, args.data_dir, args.only, engine, restart=args.restart,
                       discard_tracked=args.discard_tracked, reference=(args.reference, REFERENCE))
-            if rank_zero_only.rank == 0:
+            if global_rank() == 0:
                 from vae.results.wandb_paper import log_paper_curves
 
                 logged = log_paper_curves(sweep, args.results_dir)
@@ -265,13 +265,13 @@ def run(args: argparse.Namespace, sweep: Sweep | None) -> int:
     except (ConfigError, DataError, MissingDependency, ReportError, ResultsError, RunDiverged, SweepFailed) as e:
         return refuse(e)
     except Interrupted as e:
-        if rank_zero_only.rank == 0:  # under DDP every rank stops; one says so
+        if global_rank() == 0:  # under DDP every rank stops; one says so
             print(e, file=sys.stderr)
         return e.exit_status
     return 0
 
 
-def read_settings(path: Path) -> dict:
+def read_settings(path: Path) -> dict[str, Any]:
     """A settings file of ``tables`` / ``figures`` (experiments/tables.yaml, experiments/figures.yaml)."""
     try:
         settings = yaml.safe_load(path.read_text())
