@@ -20,7 +20,8 @@ from vae.__main__ import main
 from vae.config import RunSpec, make_config
 from vae.protocol.divergence import RunDiverged
 from vae.protocol.schedule import eval_points
-from vae.runs.folder import ResumeSafeWandbLogger, RunFolder
+from vae.runs.folder import RunFolder
+from vae.runs.loggers import ResumeSafeWandbLogger
 from vae.runs.train import run_one
 from vae.runs.wandb_history import durable_steps, records
 

@@ -7,7 +7,8 @@ import yaml
 
 from vae.__main__ import main
 from vae.config import make_config
-from vae.runs.folder import RunFolder, run_loggers
+from vae.runs.folder import RunFolder
+from vae.runs.loggers import run_loggers
 
 SWEEP = {"name": "w", "base": {"dataset": "mnist", "hidden": 10, "nz": 2, "n_train": 1000, "budget": 1000,
                                 "eval_start": 1000, "lr": 0.1, "adagrad_warmup": 1, "wandb": "offline"}}

@@ -18,7 +18,7 @@ import pandas as pd
 from vae.config import Sweep
 from vae.optional import require_wandb
 from vae.results.paper import METRIC, PANEL, SERIES, load_paper, paper_curve, paper_panel
-from vae.runs.folder import wandb_settings
+from vae.runs.loggers import wandb_settings
 from vae.runs.wandb_history import durable_steps
 
 

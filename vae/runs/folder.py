@@ -1,4 +1,5 @@
-"""A run's folder and the loggers that write into it: CSV rows of evaluation points, and W&B.
+"""A run's folder: its config, metrics, status, checkpoints and lock (the loggers that write into it:
+``vae.runs.loggers``).
 
 Every file is written atomically (temporary file, then rename), so a killed run never leaves a torn file, with the
 mode the umask gives a new file; the temporary files a kill leaves go when the run is next locked. One process at
@@ -16,7 +17,6 @@ import shutil
 import socket
 import subprocess
 import tempfile
-from argparse import Namespace
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -26,15 +26,12 @@ from typing import Any
 import pandas as pd
 import torch
 import yaml
-from lightning.pytorch.loggers.logger import Logger
 from lightning.pytorch.utilities import rank_zero_only
 
 from vae.algorithms import ALGORITHMS
 from vae.config import Config, migrate
 from vae.data import data_dir as default_data_dir
-from vae.optional import require_wandb
 from vae.protocol.schedule import end_of
-from vae.runs.wandb_history import durable_steps
 
 
 class ResultsError(RuntimeError):
@@ -353,134 +350,8 @@ def same_row(row: dict[str, Any], logged: dict[str, Any]) -> bool:
     return held.keys() == logged.keys() and all(math.isclose(held[k], v, rel_tol=1e-12) for k, v in logged.items())
 
 
-def is_evaluation(metrics: dict[str, float]) -> bool:
-    """An evaluation point (not, e.g., the step-size selection record)."""
-    return "samples" in metrics and any(k.startswith("train/") for k in metrics)
-
-
-class RunCSVLogger(Logger):
-    """Writes every evaluation point (rows with ``samples`` and a ``train/`` metric) to ``metrics.csv``.
-
-    A point logged again after a resume replaces the rows at or beyond its ``samples``, so the file never
-    holds duplicated or stale points.
-    """
-
-    def __init__(self, folder: RunFolder) -> None:
-        super().__init__()
-        self.folder = folder
-        metrics = folder.metrics()
-        self.rows: list[dict[str, Any]] = [] if metrics is None else metrics.to_dict("records")
-
-    @property
-    def name(self) -> str:
-        return "csv"
-
-    @property
-    def version(self) -> str:
-        return "0"
-
-    @rank_zero_only
-    def log_hyperparams(self, params: dict[str, Any] | Namespace, *args: Any, **kwargs: Any) -> None:
-        """The config is written by the runner as config.yaml."""
-
-    @rank_zero_only
-    def log_metrics(self, metrics: dict[str, float], step: int | None = None) -> None:
-        if not is_evaluation(metrics):
-            return
-        self.rows = [r for r in self.rows if r["samples"] < metrics["samples"]] + [dict(metrics)]
-        self.folder.write_metrics(self.rows)
-
-
-class ResumeSafeWandbLogger(Logger):
-    """Logs a run to its own W&B run, which holds every point of the run's ``metrics.csv`` exactly once, whatever
-    kills it.
-
-    W&B's writer keeps records in memory for a while, so a killed session loses some of what it logged. A point
-    counts as sent only once it is on disk: a new session reads the steps its earlier sessions' files hold
-    (``vae.runs.wandb_history``) and, before training, sends the CSV rows beyond them. The W&B step is the sample
-    count, so the history keeps increasing across sessions (and across ``wandb sync`` of their folders); points
-    a resumed run reaches again (resume is exact, so they are identical) are not sent twice.
-
-    ``init`` are the arguments of ``wandb.init``; ``run`` stands in for the W&B run (tests).
-    """
-
-    def __init__(self, folder: RunFolder, run: Any = None, **init: Any) -> None:
-        super().__init__()
-        self.folder, self.init, self.run = folder, init, run
-        self.logged_upto = max(durable_steps(folder.path / "wandb", folder.wandb_id()), default=-1)
-
-    @property
-    def name(self) -> str:
-        return "wandb"
-
-    @property
-    def version(self) -> str:
-        return self.folder.wandb_id()
-
-    @rank_zero_only
-    def log_hyperparams(self, params: dict[str, Any] | Namespace, *args: Any, **kwargs: Any) -> None:
-        """The config goes to W&B when its run is made."""
-
-    @property
-    def experiment(self) -> Any:
-        """This run's own W&B run (``reinit="create_new"``): the stack engine keeps one per model in one
-        process."""
-        if self.run is None:
-            import wandb
-
-            self.run = wandb.init(**self.init, reinit="create_new")
-        return self.run
-
-    def send_missing(self) -> None:
-        """Send the CSV rows that no earlier session put on disk."""
-        metrics = self.folder.metrics()
-        if metrics is not None:
-            for row in metrics[metrics["samples"] > self.logged_upto].to_dict("records"):
-                self.log_metrics({k: v for k, v in row.items() if pd.notna(v)})
-
-    @rank_zero_only
-    def log_metrics(self, metrics: dict[str, float], step: int | None = None) -> None:
-        if "samples" not in metrics or metrics["samples"] <= self.logged_upto:
-            return
-        self.experiment.log(dict(metrics), step=int(metrics["samples"]))
-        if is_evaluation(metrics):
-            self.logged_upto = int(metrics["samples"])
-
-
-STEP_METRICS = ("train/*", "test/*", "lr", "time/*", "lr_select/*")
-
-
-def wandb_settings(wandb_module: Any) -> Any:
-    """The suite's W&B settings: quiet unless ``WANDB_SILENT=false`` asks for W&B's banners, and no system-stats
-    sampler beside these tiny models."""
-    silent = os.environ.get("WANDB_SILENT", "true").lower() not in ("false", "0")
-    return wandb_module.Settings(silent=silent, x_disable_stats=True)
-
-
 def global_rank() -> int:
     """This process's global rank under DDP (0 without DDP), as Lightning's ``rank_zero_only`` knows it."""
     # Lightning sets the attribute on the function (from the environment, then in each DDP process); its
     # overloads do not declare it
     return rank_zero_only.rank  # type: ignore[attr-defined]
-
-
-def run_loggers(folder: RunFolder, config: Config) -> list[Logger]:
-    """The run's CSV logger and, unless ``wandb: disabled``, its W&B run: offline by default (``wandb sync
-    <run>/wandb/offline-run-*`` uploads later), one W&B group per sweep, ``samples`` as every metric's x-axis.
-    wandb is imported only here, so with ``wandb: disabled`` nothing imports it."""
-    loggers: list[Logger] = [RunCSVLogger(folder)]
-    if config.wandb == "disabled":
-        return loggers
-    require_wandb()  # a one-line error, not Lightning's, where wandb is missing
-    import wandb as wandb_module
-
-    wandb = ResumeSafeWandbLogger(
-        folder, project=config.wandb_project, name=f"{folder.sweep}/{folder.name}", group=folder.sweep,
-        id=folder.wandb_id(), dir=str(folder.path), resume="allow", tags=list(config.tags), job_type=config.algorithm,
-        config=config.to_dict(), mode=config.wandb, settings=wandb_settings(wandb_module),
-    )
-    wandb.experiment.define_metric("samples")
-    for key in STEP_METRICS:
-        wandb.experiment.define_metric(key, step_metric="samples")
-    wandb.send_missing()
-    return loggers + [wandb]

@@ -32,8 +32,9 @@ from vae.config import Config, ConfigError, RunSpec
 from vae.data import RunData
 from vae.protocol.sample_axis import SampleAxis
 from vae.runs.checkpoint import PeriodicCheckpoint, RunCheckpointIO, read_checkpoint
-from vae.runs.folder import ResumeSafeWandbLogger, RunFolder, Standing, global_rank, run_loggers
+from vae.runs.folder import RunFolder, Standing, global_rank
 from vae.runs.interrupted import Interrupted
+from vae.runs.loggers import ResumeSafeWandbLogger, run_loggers
 from vae.runs.progress import Progress
 from vae.runs.signals import StopOnSignal
 
