@@ -81,19 +81,22 @@ reproduce-fig3: install  ## Figure 3: AEVB, wake-sleep and MCEM, N_train = 1000 
 	$(TRAIN) experiments/fig3_n50000.yaml --set $(BUDGET)
 	$(TRAIN) experiments/fig3_n50000_mcem.yaml --set $(BUDGET)
 
-ablations: install  ## the ablations: Frey Face step size, initialisation and x-axis, MNIST wake-sleep Nz=200, Figure 3 step size and weight prior
+ablations: install  ## the ablations: Frey Face step size, initialisation and x-axis, Frey wake-sleep plateau, MNIST wake-sleep Nz=200, Figure 3 step size, selection and weight prior
 	$(TRAIN) experiments/ablation_frey_lr.yaml --set $(BUDGET)
 	$(TRAIN) experiments/ablation_frey_init.yaml --set $(BUDGET)
 	$(TRAIN) experiments/ablation_frey_minibatch.yaml --set $(BUDGET)
 	$(TRAIN) experiments/ablation_frey_counter.yaml --set $(BUDGET)
 	$(TRAIN) experiments/ablation_frey_as_is.yaml --set $(BUDGET)
 	$(TRAIN) experiments/ablation_frey_ws_logvar.yaml --set $(BUDGET)
+	$(TRAIN) experiments/ablation_frey_ws_lr.yaml --set $(BUDGET)
+	$(TRAIN) experiments/ablation_frey_ws_init.yaml --set $(BUDGET)
 	$(TRAIN) experiments/ablation_mnist_ws200_lr.yaml --set $(BUDGET)
 	$(TRAIN) experiments/ablation_mnist_ws200_binarize.yaml --set $(BUDGET)
 	$(TRAIN) experiments/ablation_mnist_ws200_logvar.yaml --set $(BUDGET)
 	$(TRAIN) experiments/ablation_mnist_ws200_plain_head.yaml --set $(BUDGET)
 	$(TRAIN) experiments/ablation_fig3_n50000_lr.yaml --set $(BUDGET)
 	$(TRAIN) experiments/ablation_fig3_n50000_prior.yaml --set $(BUDGET)
+	$(TRAIN) experiments/ablation_fig3_n50000_select.yaml --set $(BUDGET)
 
 smoke: install  ## the whole pipeline on a tiny budget (well under a minute)
 	$(PY) -m vae train experiments/smoke.yaml --results-dir "$(RESULTS)/smoke" --data-dir "$(DATA)" $(ENGINE)
