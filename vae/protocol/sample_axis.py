@@ -30,9 +30,7 @@ is not finite is never saved: the run stops (``RunDiverged``) and keeps its last
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
-from dataclasses import dataclass
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import lightning as L
@@ -44,23 +42,10 @@ from vae.algorithms.stack import Stack
 from vae.protocol.clock import TrainingTime
 from vae.protocol.divergence import RunDiverged, check_checkpoint, check_evaluation
 from vae.protocol.measurement import between_calls, measure
+from vae.protocol.phases import PhaseDisplay
 from vae.protocol.run_checkpoint import pack_run, unpack_runs
 from vae.protocol.schedule import end_of, run_points, running_points
 from vae.protocol.selection import selection_steps, try_step_sizes
-
-
-@dataclass
-class Phase:
-    """A long stretch of one training step, for the progress display: ``done`` of ``total`` ``unit``s of
-    ``what`` (§5's selection counts iterations; an evaluation, the steps of its HMC chains)."""
-
-    what: str
-    unit: str
-    total: int
-    done: int = 0
-
-    def __str__(self) -> str:
-        return f"{self.what}: {self.unit} {self.done:,d}/{self.total:,d}"
 
 
 class SampleAxis(L.LightningModule):
@@ -84,12 +69,7 @@ class SampleAxis(L.LightningModule):
         # each transition of an evaluation's HMC chains (the same points on every DDP rank)
         self.between_steps: Callable[[], None] = lambda: None
         self.between_blocks: Callable[[], None] = lambda: None
-        # the runner's progress display (global rank 0's, nothing collective): ``show`` at the same points and
-        # after each iteration, ``phase`` saying where a long selection or evaluation stands; ``write`` prints the
-        # module's lines so that they do not land inside a progress bar
-        self.show: Callable[[], None] = lambda: None
-        self.write: Callable[[str], None] = print
-        self.phase: Phase | None = None
+        self.display = PhaseDisplay()  # where a long selection or evaluation stands, for the runner's display
 
     @property
     def samples(self) -> int:
@@ -162,30 +142,12 @@ class SampleAxis(L.LightningModule):
                 self._graph = GraphedSteps(self.stack, steps)
             self._graph.run()
         else:
-            self.stack.train_steps(steps, self._shown(self.between_steps))
-
-    def _shown(self, hook: Callable[[], None]) -> Callable[[], None]:
-        """``hook`` (the runner's point to stop at), then one unit more of the current phase, and the display."""
-        def after() -> None:
-            hook()
-            if self.phase is not None:
-                self.phase.done += 1
-            self.show()
-        return after
-
-    @contextmanager
-    def _phase(self, what: str, unit: str, total: int) -> Iterator[None]:
-        """Within the block, the display counts ``total`` ``unit``s of ``what``."""
-        self.phase = Phase(what, unit, total)
-        try:
-            yield
-        finally:
-            self.phase = None
+            self.stack.train_steps(steps, self.display.counted(self.between_steps))
 
     def _say(self, line: str) -> None:
         """A line of the module's (global rank 0's), through the display's writer."""
         if self.trainer.is_global_zero:
-            self.write(line)
+            self.display.write(line)
 
     def select_lr(self) -> None:
         """§5: pick each model's Adagrad step size (``vae.protocol.selection``); each model continues from its
@@ -193,8 +155,8 @@ class SampleAxis(L.LightningModule):
         next session selects again from the start."""
         self.time.lap_training()
         candidates = self.cfg.lr_candidates
-        with self._phase("selecting the step size", "iteration", selection_steps(self.stack)):
-            trials = try_step_sizes(self.stack, self._shown(self.between_steps), self.between_blocks)
+        with self.display.during("selecting the step size", "iteration", selection_steps(self.stack)):
+            trials = try_step_sizes(self.stack, self.display.counted(self.between_steps), self.between_blocks)
         for j, name in enumerate(self.names):
             best = trials.best(j, candidates)
             scores = {lr: trials.scores[j, lr] for lr in candidates}
@@ -244,8 +206,8 @@ class SampleAxis(L.LightningModule):
 
     def _measure(self) -> list[dict[str, float]]:
         """The evaluation point's rows (``measure``), the steps of its HMC chains counted for the display."""
-        with self._phase(f"evaluating at {self.samples:,d}", "HMC step", between_calls(self.stack)):
-            return measure(self.stack, self._shown(self.between_blocks))
+        with self.display.during(f"evaluating at {self.samples:,d}", "HMC step", between_calls(self.stack)):
+            return measure(self.stack, self.display.counted(self.between_blocks))
 
     def last_evaluation(self, j: int) -> dict[str, float] | None:
         """Run j's last logged row with an evaluation (not a running average alone), or None."""

@@ -20,7 +20,7 @@ import lightning as L
 from lightning.pytorch.utilities import rank_zero_only
 from tqdm import tqdm
 
-from vae.protocol.sample_axis import Phase
+from vae.protocol.phases import Phase
 
 
 def duration(seconds: float) -> str:
@@ -81,7 +81,7 @@ class Progress(L.Callback):
         now = time.monotonic()
         if self.bar is not None:
             if now - self.drawn >= self.bar.mininterval:
-                self.drawn, self.phased = now, module.phase is not None
+                self.drawn, self.phased = now, module.display.phase is not None
                 self.bar.update(module.samples - self.bar.n)
                 self.bar.set_postfix_str(self.postfix(module))
         elif now - self.beat >= self.seconds:
@@ -113,8 +113,8 @@ class Progress(L.Callback):
 
     def postfix(self, module: Any) -> str:
         """Beside the bar: the module's phase, or the samples per second and the last bounds."""
-        if module.phase is not None:
-            return str(module.phase)
+        if module.display.phase is not None:
+            return str(module.display.phase)
         rate = self.rate(module)
         shown = [f"{rate:,.0f} samples/s"] if rate > 0 else []
         return ", ".join(shown + [self.bounds(module)])
@@ -123,8 +123,8 @@ class Progress(L.Callback):
         """``[2/5] fig2-mnist-aevb/nz5-seed0: 1,230,000 / 10,000,000 samples (12.3%), 8,120 samples/s, 18 min
         left, test/elbo at 1,000,000: -130.52``; in a phase ``[2/5] fig2-mnist-aevb/nz5-seed0: evaluating at
         2,000,000: HMC step 30/300``"""
-        if module.phase is not None:
-            return f"{self.title}: {module.phase}"
+        if module.display.phase is not None:
+            return f"{self.title}: {module.display.phase}"
         done, budget = module.samples, module.budget
         rate = self.rate(module)
         left = f"{duration((budget - done) / rate)} left" if rate > 0 else "time left unknown"

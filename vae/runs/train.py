@@ -143,7 +143,7 @@ def _train_stack(specs: Sequence[RunSpec], folders: Sequence[RunFolder], standin
         for folder, config in zip(folders, configs, strict=True):
             folder.write_config(config.to_dict())
     module = SampleAxis(stack, [s.name for s in specs], loggers)
-    module.show, module.write = (lambda: progress.show(module)), progress.write
+    module.display.show, module.display.write = (lambda: progress.show(module)), progress.write
     ranks = cfg.devices * cfg.num_nodes
     began = time.time()
     # the handlers go in before fit, so that a signal during the Trainer's setup stops training too
