@@ -26,12 +26,18 @@ Estimate = Callable[[torch.Tensor, VAE, torch.Generator], torch.Tensor]
 
 def variants(cfg: Config) -> dict[str, Estimate]:
     """Name -> estimator(x, model, generator) returning log p(x) (or the bound) per datapoint."""
-    hmc = dict(n_samples=cfg.marginal_samples, n_burnin=cfg.marginal_burnin, n_steps=cfg.marginal_leapfrog,
-               step_size=cfg.hmc_step_size, target=cfg.hmc_target)
+    hmc = dict(
+        n_samples=cfg.marginal_samples,
+        n_burnin=cfg.marginal_burnin,
+        n_steps=cfg.marginal_leapfrog,
+        step_size=cfg.hmc_step_size,
+        target=cfg.hmc_target,
+    )
 
     def app_d(**change: float) -> Estimate:
         def run(x: torch.Tensor, model: VAE, g: torch.Generator) -> torch.Tensor:
             return log_marginal_hmc(x, model.decoder, model.encoder, g, **(hmc | change))
+
         return run
 
     def prior_start(x: torch.Tensor, model: VAE, g: torch.Generator) -> torch.Tensor:
@@ -58,14 +64,20 @@ def main() -> None:
     model, cfg = load_run(args.run)
     train_x, test_x = load_dataset(cfg)
     n = args.points
-    sets = {"train, first": train_x[:n], "test, first": test_x[:n], "test, next": test_x[n:2 * n]}
+    sets = {"train, first": train_x[:n], "test, first": test_x[:n], "test, next": test_x[n : 2 * n]}
     rows = []
     for name, estimate in variants(cfg).items():
         for split, x in sets.items():
             began = time.perf_counter()
             values = estimate(x, model, torch.Generator().manual_seed(args.seed)).double()
-            rows.append(dict(estimate=name, points=f"{split} {len(x)}", mean=f"{float(values.mean()):.2f}",
-                             seconds=f"{time.perf_counter() - began:.1f}"))
+            rows.append(
+                dict(
+                    estimate=name,
+                    points=f"{split} {len(x)}",
+                    mean=f"{float(values.mean()):.2f}",
+                    seconds=f"{time.perf_counter() - began:.1f}",
+                )
+            )
             print("  ".join(f"{v}" for v in rows[-1].values()), flush=True)
     with torch.no_grad():
         test_elbo = model.elbo(test_x, generator=torch.Generator().manual_seed(args.seed)).double().mean()

@@ -42,8 +42,14 @@ def configs(nzs: list[int], steps_per_call: int, mode: str = "eager") -> list[Co
     """Figure 2's MNIST AEVB settings, the step size fixed, no warm-up (every timed step updates), executed as
     ``mode`` says."""
     execution = dict(compile=mode.startswith("fused"), matmul_precision="tf32" if mode == "fused-tf32" else "highest")
-    return [make_config(dict(nz=nz, hidden=500, M=100, lr=0.02, adagrad_warmup=0, seed=i,
-                             steps_per_call=steps_per_call, **execution)) for i, nz in enumerate(nzs)]
+    return [
+        make_config(
+            dict(
+                nz=nz, hidden=500, M=100, lr=0.02, adagrad_warmup=0, seed=i, steps_per_call=steps_per_call, **execution
+            )
+        )
+        for i, nz in enumerate(nzs)
+    ]
 
 
 def flops_per_step(cfg: Config, nz: int) -> float:
@@ -87,10 +93,15 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=20.0, help="timed budget, all contenders together")
     parser.add_argument("--chunk", type=float, default=0.5, help="seconds per timing, roughly")
     parser.add_argument("--sizes", type=int, nargs="*", help="stacks of k Nz=20 models (default: 18 54 on CUDA)")
-    parser.add_argument("--modes", nargs="*", choices=MODES,
-                        help="execution modes (default: graphed fused on CUDA, eager on the CPU)")
-    parser.add_argument("--sequential-modes", nargs="*", choices=MODES,
-                        help="modes that also time Figure 2's five models one after another (default: all)")
+    parser.add_argument(
+        "--modes", nargs="*", choices=MODES, help="execution modes (default: graphed fused on CUDA, eager on the CPU)"
+    )
+    parser.add_argument(
+        "--sequential-modes",
+        nargs="*",
+        choices=MODES,
+        help="modes that also time Figure 2's five models one after another (default: all)",
+    )
     parser.add_argument("--steps-per-call", type=int, default=50)
     parser.add_argument("--peak-tflops", type=float, help="the device's fp32 peak (default: H200's on CUDA)")
     parser.add_argument("--data-dir", default=None, help="data folder (default: $VAE_DATA_DIR or ./data)")
@@ -110,11 +121,16 @@ def main() -> None:
     compile_seconds: dict[str, float] = {}
     for mode in modes:
         fig2, one = configs(list(FIGURE2_NZ), steps, mode), configs([20], steps, mode)
-        layouts = {f"k=1 {mode}": ([one], 1, steps * flops_per_step(one[0], 20)),
-                   f"fig2 stack of 5 {mode}": ([fig2], 5, steps * 5 * flops_per_step(fig2[0], 200))}
+        layouts = {
+            f"k=1 {mode}": ([one], 1, steps * flops_per_step(one[0], 20)),
+            f"fig2 stack of 5 {mode}": ([fig2], 5, steps * 5 * flops_per_step(fig2[0], 200)),
+        }
         if args.sequential_modes is None or mode in args.sequential_modes:
-            layouts[f"fig2 5 one after another {mode}"] = ([[c] for c in fig2], 5,
-                                                           steps * sum(flops_per_step(c, c.nz) for c in fig2))
+            layouts[f"fig2 5 one after another {mode}"] = (
+                [[c] for c in fig2],
+                5,
+                steps * sum(flops_per_step(c, c.nz) for c in fig2),
+            )
         for k in sizes:
             cfgs = configs([20] * k, steps, mode)
             layouts[f"stack of {k} {mode}"] = ([cfgs], k, steps * k * flops_per_step(cfgs[0], 20))
@@ -141,8 +157,14 @@ def main() -> None:
     rows = []
     for name, (_, models, flops) in contenders.items():
         total = statistics.median(rates[name])
-        row = dict(contender=name, models=models, samples_per_s=round(total), per_model=round(total / models),
-                   rounds=len(rates[name]), setup_s=round(compile_seconds[name], 1))
+        row = dict(
+            contender=name,
+            models=models,
+            samples_per_s=round(total),
+            per_model=round(total / models),
+            rounds=len(rates[name]),
+            setup_s=round(compile_seconds[name], 1),
+        )
         if peak:
             achieved = flops / (steps * 100 * models) * total
             row["share_of_fp32_peak"] = round(achieved / (peak * 1e12), 4)
@@ -150,7 +172,8 @@ def main() -> None:
         print("  ".join(f"{k} {v}" for k, v in row.items()))
     for mode in [m for m in modes if f"fig2 5 one after another {m}" in rates]:
         ratio = statistics.median(rates[f"fig2 stack of 5 {mode}"]) / statistics.median(
-            rates[f"fig2 5 one after another {mode}"])
+            rates[f"fig2 5 one after another {mode}"]
+        )
         print(f"fig2 MNIST models, stacked / one after another ({mode}): {ratio:.2f}")
     if args.out:
         with open(args.out, "w", newline="") as f:

@@ -82,8 +82,10 @@ from vae.protocol.schedule import eval_points, round_up
 from vae.runs.train import run_one
 
 ROOT = Path(__file__).resolve().parent.parent
-SWEEPS = {"mnist": ("fig2_mnist_aevb.yaml", "fig2_mnist_wakesleep.yaml"),
-          "frey": ("fig2_frey_aevb.yaml", "fig2_frey_wakesleep.yaml")}
+SWEEPS = {
+    "mnist": ("fig2_mnist_aevb.yaml", "fig2_mnist_wakesleep.yaml"),
+    "frey": ("fig2_frey_aevb.yaml", "fig2_frey_wakesleep.yaml"),
+}
 LR = 0.02
 WARM_STEPS = 150  # past Adagrad's 100 warm-up steps (no update) and the first calls' one-time costs
 PAPER_SAMPLES = 10**8
@@ -93,8 +95,9 @@ NEVER = 10**12
 def sweep_config(dataset: str, nz: int, algorithm: str = "aevb") -> Config:
     """The Figure 2 sweep file's config for this Nz (``make reproduce-*``'s), with the bench's overrides."""
     name = SWEEPS[dataset][algorithm != "aevb"]
-    sweep = load_sweep(ROOT / "experiments" / name, dict(nz=nz, lr=LR, wandb="disabled", budget=NEVER,
-                                                         eval_start=NEVER))
+    sweep = load_sweep(
+        ROOT / "experiments" / name, dict(nz=nz, lr=LR, wandb="disabled", budget=NEVER, eval_start=NEVER)
+    )
     return sweep.runs[0].config
 
 
@@ -143,8 +146,7 @@ class Suite:
     def measure(self, seconds: float) -> float:
         timer = StepTimer(seconds, self.cfg.M, lambda module, batches: module.samples)
         self.count += 1
-        run_one("bench", RunSpec(f"{self.label}-{self.count}", self.cfg), self.tmp, data=self.data,
-                callbacks=[timer])
+        run_one("bench", RunSpec(f"{self.label}-{self.count}", self.cfg), self.tmp, data=self.data, callbacks=[timer])
         return timer.rate()
 
 
@@ -254,8 +256,14 @@ class Lit:
 
     def measure(self, seconds: float) -> float:
         timer = StepTimer(seconds, self.M, lambda module, batches: batches * self.M)
-        trainer = L.Trainer(max_epochs=-1, logger=False, enable_checkpointing=False, enable_progress_bar=False,
-                            enable_model_summary=False, callbacks=[timer])
+        trainer = L.Trainer(
+            max_epochs=-1,
+            logger=False,
+            enable_checkpointing=False,
+            enable_progress_bar=False,
+            enable_model_summary=False,
+            callbacks=[timer],
+        )
         trainer.fit(self.module)
         return timer.rate()
 
@@ -335,8 +343,10 @@ def figure2(seconds: float, repeats: int, tmp: Path) -> None:
             for run in grid.runs:
                 cfg = sweep_config(dataset, run.config.nz, algorithm)
                 curves.append((dataset, algorithm, cfg, Suite(cfg, tmp / "fig2", f"{dataset}-{algorithm}-{cfg.nz}")))
-    print(f"\nFigure 2 projection: the suite's training path (as (a)) for all {len(curves)} curves, "
-          f"{repeats} rounds of {seconds:g} s each")
+    print(
+        f"\nFigure 2 projection: the suite's training path (as (a)) for all {len(curves)} curves, "
+        f"{repeats} rounds of {seconds:g} s each"
+    )
     rates: dict[int, list[float]] = {i: [] for i in range(len(curves))}
     for r in range(repeats):
         for i, (*_, suite) in enumerate(curves):
@@ -356,9 +366,11 @@ def figure2(seconds: float, repeats: int, tmp: Path) -> None:
         print(f"| {dataset} | {algorithm} | {cfg.nz} | {rate:,.0f} | {evals[key]:.2f} | {h:.2f} |")
     mnist_aevb, mnist_ws = hours[("mnist", "aevb")], hours[("mnist", "wakesleep")]
     frey = hours[("frey", "aevb")] + hours[("frey", "wakesleep")]
-    print(f"\none run after another: make reproduce-mnist {mnist_aevb:.1f} h, make reproduce-frey {frey:.1f} h, "
-          f"MNIST wake-sleep {mnist_ws:.1f} h; make reproduce-fig2 (all {len(curves)} curves) "
-          f"{mnist_aevb + mnist_ws + frey:.1f} h")
+    print(
+        f"\none run after another: make reproduce-mnist {mnist_aevb:.1f} h, make reproduce-frey {frey:.1f} h, "
+        f"MNIST wake-sleep {mnist_ws:.1f} h; make reproduce-fig2 (all {len(curves)} curves) "
+        f"{mnist_aevb + mnist_ws + frey:.1f} h"
+    )
 
 
 # ------------------------------------------------------------------ main
@@ -367,13 +379,24 @@ def bench(dataset: str, nz: int, seconds: float, repeats: int, tmp: Path) -> dic
     ws_cfg = sweep_config(dataset, nz, "wakesleep")
     train_x = run_data(cfg).train_x
     x_dim = train_x.shape[1]
-    names = {"a": "(a) suite: run_one, Lightning Trainer, AEVB", "b": "(b) plain loop, data in memory",
-             "c": "(c) plain loop, DataLoader", "d": "(d) LightningModule, automatic optimization",
-             "ws": "(a-ws) suite: run_one, wake-sleep"}
-    contenders = {"a": Suite(cfg, tmp / dataset, "aevb"), "b": Plain(cfg, train_x),
-                  "c": WithDataLoader(cfg, train_x), "d": Lit(cfg, train_x), "ws": Suite(ws_cfg, tmp / dataset, "ws")}
-    print(f"\n{dataset}: {x_dim}-{cfg.hidden}-{nz}, {cfg.decoder} decoder, M={cfg.M}, estimator {cfg.estimator}, "
-          f"L={cfg.L}; {repeats} rounds of {seconds:g} s per contender, torch threads {torch.get_num_threads()}")
+    names = {
+        "a": "(a) suite: run_one, Lightning Trainer, AEVB",
+        "b": "(b) plain loop, data in memory",
+        "c": "(c) plain loop, DataLoader",
+        "d": "(d) LightningModule, automatic optimization",
+        "ws": "(a-ws) suite: run_one, wake-sleep",
+    }
+    contenders = {
+        "a": Suite(cfg, tmp / dataset, "aevb"),
+        "b": Plain(cfg, train_x),
+        "c": WithDataLoader(cfg, train_x),
+        "d": Lit(cfg, train_x),
+        "ws": Suite(ws_cfg, tmp / dataset, "ws"),
+    }
+    print(
+        f"\n{dataset}: {x_dim}-{cfg.hidden}-{nz}, {cfg.decoder} decoder, M={cfg.M}, estimator {cfg.estimator}, "
+        f"L={cfg.L}; {repeats} rounds of {seconds:g} s per contender, torch threads {torch.get_num_threads()}"
+    )
     rates: dict[str, list[float]] = {k: [] for k in contenders}
     for r in range(repeats):
         order = list(contenders) if r % 2 == 0 else list(reversed(contenders))
@@ -391,15 +414,20 @@ def bench(dataset: str, nz: int, seconds: float, repeats: int, tmp: Path) -> dic
         print(f"| {name} | {med[key]:,.0f} | {lo:,.0f}-{hi:,.0f} | {med['a'] / med[key]:.2f} |")
     print(f"| GEMM limit (the matrix products of a step alone) | {limit:,.0f} | | {med['a'] / limit:.2f} |")
     paired = {k: statistics.median(a / o for a, o in zip(rates["a"], rates[k], strict=True)) for k in ("b", "d")}
-    print(f"\n(a)/(b) = {med['a'] / med['b']:.2f}, (a)/(d) = {med['a'] / med['d']:.2f} (medians; median of the "
-          f"rounds' own ratios: {paired['b']:.2f}, {paired['d']:.2f}); (a) reaches {100 * med['a'] / limit:.0f}% "
-          "of the GEMM limit")
-    print(f"one evaluation point (train {len(train_x):,d} + test {_test_size(cfg):,d}, estimator B, L=1): "
-          f"{eval_s:.2f} s")
-    print(f"projected wall time of one Figure 2 curve at 1e8 samples (Nz={nz}, training + "
-          f"{len(eval_points(100_000, PAPER_SAMPLES, cfg.eval_per_decade, cfg.M))} evaluation points + step-size "
-          f"selection): AEVB {curve_hours(cfg, med['a'], eval_s):.2f} h, "
-          f"wake-sleep {curve_hours(ws_cfg, med['ws'], eval_s):.2f} h")
+    print(
+        f"\n(a)/(b) = {med['a'] / med['b']:.2f}, (a)/(d) = {med['a'] / med['d']:.2f} (medians; median of the "
+        f"rounds' own ratios: {paired['b']:.2f}, {paired['d']:.2f}); (a) reaches {100 * med['a'] / limit:.0f}% "
+        "of the GEMM limit"
+    )
+    print(
+        f"one evaluation point (train {len(train_x):,d} + test {_test_size(cfg):,d}, estimator B, L=1): {eval_s:.2f} s"
+    )
+    print(
+        f"projected wall time of one Figure 2 curve at 1e8 samples (Nz={nz}, training + "
+        f"{len(eval_points(100_000, PAPER_SAMPLES, cfg.eval_per_decade, cfg.M))} evaluation points + step-size "
+        f"selection): AEVB {curve_hours(cfg, med['a'], eval_s):.2f} h, "
+        f"wake-sleep {curve_hours(ws_cfg, med['ws'], eval_s):.2f} h"
+    )
     return med
 
 
@@ -409,23 +437,30 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seconds", type=float, default=2.0, help="seconds per contender per round")
     parser.add_argument("--repeats", type=int, help="rounds over the contenders (default 7; 2 with --figure2)")
     parser.add_argument("--nz", type=int, default=20)
-    parser.add_argument("--figure2", action="store_true",
-                        help="instead: the suite's throughput for every Figure 2 curve and the wall time of "
-                             "each at the paper's 1e8 samples (default 2 rounds)")
+    parser.add_argument(
+        "--figure2",
+        action="store_true",
+        help="instead: the suite's throughput for every Figure 2 curve and the wall time of "
+        "each at the paper's 1e8 samples (default 2 rounds)",
+    )
     args = parser.parse_args(argv)
     logging.getLogger("lightning.pytorch").setLevel(logging.ERROR)
     warnings.filterwarnings("ignore")
-    print(f"torch {torch.__version__}, lightning {L.__version__}, {torch.get_num_threads()} threads, "
-          f"CPU capability {torch.backends.cpu.get_cpu_capability()}, {os.cpu_count()} CPUs, load {_load()}")
+    print(
+        f"torch {torch.__version__}, lightning {L.__version__}, {torch.get_num_threads()} threads, "
+        f"CPU capability {torch.backends.cpu.get_cpu_capability()}, {os.cpu_count()} CPUs, load {_load()}"
+    )
     began = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="vae-bench-") as tmp:
         if args.figure2:
             figure2(args.seconds, args.repeats or 2, Path(tmp))
         else:
-            for dataset in (["mnist", "frey"] if args.dataset == "both" else [args.dataset]):
+            for dataset in ["mnist", "frey"] if args.dataset == "both" else [args.dataset]:
                 bench(dataset, args.nz, args.seconds, args.repeats or 7, Path(tmp))
-    print(f"\nbench time {time.perf_counter() - began:.0f} s; load average now {_load()} (other processes on "
-          "the machine slow every contender; the round-robin spreads that over all of them)")
+    print(
+        f"\nbench time {time.perf_counter() - began:.0f} s; load average now {_load()} (other processes on "
+        "the machine slow every contender; the round-robin spreads that over all of them)"
+    )
     return 0
 
 

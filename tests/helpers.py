@@ -14,11 +14,22 @@ import yaml
 from vae.config import Config, make_config
 
 # experiments/smoke.yaml (MNIST, Bernoulli decoder, estimator B, step-size selection, Nz = 3 and 20) in seconds
-SMOKE = {"name": "smoke",
-         "base": {"dataset": "mnist", "hidden": 20, "decoder": "bernoulli", "estimator": "B", "n_train": 1000,
-                  "budget": 2000, "eval_start": 1000, "eval_per_decade": 1, "lr_select_samples": 1000,
-                  "adagrad_warmup": 2},
-         "grid": {"nz": [3, 20]}}
+SMOKE = {
+    "name": "smoke",
+    "base": {
+        "dataset": "mnist",
+        "hidden": 20,
+        "decoder": "bernoulli",
+        "estimator": "B",
+        "n_train": 1000,
+        "budget": 2000,
+        "eval_start": 1000,
+        "eval_per_decade": 1,
+        "lr_select_samples": 1000,
+        "adagrad_warmup": 2,
+    },
+    "grid": {"nz": [3, 20]},
+}
 
 # small MNIST models of three latent sizes (padded to 10) and seeds, for the stack tests
 STACK_BASE = dict(hidden=50, n_train=1000, lr=0.02, adagrad_warmup=5, eval_batch=700)
@@ -29,8 +40,15 @@ def stack_configs(**overrides) -> list[Config]:
     return [make_config({**STACK_BASE, **overrides, "nz": nz, "seed": seed}) for nz, seed in STACK_MODELS]
 
 
-def fake_run(results: Path, sweep: str, name: str, rows: list[tuple[int, float, float]], complete: bool = True,
-             metric: str = "elbo", **config) -> Path:
+def fake_run(
+    results: Path,
+    sweep: str,
+    name: str,
+    rows: list[tuple[int, float, float]],
+    complete: bool = True,
+    metric: str = "elbo",
+    **config,
+) -> Path:
     folder = results / "runs" / sweep / name
     folder.mkdir(parents=True)
     cfg = make_config({"budget": rows[-1][0] if complete else 10**8, **config}).to_dict()

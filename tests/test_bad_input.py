@@ -14,8 +14,17 @@ import yaml
 
 from vae.__main__ import main
 
-BASE = dict(hidden=20, n_train=1000, budget=4000, eval_start=1000, lr_select_samples=1000, adagrad_warmup=2,
-            eval_batch=5000, wandb="offline", checkpoint_minutes=10.0)
+BASE = dict(
+    hidden=20,
+    n_train=1000,
+    budget=4000,
+    eval_start=1000,
+    lr_select_samples=1000,
+    adagrad_warmup=2,
+    eval_batch=5000,
+    wandb="offline",
+    checkpoint_minutes=10.0,
+)
 SWEEP = {"name": "s", "base": BASE, "grid": {"nz": [2, 3]}}
 RUN = Path("runs/s/nz2-seed0")
 
@@ -25,8 +34,21 @@ def trained(tmp_path_factory, data_root) -> Path:
     """A results folder with two finished runs (Nz = 2 and 3), checkpoints and offline W&B runs."""
     tmp = tmp_path_factory.mktemp("trained")
     (tmp / "s.yaml").write_text(yaml.safe_dump(SWEEP))
-    subprocess.run([sys.executable, "-m", "vae", "train", str(tmp / "s.yaml"), "--results-dir", str(tmp / "results"),
-                    "--data-dir", str(data_root)], check=True, capture_output=True)
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "vae",
+            "train",
+            str(tmp / "s.yaml"),
+            "--results-dir",
+            str(tmp / "results"),
+            "--data-dir",
+            str(data_root),
+        ],
+        check=True,
+        capture_output=True,
+    )
     return tmp / "results"
 
 
@@ -39,8 +61,14 @@ class Case:
         self.run = self.results / RUN
 
     def train(self, *overrides: str, experiment: Path | None = None, data: Path | None = None) -> list[str]:
-        return ["train", str(experiment or self.sweep), "--results-dir", str(self.results), "--data-dir",
-                str(data or self.data)] + (["--set", *overrides] if overrides else [])
+        return [
+            "train",
+            str(experiment or self.sweep),
+            "--results-dir",
+            str(self.results),
+            "--data-dir",
+            str(data or self.data),
+        ] + (["--set", *overrides] if overrides else [])
 
     def alone(self) -> None:
         """Leave the damaged run alone in the results folder (with others beside it, it is skipped)."""
@@ -55,8 +83,16 @@ class Case:
         path.write_text(yaml.safe_dump(settings or {"seed": 0, "figure4": {}, "figure5": [str(RUN)]}))
         if settings is None:
             self.alone()
-        return ["figures", "--results-dir", str(self.results), "--reference", str(self.none), "--no-wandb",
-                "--settings", str(path)]
+        return [
+            "figures",
+            "--results-dir",
+            str(self.results),
+            "--reference",
+            str(self.none),
+            "--no-wandb",
+            "--settings",
+            str(path),
+        ]
 
     def diagnose(self) -> list[str]:
         return ["diagnose", str(self.run), "--data-dir", str(self.data), "--points", "100"]
@@ -67,7 +103,7 @@ class Case:
         return path
 
     def garbage_metrics(self) -> None:
-        (self.run / "metrics.csv").write_bytes(b"\x00\xff\x13 not,a\ncsv\"\"\x00" * 50)
+        (self.run / "metrics.csv").write_bytes(b'\x00\xff\x13 not,a\ncsv""\x00' * 50)
 
     def half_status(self) -> None:
         (self.run / "status.json").write_text('{"samples": 40')
@@ -83,8 +119,13 @@ class Case:
 
     def data_file_is_directory(self) -> Path:
         data = self.tmp / "data"
-        shutil.copytree(self.data, data, symlinks=False, ignore=lambda d, names: [n for n in names if "fashion" in n],
-                        copy_function=os.symlink)
+        shutil.copytree(
+            self.data,
+            data,
+            symlinks=False,
+            ignore=lambda d, names: [n for n in names if "fashion" in n],
+            copy_function=os.symlink,
+        )
         images = data / "mnist" / "MNIST" / "raw" / "train-images-idx3-ubyte.gz"
         images.unlink()
         images.mkdir()
@@ -114,7 +155,8 @@ CASES: dict[str, Callable[[Case], list[str]]] = {
     "YAML syntax error in --set": lambda c: c.train("lr_candidates=[0.1,"),
     "base given as a list": lambda c: c.train(experiment=c.write("bad.yaml", "name: s\nbase: [1, 2]\n")),
     "a grid value that is a scalar": lambda c: c.train(
-        experiment=c.write("bad.yaml", yaml.safe_dump({"name": "s", "base": BASE, "grid": {"nz": 5}}))),
+        experiment=c.write("bad.yaml", yaml.safe_dump({"name": "s", "base": BASE, "grid": {"nz": 5}}))
+    ),
     "a binary file as the experiment": lambda c: c.train(experiment=c.write("bad.yaml", bytes(range(256)) * 4)),
     "a directory as the experiment": lambda c: c.train(experiment=c.tmp),
     "a missing experiment": lambda c: c.train(experiment=c.tmp / "nope.yaml"),
@@ -136,7 +178,8 @@ CASES: dict[str, Callable[[Case], list[str]]] = {
     "a mistyped data folder": lambda c: c.train("budget=8000", data=c.tmp / "typo" / "data"),
     "figures with a missing settings file": lambda c: c.figures()[:-1] + [str(c.tmp / "nope.yaml")],
     "Figure 4 of a run whose Nz is not 2": lambda c: c.figures(
-        {"seed": 0, "figure4": {"mnist": {"run": "runs/s/nz3-seed0", "grid": 5}}, "figure5": []}),
+        {"seed": 0, "figure4": {"mnist": {"run": "runs/s/nz3-seed0", "grid": 5}}, "figure5": []}
+    ),
     "a step-size selection inside the Adagrad warm-up": lambda c: c.train("budget=8000", "adagrad_warmup=100"),
 }
 
@@ -179,23 +222,44 @@ def test_one_unreadable_run_is_skipped_with_a_warning_and_the_others_are_tabulat
     assert "nz3-seed0" in used and "nz2-seed0" not in used
 
 
-@pytest.mark.parametrize("args, sweep, bound", [
-    (["--set", "budget=1e30"], {}, "(0, 1000000000000]"),
-    (["--seeds", "100000000"], {}, "at most 1,000 seeds"),
-    ([], {"seeds": 100000000}, "at most 1,000 seeds"),
-    ([], {"seeds": 1000, "grid": {"nz": [3, 5, 10, 20, 200], "lr": [0.01, 0.02, 0.1]}}, "at most 10,000"),
-], ids=["samples", "seeds", "seeds-in-the-file", "grid-times-seeds"])
-def test_a_budget_or_seed_count_beyond_its_bound_is_refused_at_once_and_creates_nothing(args, sweep, bound, tmp_path,
-                                                                                           data_root):
+@pytest.mark.parametrize(
+    "args, sweep, bound",
+    [
+        (["--set", "budget=1e30"], {}, "(0, 1000000000000]"),
+        (["--seeds", "100000000"], {}, "at most 1,000 seeds"),
+        ([], {"seeds": 100000000}, "at most 1,000 seeds"),
+        ([], {"seeds": 1000, "grid": {"nz": [3, 5, 10, 20, 200], "lr": [0.01, 0.02, 0.1]}}, "at most 10,000"),
+    ],
+    ids=["samples", "seeds", "seeds-in-the-file", "grid-times-seeds"],
+)
+def test_a_budget_or_seed_count_beyond_its_bound_is_refused_at_once_and_creates_nothing(
+    args, sweep, bound, tmp_path, data_root
+):
     """Refused while the sweep is read, before torch loads: nothing is expanded, built or written. (On a quiet
     machine the command takes a tenth of a second; the time allows for a loaded one.)"""
     (tmp_path / "s.yaml").write_text(yaml.safe_dump(SWEEP | sweep))
-    cli = "import sys; from vae.__main__ import main; status = main(sys.argv[1:]); print(sorted(sys.modules)); " \
-          "sys.exit(status)"
+    cli = (
+        "import sys; from vae.__main__ import main; status = main(sys.argv[1:]); print(sorted(sys.modules)); "
+        "sys.exit(status)"
+    )
     start = time.monotonic()
-    done = subprocess.run([sys.executable, "-c", cli, "train", str(tmp_path / "s.yaml"), "--results-dir",
-                           str(tmp_path / "results"), "--data-dir", str(data_root), *args], capture_output=True,
-                          text=True, timeout=60)
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            cli,
+            "train",
+            str(tmp_path / "s.yaml"),
+            "--results-dir",
+            str(tmp_path / "results"),
+            "--data-dir",
+            str(data_root),
+            *args,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert time.monotonic() - start < 10
     assert done.returncode == 2 and "Traceback" not in done.stderr, done.stderr
     assert "'torch'" not in done.stdout and "'lightning'" not in done.stdout
@@ -208,8 +272,10 @@ def test_an_echoed_value_is_cut_to_a_readable_length(tmp_path, capsys):
     """The error line keeps the key at its start and the end of the value; the 131,000 characters between go,
     from the config's messages and from argparse's alike."""
     (tmp_path / "s.yaml").write_text(yaml.safe_dump(SWEEP))
-    assert main(["train", str(tmp_path / "s.yaml"), "--results-dir", str(tmp_path / "r"), "--set",
-                 "nz=" + "x" * 131_000]) == 2
+    assert (
+        main(["train", str(tmp_path / "s.yaml"), "--results-dir", str(tmp_path / "r"), "--set", "nz=" + "x" * 131_000])
+        == 2
+    )
     (line,) = capsys.readouterr().err.strip().splitlines()
     assert line.startswith("error: nz must be a number, got 'xxx") and line.endswith("xxx'") and " … " in line
     assert len(line) <= 203

@@ -22,8 +22,17 @@ from vae.runs.folder import ResultsError, RunFolder
 from vae.runs.train import run_one, train_stack
 
 # tiny runs, a checkpoint at every Lightning step (each step reaches the next evaluation point here)
-BASE = dict(hidden=20, nz=2, n_train=2000, budget=10000, eval_start=5000, lr=0.02, adagrad_warmup=10,
-            wandb="disabled", checkpoint_minutes=1e-6)
+BASE = dict(
+    hidden=20,
+    nz=2,
+    n_train=2000,
+    budget=10000,
+    eval_start=5000,
+    lr=0.02,
+    adagrad_warmup=10,
+    wandb="disabled",
+    checkpoint_minutes=1e-6,
+)
 SWEEP = "ck"
 
 
@@ -89,8 +98,11 @@ def test_a_state_that_is_not_finite_is_never_checkpointed(results, data_root):
                 module.stack.decoder.hidden.weight[1, 0, 0] = float("nan")
 
     specs = [spec(0, steps_per_call=5), spec(1, steps_per_call=5)]  # 5 steps per Lightning step: no evaluation
-    with pytest.raises(RunDiverged, match=r"^\[seed1\] the parameters or the optimizer state are not finite at step "
-                                          r"55 \(5500 samples; .*No checkpoint was written"):
+    with pytest.raises(
+        RunDiverged,
+        match=r"^\[seed1\] the parameters or the optimizer state are not finite at step "
+        r"55 \(5500 samples; .*No checkpoint was written",
+    ):
         train_stack(SWEEP, specs, results, data_root, callbacks=[Poison()])
     for seed in (0, 1):
         checkpoints = folder(results, seed).checkpoint.parent
@@ -101,12 +113,12 @@ def test_a_state_that_is_not_finite_is_never_checkpointed(results, data_root):
 def flip(path: Path) -> None:
     data = bytearray(path.read_bytes())
     middle = len(data) // 2
-    data[middle:middle + 100] = bytes(b ^ 0xFF for b in data[middle:middle + 100])
+    data[middle : middle + 100] = bytes(b ^ 0xFF for b in data[middle : middle + 100])
     path.write_bytes(bytes(data))
 
 
 def truncate(path: Path) -> None:
-    path.write_bytes(path.read_bytes()[:len(path.read_bytes()) // 2])
+    path.write_bytes(path.read_bytes()[: len(path.read_bytes()) // 2])
 
 
 @pytest.mark.parametrize("damage", [flip, truncate])
@@ -166,8 +178,11 @@ def test_a_checkpoint_from_before_checksums_is_accepted_after_its_config_check(r
         legacy[seed] = run.checkpoint.read_bytes()
     seed0 = folder(results, 0)
     seed0.checkpoint.write_bytes(legacy[1])
-    with pytest.raises(ResultsError, match=r"last\.ckpt was written with another config than .*config\.yaml "
-                                           r"\(seed: 1 there, 0 here\)"):
+    with pytest.raises(
+        ResultsError,
+        match=r"last\.ckpt was written with another config than .*config\.yaml "
+        r"\(seed: 1 there, 0 here\)",
+    ):
         resume(results, data_root)
     seed0.checkpoint.write_bytes(legacy[0])
     assert resume(results, data_root)["samples"] == 10000
@@ -194,9 +209,11 @@ def write_sweep(path: Path) -> Path:
 def assert_out_of_space(stderr: str, run: RunFolder, reason: str, before: dict[Path, bytes]) -> None:
     """One error line that names the checkpoint and the space the next one needs; the old files as they were."""
     error = stderr.strip().splitlines()[-1]
-    assert error.startswith(f"error: cannot write the checkpoint {run.checkpoint}: {reason}. The disk holding "
-                            f"{run.checkpoint.parent} is full (or a file size limit is reached): the next "
-                            "checkpoint needs "), error
+    assert error.startswith(
+        f"error: cannot write the checkpoint {run.checkpoint}: {reason}. The disk holding "
+        f"{run.checkpoint.parent} is full (or a file size limit is reached): the next "
+        "checkpoint needs "
+    ), error
     assert "The last checkpoint is kept" in error
     need = int(error.split("needs ")[1].split(" bytes")[0].replace(",", ""))
     size = len(before[run.checkpoint])
@@ -209,13 +226,23 @@ def test_a_file_size_limit_keeps_the_last_checkpoint_and_says_how_much_space_is_
     run = folder(results, 0)
     before = files(run.checkpoint.parent)
     limit = len(before[run.checkpoint]) // 2
-    argv = ["vae", "train", str(write_sweep(tmp_path / "ck.yaml")), "--results-dir", str(results), "--data-dir",
-            str(data_root)]
-    child = ("import resource, runpy, signal, sys; signal.signal(signal.SIGXFSZ, signal.SIG_IGN); "
-             f"resource.setrlimit(resource.RLIMIT_FSIZE, ({limit}, {limit})); sys.argv = {argv!r}; "
-             "runpy.run_module('vae', run_name='__main__')")
-    done = subprocess.run([sys.executable, "-c", child], capture_output=True, text=True,
-                          env=os.environ | {"PYTHONDONTWRITEBYTECODE": "1"})
+    argv = [
+        "vae",
+        "train",
+        str(write_sweep(tmp_path / "ck.yaml")),
+        "--results-dir",
+        str(results),
+        "--data-dir",
+        str(data_root),
+    ]
+    child = (
+        "import resource, runpy, signal, sys; signal.signal(signal.SIGXFSZ, signal.SIG_IGN); "
+        f"resource.setrlimit(resource.RLIMIT_FSIZE, ({limit}, {limit})); sys.argv = {argv!r}; "
+        "runpy.run_module('vae', run_name='__main__')"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", child], capture_output=True, text=True, env=os.environ | {"PYTHONDONTWRITEBYTECODE": "1"}
+    )
     assert done.returncode == 2, done.stderr
     assert_out_of_space(done.stderr, run, "File too large", before)
 
@@ -232,12 +259,18 @@ def test_a_full_disk_keeps_the_last_checkpoint_and_says_how_much_space_is_needed
     used = sum(-(-p.stat().st_size // 4096) * 4096 for p in run.path.rglob("*") if p.is_file())
     room = used + len(run.checkpoint.read_bytes()) // 2
     sweep, after = write_sweep(tmp_path / "ck.yaml"), tmp_path / "after"
-    q = {k: shlex.quote(str(v)) for k, v in dict(disk=disk, run=run.path, after=after, sweep=sweep,
-                                                 data=data_root, python=sys.executable).items()}
-    script = (f"mount -t tmpfs -o size={room} tmpfs {q['disk']} && mkdir -p {q['disk']}/runs/{SWEEP} && "
-              f"cp -a {q['run']} {q['disk']}/runs/{SWEEP}/ && {q['python']} -m vae train {q['sweep']} "
-              f"--results-dir {q['disk']} --data-dir {q['data']}; status=$?; cp -a {q['disk']} {q['after']}; "
-              "exit $status")
+    q = {
+        k: shlex.quote(str(v))
+        for k, v in dict(
+            disk=disk, run=run.path, after=after, sweep=sweep, data=data_root, python=sys.executable
+        ).items()
+    }
+    script = (
+        f"mount -t tmpfs -o size={room} tmpfs {q['disk']} && mkdir -p {q['disk']}/runs/{SWEEP} && "
+        f"cp -a {q['run']} {q['disk']}/runs/{SWEEP}/ && {q['python']} -m vae train {q['sweep']} "
+        f"--results-dir {q['disk']} --data-dir {q['data']}; status=$?; cp -a {q['disk']} {q['after']}; "
+        "exit $status"
+    )
     done = subprocess.run(["unshare", "--mount", "sh", "-c", script], capture_output=True, text=True)
     assert done.returncode == 2, done.stderr
     before = {after / p.relative_to(results): c for p, c in files(run.checkpoint.parent).items()}
@@ -253,8 +286,9 @@ def test_checkpoint_files_take_the_mode_of_the_umask(tmp_path, umask, mode):
         stale.with_name(stale.name + ".tmp").touch(mode=0o600)
     old = os.umask(umask)
     try:
-        RunCheckpointIO([run]).save_checkpoint({"epoch": 0, "runs": [{"state_dict": {"w": torch.zeros(2)}}]},
-                                               run.checkpoint)
+        RunCheckpointIO([run]).save_checkpoint(
+            {"epoch": 0, "runs": [{"state_dict": {"w": torch.zeros(2)}}]}, run.checkpoint
+        )
     finally:
         os.umask(old)
     assert sorted(p.name for p in run.checkpoint.parent.iterdir()) == ["last.ckpt", "last.ckpt.sha256"]

@@ -24,8 +24,9 @@ HEAVY = ("torch", "lightning", "wandb", "pandas", "ray")
 def cli(*args: str, cwd: Path = ROOT) -> subprocess.CompletedProcess:
     """``python -m vae ARGS`` in ``cwd``, importing this checkout's package."""
     env = os.environ | {"PYTHONPATH": str(ROOT)}
-    return subprocess.run([sys.executable, "-m", "vae", *args], capture_output=True, text=True, cwd=cwd, env=env,
-                          timeout=120)
+    return subprocess.run(
+        [sys.executable, "-m", "vae", *args], capture_output=True, text=True, cwd=cwd, env=env, timeout=120
+    )
 
 
 def refused(done: subprocess.CompletedProcess) -> str:
@@ -39,13 +40,21 @@ def refused(done: subprocess.CompletedProcess) -> str:
 def test_help_comes_within_two_seconds_without_loading_torch(args):
     """The parser is built and printed before torch, Lightning, W&B, pandas or Ray load. (Best of two: a first
     start of the interpreter may wait on a cold disk.)"""
-    code = (f"import sys; from vae.__main__ import main\ntry:\n    main({args!r})\nexcept SystemExit:\n    pass\n"
-            "print('LOADED', sorted(m for m in {!r} if m in sys.modules))".format(HEAVY))
+    code = (
+        f"import sys; from vae.__main__ import main\ntry:\n    main({args!r})\nexcept SystemExit:\n    pass\n"
+        "print('LOADED', sorted(m for m in {!r} if m in sys.modules))".format(HEAVY)
+    )
     took = []
     for _ in range(2):
         start = time.monotonic()
-        done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=60,
-                              env=os.environ | {"PYTHONPATH": str(ROOT)})
+        done = subprocess.run(
+            [sys.executable, "-c", code],
+            capture_output=True,
+            text=True,
+            cwd=ROOT,
+            timeout=60,
+            env=os.environ | {"PYTHONPATH": str(ROOT)},
+        )
         took.append(time.monotonic() - start)
     assert "usage: python -m vae" in done.stdout and "LOADED []" in done.stdout, done.stdout + done.stderr
     assert min(took) < 2.0, took
@@ -65,13 +74,17 @@ def test_every_option_has_help_and_the_help_shows_its_default():
     assert "fig2_mnist_aevb" in train  # the sweeps that can be named
 
 
-@pytest.mark.parametrize("args, hint", [
-    (["trian"], "did you mean 'train'?"),
-    (["train", "smoke", "--engine", "lcoal"], "did you mean 'local'?"),
-    (["train", "smoke", "--set", "nzz=3"], "--set: unknown config key 'nzz' (did you mean 'nz'?)"),
-    (["train", "fig2_mnist_avb"], "did you mean 'fig2_mnist_aevb'?"),
-    (["tables", "--settings", "tabels"], "did you mean 'tables'?"),
-], ids=["command", "option value", "config key", "sweep name", "settings name"])
+@pytest.mark.parametrize(
+    "args, hint",
+    [
+        (["trian"], "did you mean 'train'?"),
+        (["train", "smoke", "--engine", "lcoal"], "did you mean 'local'?"),
+        (["train", "smoke", "--set", "nzz=3"], "--set: unknown config key 'nzz' (did you mean 'nz'?)"),
+        (["train", "fig2_mnist_avb"], "did you mean 'fig2_mnist_aevb'?"),
+        (["tables", "--settings", "tabels"], "did you mean 'tables'?"),
+    ],
+    ids=["command", "option value", "config key", "sweep name", "settings name"],
+)
 def test_a_mistyped_name_is_answered_in_one_line_with_the_nearest_one(args, hint, tmp_path):
     line = refused(cli(*args, "--results-dir", str(tmp_path / "results")))
     assert hint in line, line

@@ -32,12 +32,15 @@ def test_defaults_are_the_paper_settings():
     assert cfg.lr is None and cfg.lr_candidates == (0.01, 0.02, 0.1)
 
 
-@pytest.mark.parametrize("values, message", [
-    ({"n_z": 3}, "unknown config key 'n_z' (did you mean 'nz'?)"),
-    ({"nzz": 3, "lrr": 1}, "unknown config keys 'lrr' (did you mean 'lr'?), 'nzz' (did you mean 'nz'?)"),
-    ({"samples": 10}, "unknown config key 'samples' (samples is now budget)"),
-    ({"qqq": 1}, "unknown config key 'qqq'; the keys and their defaults: docs/protocol.md"),
-])
+@pytest.mark.parametrize(
+    "values, message",
+    [
+        ({"n_z": 3}, "unknown config key 'n_z' (did you mean 'nz'?)"),
+        ({"nzz": 3, "lrr": 1}, "unknown config keys 'lrr' (did you mean 'lr'?), 'nzz' (did you mean 'nz'?)"),
+        ({"samples": 10}, "unknown config key 'samples' (samples is now budget)"),
+        ({"qqq": 1}, "unknown config key 'qqq'; the keys and their defaults: docs/protocol.md"),
+    ],
+)
 def test_an_unknown_key_is_named_with_the_key_it_most_likely_means(values, message):
     """One short line, not the list of every key."""
     with pytest.raises(ConfigError) as err:
@@ -45,20 +48,23 @@ def test_an_unknown_key_is_named_with_the_key_it_most_likely_means(values, messa
     assert str(err.value) == message and str(list(FIELDS)) not in str(err.value)
 
 
-@pytest.mark.parametrize("values, fragment", [
-    ({"nz": "three"}, "nz must be a number"),
-    ({"nz": 2.5}, "nz must be a whole number"),
-    ({"replacement": "yes"}, "replacement must be true or false"),
-    ({"estimator": "C"}, "choose one of ['A', 'B']"),
-    ({"decoder": "poisson"}, "choose one of ['bernoulli'"),
-    ({"nz": 0}, "nz=0 must lie in (0, 10000]"),
-    ({"M": -5}, "M=-5 must be a positive number"),
-    ({"lr": 0.0}, "lr=0.0 must be positive"),
-    ({"lr_candidates": [0.1, -1]}, "lr_candidates"),
-    ({"budget": 1000, "eval_start": 100000}, "below the first evaluation point"),
-    ({"budget": 200000, "lr_select_samples": 300000}, "exceeds the budget"),
-    ({"n_train": 60000}, "exceeds the 50000"),
-])
+@pytest.mark.parametrize(
+    "values, fragment",
+    [
+        ({"nz": "three"}, "nz must be a number"),
+        ({"nz": 2.5}, "nz must be a whole number"),
+        ({"replacement": "yes"}, "replacement must be true or false"),
+        ({"estimator": "C"}, "choose one of ['A', 'B']"),
+        ({"decoder": "poisson"}, "choose one of ['bernoulli'"),
+        ({"nz": 0}, "nz=0 must lie in (0, 10000]"),
+        ({"M": -5}, "M=-5 must be a positive number"),
+        ({"lr": 0.0}, "lr=0.0 must be positive"),
+        ({"lr_candidates": [0.1, -1]}, "lr_candidates"),
+        ({"budget": 1000, "eval_start": 100000}, "below the first evaluation point"),
+        ({"budget": 200000, "lr_select_samples": 300000}, "exceeds the budget"),
+        ({"n_train": 60000}, "exceeds the 50000"),
+    ],
+)
 def test_bad_values_are_refused_with_the_key(values, fragment):
     with pytest.raises(ConfigError, match=None) as err:
         make_config(values)
@@ -94,6 +100,7 @@ def test_sweep_file_with_unknown_section_is_refused(tmp_path):
 
 # --- the rules come from the field types ---
 
+
 def _base(hint):
     """A field's value type with Optional and Annotated stripped (tuple[...] kept)."""
     while True:
@@ -111,16 +118,32 @@ FLOAT_FIELDS = [k for k, h in HINTS.items() if _base(h) is float]
 
 def test_choices_are_read_from_the_literal_types():
     literal = {k: get_args(_base(h)) for k, h in HINTS.items() if get_origin(_base(h)) is Literal}
-    assert set(literal) == {"dataset", "binarize", "algorithm", "decoder", "estimator", "eval_spacing",
-                            "evaluation", "marginal_estimator", "mcem_counting", "matmul_precision", "accelerator",
-                            "wandb"}
+    assert set(literal) == {
+        "dataset",
+        "binarize",
+        "algorithm",
+        "decoder",
+        "estimator",
+        "eval_spacing",
+        "evaluation",
+        "marginal_estimator",
+        "mcem_counting",
+        "matmul_precision",
+        "accelerator",
+        "wandb",
+    }
     assert literal == CHOICES and CHOICES["estimator"] == ("A", "B")
     assert set(CHOICES["dataset"]) == set(DATASET_DEFAULTS) == set(MAX_TRAIN)
     for key, allowed in literal.items():
         with pytest.raises(ConfigError, match=re.escape(f"choose one of {list(allowed)}")):
             make_config({key: "no-such-choice"})
-        assert all(getattr(make_config({key: a} if key != "algorithm" or a != "mcem"
-                                       else {key: a, "evaluation": "marginal"}), key) == a for a in allowed)
+        assert all(
+            getattr(
+                make_config({key: a} if key != "algorithm" or a != "mcem" else {key: a, "evaluation": "marginal"}), key
+            )
+            == a
+            for a in allowed
+        )
 
 
 def test_every_bounded_field_is_checked_from_its_annotation():
@@ -147,8 +170,12 @@ class WithBeta(Config):
 
 def test_a_new_bounded_field_is_checked_without_touching_validate():
     assert WithBeta(beta="0.25").beta == 0.25
-    for bad, fragment in ((2.0, "beta=2.0 must lie in (0, 1]"), (0, "beta=0.0 must lie in (0, 1]"),
-                          ("x", "beta must be a number"), (float("nan"), "beta=nan must be a finite number")):
+    for bad, fragment in (
+        (2.0, "beta=2.0 must lie in (0, 1]"),
+        (0, "beta=0.0 must lie in (0, 1]"),
+        ("x", "beta must be a number"),
+        (float("nan"), "beta=nan must be a finite number"),
+    ):
         with pytest.raises(ConfigError) as err:
             WithBeta(beta=bad)
         assert fragment in str(err.value)
@@ -162,10 +189,20 @@ def test_identity_is_every_field_outside_the_execution_group():
     assert EXECUTION_KEYS == execution and {"budget", "cuda_graphs", "devices", "tags"} <= execution
     cfg = make_config({})
     assert list(cfg.identity()) == [k for k in FIELDS if k not in execution]
-    changed = {"budget": 10**9, "steps_per_call": 7, "cuda_graphs": False, "compile": False,
-               "checkpoint_minutes": 1.5, "heartbeat_seconds": 5.0, "accelerator": "cpu", "devices": 2, "num_nodes": 2,
-               "wandb": "disabled", "wandb_project": "p",
-               "tags": ["t"]}
+    changed = {
+        "budget": 10**9,
+        "steps_per_call": 7,
+        "cuda_graphs": False,
+        "compile": False,
+        "checkpoint_minutes": 1.5,
+        "heartbeat_seconds": 5.0,
+        "accelerator": "cpu",
+        "devices": 2,
+        "num_nodes": 2,
+        "wandb": "disabled",
+        "wandb_project": "p",
+        "tags": ["t"],
+    }
     assert set(changed) == execution
     assert make_config(changed).identity() == cfg.identity()
 
@@ -207,8 +244,9 @@ def test_numbers_too_large_for_a_float_are_a_one_line_error(tmp_path):
         load_sweep(path)
 
 
-@pytest.mark.parametrize("seed, ok", [(0, True), (2**32 - 1, True), ("1e6", True), (-1, False), (2**32, False),
-                                      ("1e20", False)])
+@pytest.mark.parametrize(
+    "seed, ok", [(0, True), (2**32 - 1, True), ("1e6", True), (-1, False), (2**32, False), ("1e20", False)]
+)
 def test_seed_lies_in_0_to_2_pow_32_minus_1(seed, ok):
     """The evaluation generator is seeded seed * 1_000_003 + samples, which torch takes below 2**64."""
     if ok:
@@ -218,17 +256,20 @@ def test_seed_lies_in_0_to_2_pow_32_minus_1(seed, ok):
             make_config({"seed": seed})
 
 
-@pytest.mark.parametrize("values, fragment", [
-    ({"hmc_target": 1.0}, "hmc_target=1.0 must lie in (0, 1)"),
-    ({"adagrad_warmup": -1}, "adagrad_warmup=-1 must be >= 0"),
-    ({"marginal_burnin": -1}, "marginal_burnin=-1 must be >= 0"),
-    ({"n_train": 0}, "n_train=0 must be positive, or null for the dataset's default"),
-    ({"lr_candidates": []}, "lr_candidates=[] must be a non-empty list"),
-    ({"lr_candidates": [0.1, -1]}, "lr_candidates[1]=-1.0 must be a positive number"),
-    ({"algorithm": "mcem"}, "needs evaluation=marginal"),
-    ({"decoder": "gaussian", "binarize": "static"}, "binarize applies to the Bernoulli decoder only"),
-    ({"devices": 4, "num_nodes": 2, "M": 7}, "ranks exceed the minibatch M=7"),
-])
+@pytest.mark.parametrize(
+    "values, fragment",
+    [
+        ({"hmc_target": 1.0}, "hmc_target=1.0 must lie in (0, 1)"),
+        ({"adagrad_warmup": -1}, "adagrad_warmup=-1 must be >= 0"),
+        ({"marginal_burnin": -1}, "marginal_burnin=-1 must be >= 0"),
+        ({"n_train": 0}, "n_train=0 must be positive, or null for the dataset's default"),
+        ({"lr_candidates": []}, "lr_candidates=[] must be a non-empty list"),
+        ({"lr_candidates": [0.1, -1]}, "lr_candidates[1]=-1.0 must be a positive number"),
+        ({"algorithm": "mcem"}, "needs evaluation=marginal"),
+        ({"decoder": "gaussian", "binarize": "static"}, "binarize applies to the Bernoulli decoder only"),
+        ({"devices": 4, "num_nodes": 2, "M": 7}, "ranks exceed the minibatch M=7"),
+    ],
+)
 def test_bound_and_cross_field_messages(values, fragment):
     with pytest.raises(ConfigError) as err:
         make_config(values)
@@ -276,8 +317,16 @@ def test_the_old_budget_key_is_read_from_sweep_files_and_set_with_a_one_line_not
 def stored_before_mcem_counting() -> dict:
     """An MCEM run's config.yaml as written before mcem_counting, running_every, count_per_datapoint,
     matmul_precision and the recognition head's keys, with the budget under its old name."""
-    keys = ("mcem_counting", "running_every", "count_per_datapoint", "matmul_precision", "encoder_logvar_scale",
-            "encoder_logvar_zero_init", "budget", "compile")
+    keys = (
+        "mcem_counting",
+        "running_every",
+        "count_per_datapoint",
+        "matmul_precision",
+        "encoder_logvar_scale",
+        "encoder_logvar_zero_init",
+        "budget",
+        "compile",
+    )
     config = make_config(dict(algorithm="mcem", evaluation="marginal", n_train=1000, lr=0.1)).to_dict()
     return {k: v for k, v in config.items() if k not in keys} | {"samples": 30_000_000}
 
@@ -287,9 +336,14 @@ def test_an_older_config_is_migrated_by_named_rules_to_what_the_run_did_then():
     assert config["mcem_counting"] == "msteps"  # MCEM counted the weight updates alone then, not today's default
     assert config["running_every"] is None and config["budget"] == 30_000_000 and "samples" not in config
     assert config["compile"] == Config().compile  # an execution key: today's default
-    assert applied == ["samples is now budget", "before mcem_counting", "before the running average",
-                       "before count_per_datapoint", "before the recognition head's settings",
-                       "before matmul_precision"]
+    assert applied == [
+        "samples is now budget",
+        "before mcem_counting",
+        "before the running average",
+        "before count_per_datapoint",
+        "before the recognition head's settings",
+        "before matmul_precision",
+    ]
     aevb = {k: v for k, v in make_config({}).to_dict().items() if k != "mcem_counting"}
     assert migrate(aevb, "x")[0]["mcem_counting"] == Config().mcem_counting  # unused by AEVB
 

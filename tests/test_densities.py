@@ -44,5 +44,8 @@ def test_analytic_kl_matches_torch_and_monte_carlo():
 def test_analytic_kl_is_zero_only_at_the_prior():
     assert float(neg_kl_std_normal(torch.zeros(1, 4), torch.zeros(1, 4))) == 0.0
     assert float(neg_kl_std_normal(torch.full((1, 4), 0.1), torch.zeros(1, 4))) < 0.0
-    assert math.isclose(float(neg_kl_std_normal(torch.zeros(1, 1), torch.tensor([[math.log(4.0)]]))),
-                        0.5 * (1 + math.log(4.0) - 4.0), rel_tol=1e-6)
+    assert math.isclose(
+        float(neg_kl_std_normal(torch.zeros(1, 1), torch.tensor([[math.log(4.0)]]))),
+        0.5 * (1 + math.log(4.0) - 4.0),
+        rel_tol=1e-6,
+    )

@@ -57,7 +57,6 @@ def test_the_report_on_bernoulli_draws_and_on_fantasies_sees_those_inputs(tmp_pa
     run = RunFolder.of(tmp_path, "s", "r")
     run.write_config(model.cfg.to_dict())
     run.checkpoint.parent.mkdir()
-    torch.save({"state_dict": model.state_dict(), "hyper_parameters": {"config": model.cfg.to_dict()}},
-               run.checkpoint)
+    torch.save({"state_dict": model.state_dict(), "hyper_parameters": {"config": model.cfg.to_dict()}}, run.checkpoint)
     rows = {kind: latent_report(run.path, data_root, points=500, inputs=kind) for kind in ("test", "fantasies")}
     assert rows["fantasies"]["inputs"] == "fantasies" and rows["fantasies"]["bound"] != rows["test"]["bound"]

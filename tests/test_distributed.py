@@ -24,9 +24,21 @@ from vae.runs.engine import Engine, run_sweep
 SWEEP = {
     "name": "ddp",
     # M = 101 does not divide over 2 ranks: rank 0 takes 51 datapoints, rank 1 takes 50
-    "base": dict(dataset="mnist", hidden=50, nz=3, binarize="dynamic", lr=0.02, adagrad_warmup=5, M=101,
-                 budget=4000, eval_start=1000, eval_per_decade=2, eval_batch=3000, running_every=2000,
-                 wandb="disabled"),
+    "base": dict(
+        dataset="mnist",
+        hidden=50,
+        nz=3,
+        binarize="dynamic",
+        lr=0.02,
+        adagrad_warmup=5,
+        M=101,
+        budget=4000,
+        eval_start=1000,
+        eval_per_decade=2,
+        eval_batch=3000,
+        running_every=2000,
+        wandb="disabled",
+    ),
     "grid": {"algorithm": ["aevb", "wakesleep"]},
 }
 RUNS = ["algorithm" + a + "-seed0" for a in ("aevb", "wakesleep")]
@@ -36,8 +48,19 @@ def train(results: Path, data_root: Path, *overrides: str) -> None:
     sweep = results / "sweep.yaml"
     sweep.parent.mkdir(parents=True, exist_ok=True)
     sweep.write_text(yaml.safe_dump(SWEEP))
-    cmd = [sys.executable, "-m", "vae", "train", str(sweep), "--results-dir", str(results),
-           "--data-dir", str(data_root), "--set", *overrides]
+    cmd = [
+        sys.executable,
+        "-m",
+        "vae",
+        "train",
+        str(sweep),
+        "--results-dir",
+        str(results),
+        "--data-dir",
+        str(data_root),
+        "--set",
+        *overrides,
+    ]
     # one thread per process: Lightning would give each DDP rank half the cores, the single process all of them
     env = os.environ | {"WANDB_SILENT": "true", "OMP_NUM_THREADS": "1"}
     done = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=env)
@@ -78,8 +101,10 @@ def _rank_main(rank: int, out: Path, x: torch.Tensor, cfg: dict) -> None:
         p.grad = torch.full_like(p, rank + 1.0)
     reduce_gradients(list(model.parameters()))
     mine = share(cfg["M"])
-    torch.save(dict(value=value, grads=[p.grad for p in model.parameters()], share=(mine.start, mine.stop)),
-               out / f"rank{rank}.pt")
+    torch.save(
+        dict(value=value, grads=[p.grad for p in model.parameters()], share=(mine.start, mine.stop)),
+        out / f"rank{rank}.pt",
+    )
     dist.destroy_process_group()
 
 

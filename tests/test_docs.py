@@ -41,8 +41,7 @@ def test_readme_is_at_most_15000_bytes():
 
 def test_the_docs_pages_exist():
     names = {p.name for p in DOCS}
-    assert {"protocol.md", "results.md", "performance.md", "reliability.md", "testing.md",
-            "architecture.md"} <= names
+    assert {"protocol.md", "results.md", "performance.md", "reliability.md", "testing.md", "architecture.md"} <= names
 
 
 @pytest.mark.parametrize("page", PAGES, ids=ids(PAGES))
@@ -71,9 +70,10 @@ def named_make_targets(text: str) -> set[str]:
 
 
 def test_named_make_targets_are_recognised():
-    assert named_make_targets("`make reproduce-mnist SAMPLES=1e6`, which make runs; `make help`\n"
-                              "```bash\nmake tables figures  # make sense\n```\n") == {
-        "reproduce-mnist", "tables", "figures", "help"}
+    assert named_make_targets(
+        "`make reproduce-mnist SAMPLES=1e6`, which make runs; `make help`\n"
+        "```bash\nmake tables figures  # make sense\n```\n"
+    ) == {"reproduce-mnist", "tables", "figures", "help"}
 
 
 @pytest.mark.parametrize("page", PAGES, ids=ids(PAGES))
@@ -85,8 +85,9 @@ def test_every_make_target_named_exists(page):
 
 @pytest.fixture(scope="module")
 def subcommands() -> set[str]:
-    out = subprocess.run([sys.executable, "-m", "vae", "--help"], capture_output=True, text=True, cwd=ROOT,
-                         timeout=120, check=True).stdout
+    out = subprocess.run(
+        [sys.executable, "-m", "vae", "--help"], capture_output=True, text=True, cwd=ROOT, timeout=120, check=True
+    ).stdout
     choices = re.search(r"\{([a-z,-]+)\}", out)
     assert choices, out
     return set(choices.group(1).split(","))

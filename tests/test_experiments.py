@@ -29,9 +29,19 @@ def tiny(spec: RunSpec) -> RunSpec:
     cfg = make_config(dict(cfg.to_dict(), n_train=max(200, cfg.M)))
     step = ALGORITHMS[cfg.algorithm].step_samples(cfg)
     budget = 2 * step
-    overrides = dict(lr=cfg.lr or cfg.lr_candidates[0], budget=budget, eval_start=budget, eval_every=budget,
-                     running_every=step if cfg.running_every is not None else None, marginal_points=20,
-                     marginal_burnin=2, marginal_samples=4, marginal_is_k=10, adagrad_warmup=1, wandb="disabled")
+    overrides = dict(
+        lr=cfg.lr or cfg.lr_candidates[0],
+        budget=budget,
+        eval_start=budget,
+        eval_every=budget,
+        running_every=step if cfg.running_every is not None else None,
+        marginal_points=20,
+        marginal_burnin=2,
+        marginal_samples=4,
+        marginal_is_k=10,
+        adagrad_warmup=1,
+        wandb="disabled",
+    )
     return dataclasses.replace(spec, config=make_config(dict(cfg.to_dict(), **overrides)))
 
 
@@ -47,6 +57,7 @@ def shared_data(data_root):
             loaded[key].setup("fit")
             loaded[key].test_x = loaded[key].test_x[:TEST_POINTS]
         return loaded[key]
+
     return data
 
 

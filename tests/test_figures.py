@@ -42,8 +42,11 @@ def within(ax: plt.Axes, points: np.ndarray) -> bool:
 
 def marks(ax: plt.Axes) -> list[tuple[str, tuple[float, float], tuple, float]]:
     """The marks of curves beyond the y-axis on ``ax``: (triangle, point, colour, alpha), sorted."""
-    return sorted((line.get_marker(), tuple(line.get_xydata()[0]), tuple(line.get_color()), line.get_alpha())
-                  for line in ax.get_lines() if line.get_marker() in ("v", "^"))
+    return sorted(
+        (line.get_marker(), tuple(line.get_xydata()[0]), tuple(line.get_color()), line.get_alpha())
+        for line in ax.get_lines()
+        if line.get_marker() in ("v", "^")
+    )
 
 
 def legend(fig: plt.Figure) -> list[str]:
@@ -53,16 +56,20 @@ def legend(fig: plt.Figure) -> list[str]:
 
 def shaded(ax: plt.Axes, points: np.ndarray) -> bool:
     """Whether some band on ``ax`` has every one of ``points`` among its vertices."""
-    return any(all(np.isclose(v, p, atol=5e-4).all(axis=1).any() for p in points)
-               for c in ax.collections for v in (c.get_paths()[0].vertices,))
+    return any(
+        all(np.isclose(v, p, atol=5e-4).all(axis=1).any() for p in points)
+        for c in ax.collections
+        for v in (c.get_paths()[0].vertices,)
+    )
 
 
 def test_figure_2_draws_the_mean_of_the_seeds_and_its_interval_as_tabulated_beside_the_papers_curves(tmp_path):
     logged = {0: [(100000, -170, -169), (1000000, -136, -135)], 1: [(100000, -166, -163), (1000000, -134, -132)]}
     for seed, rows in logged.items():
         fake_run(tmp_path, "m", f"nz5-seed{seed}", rows, nz=5, seed=seed)
-    frey = fake_run(tmp_path, "w", "nz2-seed0", [(100000, 200, 250), (1000000, 700, 690)], algorithm="wakesleep",
-                    nz=2, **FREY)
+    frey = fake_run(
+        tmp_path, "w", "nz2-seed0", [(100000, 200, 250), (1000000, 700, 690)], algorithm="wakesleep", nz=2, **FREY
+    )
     metrics = pd.read_csv(frey / "metrics.csv").assign(**{"train/running_elbo": [180.0, 650.0]})
     metrics.to_csv(frey / "metrics.csv", index=False)
     assert main(["tables", "--results-dir", str(tmp_path), "--reference", str(tmp_path / "none")]) == 0
@@ -105,12 +112,24 @@ def test_figures_command_writes_figure_2_as_png_and_pdf(tmp_path):
 
 
 def test_figure_3_draws_each_algorithms_marginal_likelihood_in_millions_of_samples_as_tabulated(tmp_path):
-    logged = {"aevb": [(2000000, -130, -145), (4000000, -120, -144)],
-              "wakesleep": [(2000000, -140, -150), (4000000, -135, -149)],
-              "mcem": [(2010000, -150, -155), (4005000, -145, -152)]}  # whole MCEM iterations (15 * 1000)
+    logged = {
+        "aevb": [(2000000, -130, -145), (4000000, -120, -144)],
+        "wakesleep": [(2000000, -140, -150), (4000000, -135, -149)],
+        "mcem": [(2010000, -150, -155), (4005000, -145, -152)],
+    }  # whole MCEM iterations (15 * 1000)
     for algorithm, rows in logged.items():
-        fake_run(tmp_path, "f3", algorithm, rows, metric="marginal", evaluation="marginal", algorithm=algorithm,
-                 hidden=100, nz=3, n_train=1000)
+        fake_run(
+            tmp_path,
+            "f3",
+            algorithm,
+            rows,
+            metric="marginal",
+            evaluation="marginal",
+            algorithm=algorithm,
+            hidden=100,
+            nz=3,
+            n_train=1000,
+        )
     assert main(["tables", "--results-dir", str(tmp_path), "--reference", str(tmp_path / "none")]) == 0
     table = pd.read_csv(tmp_path / "tables" / "fig3.csv")
     fig = draw_figure3(figure_runs(gather(tmp_path).runs, 3), [])
@@ -121,9 +140,10 @@ def test_figure_3_draws_each_algorithms_marginal_likelihood_in_millions_of_sampl
             xy = ours[(COLOURS[algorithm], style)]
             assert np.allclose(xy, [(samples / 1e6, row[column]) for row in rows for samples in (row[0],)])
             tabulated = table[(table["algorithm"] == algorithm) & (table["split"] == split)]
-            assert len(tabulated) and all(np.isclose(xy, (samples / 1e6, value)).all(axis=1).any()
-                                          for samples, value in zip(tabulated["samples"], tabulated["marginal"],
-                                                                    strict=True))
+            assert len(tabulated) and all(
+                np.isclose(xy, (samples / 1e6, value)).all(axis=1).any()
+                for samples, value in zip(tabulated["samples"], tabulated["marginal"], strict=True)
+            )
     plt.close(fig)
     assert main(["figures", "--results-dir", str(tmp_path), "--no-wandb"]) == 0
     assert (tmp_path / "figures" / "fig3.png").read_bytes()[:4] == b"\x89PNG"
@@ -160,8 +180,21 @@ def test_figures_draw_the_reference_behind_the_user_runs_and_alone_without_them(
 def test_a_smoke_run_below_the_papers_axes_is_drawn_inside_figure_2s_axes(tmp_path, data_root, capsys):
     sweep, results = tmp_path / "smoke.yaml", tmp_path / "results"
     sweep.write_text(yaml.safe_dump(SMOKE))
-    assert main(["train", str(sweep), "--results-dir", str(results / "smoke"), "--data-dir", str(data_root),
-                 "--set", "wandb=disabled"]) == 0  # as `make smoke` does, into results/smoke
+    assert (
+        main(
+            [
+                "train",
+                str(sweep),
+                "--results-dir",
+                str(results / "smoke"),
+                "--data-dir",
+                str(data_root),
+                "--set",
+                "wandb=disabled",
+            ]
+        )
+        == 0
+    )  # as `make smoke` does, into results/smoke
     assert main(["figures", "--results-dir", str(results), "--reference", str(tmp_path / "none"), "--no-wandb"]) == 0
     assert f"runs read from {results}/smoke/runs" in capsys.readouterr().out
     assert (results / "figures" / "fig2.png").is_file()
@@ -179,15 +212,17 @@ def test_a_smoke_run_below_the_papers_axes_is_drawn_inside_figure_2s_axes(tmp_pa
 def test_a_curve_beyond_the_axis_is_marked_on_its_edge_and_the_legend_tells_the_curves_apart(tmp_path):
     user, reference = tmp_path / "results", tmp_path / "reference"
     fake_run(user, "m", "nz5-seed0", [(100000, -130, -131), (1000000, -120, -121)], nz=5)
-    fake_run(reference, "m", "nz5-seed0", [(100000, -300, -301), (300000, -140, -90), (1000000, -125, -126)],
-             nz=5)
+    fake_run(reference, "m", "nz5-seed0", [(100000, -300, -301), (300000, -140, -90), (1000000, -125, -126)], nz=5)
     shown = gather(user, reference)
     fig = draw_figure2(figure_runs(shown.runs, 2), figure_runs(shown.reference, 2))
     ax, red = panel(fig, "MNIST, $N_z$=5"), COLOURS["aevb"]
     assert ax.get_ylim() == (-150, -95)  # your runs lie inside the paper's range; the reference does not widen it
     # the reference's train and test curves start below the axis; its test curve also rises above it
-    assert marks(ax) == [("^", (300000, -95), red, 0.55), ("v", (100000, -150), red, 0.55),
-                         ("v", (100000, -150), red, 0.55)]
+    assert marks(ax) == [
+        ("^", (300000, -95), red, 0.55),
+        ("v", (100000, -150), red, 0.55),
+        ("v", (100000, -150), red, 0.55),
+    ]
     assert all(marks(a) == [] for a in fig.axes if a is not ax)
     assert {"your runs", "reference runs", "paper (digitized)", "curve continues beyond the axis"} <= set(legend(fig))
     plt.close(fig)
@@ -200,8 +235,17 @@ def test_a_curve_beyond_the_axis_is_marked_on_its_edge_and_the_legend_tells_the_
 
 
 def test_figure_3_widens_its_axes_to_hold_the_users_runs(tmp_path):
-    fake_run(tmp_path, "f3", "aevb", [(2000000, -200, -210), (80000000, -150, -155)], metric="marginal",
-             evaluation="marginal", hidden=100, nz=3, n_train=1000)
+    fake_run(
+        tmp_path,
+        "f3",
+        "aevb",
+        [(2000000, -200, -210), (80000000, -150, -155)],
+        metric="marginal",
+        evaluation="marginal",
+        hidden=100,
+        nz=3,
+        n_train=1000,
+    )
     fig = draw_figure3(figure_runs(gather(tmp_path).runs, 3), [])
     ax = panel(fig, "$N_{train}$ = 1000")
     drawn = np.concatenate(list(lines(ax, OURS).values()))
@@ -236,11 +280,15 @@ def test_figures_4_and_5_come_from_a_trained_checkpoint(tmp_path, data_root):
     from vae.results.figures import image_figure, image_figures, planned_images
     from vae.runs.train import run_one
 
-    cfg = make_config({"nz": 2, "hidden": 20, "n_train": 2000, "budget": 10000, "eval_start": 5000,
-                       "lr": 0.02, "wandb": "disabled"})
+    cfg = make_config(
+        {"nz": 2, "hidden": 20, "n_train": 2000, "budget": 10000, "eval_start": 5000, "lr": 0.02, "wandb": "disabled"}
+    )
     run_one("f", RunSpec("nz2", cfg), tmp_path, data_root)
-    settings = {"seed": 0, "figure4": {"mnist": {"run": "runs/f/nz2", "grid": 5}},
-                "figure5": ["runs/f/nz2", "runs/f/missing"]}
+    settings = {
+        "seed": 0,
+        "figure4": {"mnist": {"run": "runs/f/nz2", "grid": 5}},
+        "figure5": ["runs/f/nz2", "runs/f/missing"],
+    }
     plans = planned_images(tmp_path, settings)
     written = image_figures(plans, tmp_path / "figures")
     assert [p.name for p in written] == ["fig4_mnist.png", "fig5_mnist_nz2.png"]
@@ -260,8 +308,9 @@ def test_figures_are_added_to_the_runs_wandb_pages(tmp_path, data_root):
     from vae.results.figures import log_to_wandb
     from vae.runs.train import run_one
 
-    cfg = make_config({"nz": 2, "hidden": 20, "n_train": 2000, "budget": 10000, "eval_start": 5000,
-                       "lr": 0.02, "wandb": "offline"})
+    cfg = make_config(
+        {"nz": 2, "hidden": 20, "n_train": 2000, "budget": 10000, "eval_start": 5000, "lr": 0.02, "wandb": "offline"}
+    )
     run_one("f", RunSpec("w", cfg), tmp_path, data_root)
     run = tmp_path / "runs" / "f" / "w"
     fake_run(tmp_path, "f", "off", [(100000, -170, -169)], wandb="disabled")
@@ -291,11 +340,17 @@ def test_a_sweeps_wandb_group_gets_the_papers_curves_once_and_quietly(tmp_path, 
     assert len(sessions) == 2
     for session in sessions:
         run_id = session.name.rsplit("-", 1)[-1]
-        (info,) = [r.run for raw in records(session / f"run-{run_id}.wandb")
-                   if (r := wandb_internal_pb2.Record.FromString(raw)).WhichOneof("record_type") == "run"]
+        (info,) = [
+            r.run
+            for raw in records(session / f"run-{run_id}.wandb")
+            if (r := wandb_internal_pb2.Record.FromString(raw)).WhichOneof("record_type") == "run"
+        ]
         assert info.run_group == "s" and info.display_name.startswith("paper/MNIST Nz=")
         nz = info.display_name.split("=")[1].split()[0]
-        xs = paper[(paper["panel"] == f"MNIST Nz={nz}") & paper["series"].str.startswith("AEVB")
-                   & (paper["kind"] == "evaluation")]
+        xs = paper[
+            (paper["panel"] == f"MNIST Nz={nz}")
+            & paper["series"].str.startswith("AEVB")
+            & (paper["kind"] == "evaluation")
+        ]
         steps = durable_steps(session.parent, run_id)
         assert steps == sorted(set(xs["x_samples_evaluated"].round().astype(int)))

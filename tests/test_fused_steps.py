@@ -21,8 +21,11 @@ def trained(kind: type[Stack], data: tuple[torch.Tensor, torch.Tensor], fused: b
     return stack
 
 
-@pytest.mark.parametrize("kind, overrides", [(AEVB, {}), (WakeSleep, dict(decoder="gaussian-sigmoid-mean"))],
-                         ids=["aevb-bernoulli", "wakesleep-gaussian"])
+@pytest.mark.parametrize(
+    "kind, overrides",
+    [(AEVB, {}), (WakeSleep, dict(decoder="gaussian-sigmoid-mean"))],
+    ids=["aevb-bernoulli", "wakesleep-gaussian"],
+)
 def test_compiled_steps_equal_eager_steps(mnist, float64, kind, overrides):
     data = tuple(t.double() for t in mnist)
     eager, fused = trained(kind, data, False, **overrides), trained(kind, data, True, **overrides)

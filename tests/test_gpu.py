@@ -54,8 +54,9 @@ class HostDraws(Stack):
         u = torch.stack([torch.rand(p.shape[1:], generator=g, dtype=torch.float64) for g in self.host])
         return (u.to(self.device) < p).to(p.dtype)
 
-    def normal(self, *shape: int, generators: Sequence[torch.Generator] | None = None,
-               sizes: Sequence[int] | None = None) -> torch.Tensor:
+    def normal(
+        self, *shape: int, generators: Sequence[torch.Generator] | None = None, sizes: Sequence[int] | None = None
+    ) -> torch.Tensor:
         sizes = sizes or [cfg.nz for cfg in self.configs]
         *lead, n = shape
         out = torch.zeros((*lead, self.k, n, max(sizes)), dtype=torch.float64)
@@ -72,8 +73,9 @@ class HostWakeSleep(HostDraws, WakeSleep):
     pass
 
 
-def trained(kind: type[Stack], cfgs: list[Config], data: tuple[torch.Tensor, torch.Tensor], device: str,
-            steps: int = STEPS) -> Stack:
+def trained(
+    kind: type[Stack], cfgs: list[Config], data: tuple[torch.Tensor, torch.Tensor], device: str, steps: int = STEPS
+) -> Stack:
     stack = kind(cfgs).to(device)
     stack.attach(*(t.to(device) for t in data))
     stack.train_steps(steps)
@@ -85,10 +87,16 @@ def assert_same_parameters(a: Stack, b: Stack, rtol: float, atol: float) -> None
         torch.testing.assert_close(p.detach().cpu(), q.detach().cpu(), rtol=rtol, atol=atol, msg=name)
 
 
-@pytest.mark.parametrize("kind, overrides", [(HostAEVB, {}), (HostWakeSleep, {}),
-                                             (HostAEVB, dict(binarize="dynamic", decoder="bernoulli")),
-                                             (HostWakeSleep, dict(decoder="gaussian-sigmoid-mean"))],
-                         ids=["aevb", "wakesleep", "aevb-dynamic", "wakesleep-gaussian"])
+@pytest.mark.parametrize(
+    "kind, overrides",
+    [
+        (HostAEVB, {}),
+        (HostWakeSleep, {}),
+        (HostAEVB, dict(binarize="dynamic", decoder="bernoulli")),
+        (HostWakeSleep, dict(decoder="gaussian-sigmoid-mean")),
+    ],
+    ids=["aevb", "wakesleep", "aevb-dynamic", "wakesleep-gaussian"],
+)
 def test_cuda_equals_cpu_in_float64(mnist, float64, kind, overrides):
     data = tuple(t.double() for t in mnist)
     cpu = trained(kind, configs(**overrides), data, "cpu")
@@ -121,11 +129,13 @@ def test_graphed_steps_equal_eager_steps(mnist, kind):
     for e, g in zip(eager.draws.generators(), graphed.draws.generators(), strict=True):
         assert torch.equal(e.get_state(), g.get_state()), "the graph left a generator elsewhere than eager steps"
     assert evaluate(eager, mnist[1].cuda(), eval_generators(eager)) == pytest.approx(
-        evaluate(graphed, mnist[1].cuda(), eval_generators(graphed)), rel=1e-6)
+        evaluate(graphed, mnist[1].cuda(), eval_generators(graphed)), rel=1e-6
+    )
 
 
-def fused_or_eager(kind: type[Stack], cfgs: list[Config], data: tuple[torch.Tensor, torch.Tensor], fused: bool,
-                   steps: int) -> Stack:
+def fused_or_eager(
+    kind: type[Stack], cfgs: list[Config], data: tuple[torch.Tensor, torch.Tensor], fused: bool, steps: int
+) -> Stack:
     """A stack trained past its warm-up, then ``steps`` more: fused and replayed from a graph, or eager."""
     # past the warm-up
     stack = trained(kind, [dataclasses.replace(cfg, compile=fused) for cfg in cfgs], data, "cuda", steps=10)
@@ -138,9 +148,16 @@ def fused_or_eager(kind: type[Stack], cfgs: list[Config], data: tuple[torch.Tens
     return stack
 
 
-@pytest.mark.parametrize("kind, overrides", [(AEVB, {}), (AEVB, dict(decoder="gaussian-sigmoid-mean")),
-                                             (WakeSleep, {}), (WakeSleep, dict(decoder="gaussian-sigmoid-mean"))],
-                         ids=["aevb", "aevb-gaussian", "wakesleep", "wakesleep-gaussian"])
+@pytest.mark.parametrize(
+    "kind, overrides",
+    [
+        (AEVB, {}),
+        (AEVB, dict(decoder="gaussian-sigmoid-mean")),
+        (WakeSleep, {}),
+        (WakeSleep, dict(decoder="gaussian-sigmoid-mean")),
+    ],
+    ids=["aevb", "aevb-gaussian", "wakesleep", "wakesleep-gaussian"],
+)
 def test_compiled_graphed_steps_equal_eager_steps_in_float64(mnist, float64, kind, overrides):
     """Inductor's Triton kernels inside the CUDA graph compute what the eager kernels compute: in float64 the
     padded stack's parameters, running sums and streams agree after 20 fused steps."""
@@ -176,8 +193,9 @@ def _ddp_rank(rank: int, world: int, out: Path, data: tuple[torch.Tensor, torch.
     assert stack.region.on and graph_unsupported(stack) is not None  # fused, but no graph across the all-reduce
     stack.train_steps(20)
     x = data[1].to("cuda")
-    torch.save(dict(bound=evaluate(stack, x, eval_generators(stack)), running=stack.running.cpu()),
-               out / f"rank{rank}.pt")
+    torch.save(
+        dict(bound=evaluate(stack, x, eval_generators(stack)), running=stack.running.cpu()), out / f"rank{rank}.pt"
+    )
     dist.destroy_process_group()
 
 
@@ -206,8 +224,19 @@ def test_a_stack_on_cuda_equals_its_runs_alone(mnist, float64):
             torch.testing.assert_close(parameters_of(stack, j)[name], value, rtol=1e-8, atol=1e-10)
 
 
-KILL = dict(hidden=50, nz=2, n_train=2000, budget=2_000_000, eval_start=5000, lr_select_samples=5000,
-            adagrad_warmup=10, wandb="disabled", checkpoint_minutes=0.005, accelerator="gpu", steps_per_call=20)
+KILL = dict(
+    hidden=50,
+    nz=2,
+    n_train=2000,
+    budget=2_000_000,
+    eval_start=5000,
+    lr_select_samples=5000,
+    adagrad_warmup=10,
+    wandb="disabled",
+    checkpoint_minutes=0.005,
+    accelerator="gpu",
+    steps_per_call=20,
+)
 
 
 def test_sigkill_then_rerun_on_cuda_equals_an_uninterrupted_run(tmp_path, data_root):
@@ -215,8 +244,17 @@ def test_sigkill_then_rerun_on_cuda_equals_an_uninterrupted_run(tmp_path, data_r
     sweep.write_text(yaml.safe_dump({"name": "kill", "base": KILL}))
 
     def command(results: Path) -> list[str]:
-        return [sys.executable, "-m", "vae", "train", str(sweep), "--results-dir", str(results),
-                "--data-dir", str(data_root)]
+        return [
+            sys.executable,
+            "-m",
+            "vae",
+            "train",
+            str(sweep),
+            "--results-dir",
+            str(results),
+            "--data-dir",
+            str(data_root),
+        ]
 
     run = RunFolder.of(tmp_path / "killed", "kill", "seed0")
     proc = subprocess.Popen(command(tmp_path / "killed"), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)

@@ -8,8 +8,7 @@ from vae.__main__ import main
 from vae.config import RunSpec, make_config
 from vae.runs.train import run_one
 
-TINY = dict(hidden=20, nz=2, n_train=2000, budget=20000, eval_start=5000, lr=0.02, adagrad_warmup=10,
-            wandb="disabled")
+TINY = dict(hidden=20, nz=2, n_train=2000, budget=20000, eval_start=5000, lr=0.02, adagrad_warmup=10, wandb="disabled")
 
 
 def test_log_px_is_above_the_bound_rises_with_k_and_is_tabulated(tmp_path, data_root, capsys):

@@ -28,17 +28,54 @@ def test_paths_with_spaces_reach_the_commands_whole(tmp_path):
     argv.write_text("import json, sys\nprint(json.dumps(sys.argv[1:]))\n")
 
     def make(target: str) -> list[str]:
-        out = subprocess.run(["make", "-s", "-o", "install", "-C", str(ROOT), target, f"RESULTS={results}",
-                              f"DATA={data}", f"REFERENCE={tmp_path / 'the reference'}", f"PY={sys.executable} {argv}"],
-                             capture_output=True, text=True, check=True).stdout
+        out = subprocess.run(
+            [
+                "make",
+                "-s",
+                "-o",
+                "install",
+                "-C",
+                str(ROOT),
+                target,
+                f"RESULTS={results}",
+                f"DATA={data}",
+                f"REFERENCE={tmp_path / 'the reference'}",
+                f"PY={sys.executable} {argv}",
+            ],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
         return json.loads(out.splitlines()[0])
 
-    assert make("log-px") == ["-m", "vae", "log-px", str(results / "runs" / "fig2-x" / "run 1"),
-                              "--data-dir", str(data)]
+    assert make("log-px") == [
+        "-m",
+        "vae",
+        "log-px",
+        str(results / "runs" / "fig2-x" / "run 1"),
+        "--data-dir",
+        str(data),
+    ]
     for target in ("tables", "figures"):
-        assert make(target) == ["-m", "vae", target, "--results-dir", str(results), "--reference",
-                                str(tmp_path / "the reference")]
+        assert make(target) == [
+            "-m",
+            "vae",
+            target,
+            "--results-dir",
+            str(results),
+            "--reference",
+            str(tmp_path / "the reference"),
+        ]
     train = make("reproduce-mnist")
-    assert train[:9] == ["-m", "vae", "train", "--results-dir", str(results), "--data-dir", str(data), "--reference",
-                         str(tmp_path / "the reference")]
+    assert train[:9] == [
+        "-m",
+        "vae",
+        "train",
+        "--results-dir",
+        str(results),
+        "--data-dir",
+        str(data),
+        "--reference",
+        str(tmp_path / "the reference"),
+    ]
     assert make("smoke")[4:8] == ["--results-dir", str(results / "smoke"), "--data-dir", str(data)]

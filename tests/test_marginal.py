@@ -59,8 +59,10 @@ def quadrature_log_marginal(decoder, x: torch.Tensor, nz: int, points: int, limi
     z = t[:, None] if nz == 1 else torch.cartesian_prod(t, t)
     log_w = log_w if nz == 1 else (log_w[:, None] + log_w[None, :]).reshape(-1)
     with torch.no_grad():
-        terms = [log_std_normal(zc)[:, None] + decoder.log_prob(x, zc[:, None, :]) + wc[:, None]
-                 for zc, wc in zip(z.split(20000), log_w.split(20000), strict=True)]
+        terms = [
+            log_std_normal(zc)[:, None] + decoder.log_prob(x, zc[:, None, :]) + wc[:, None]
+            for zc, wc in zip(z.split(20000), log_w.split(20000), strict=True)
+        ]
     return torch.logsumexp(torch.cat(terms), 0)
 
 
@@ -112,8 +114,10 @@ def test_importance_sampling_is_above_the_elbo_and_rises_with_k(model):
     encoder, g = widened(encoder, 0.5), torch.Generator().manual_seed(3)
     with torch.no_grad():
         bound = elbo(x, encoder, decoder, "B", 5000, g).mean()
-    runs = [torch.stack([log_marginal_is(x, decoder, encoder, g, k=k).mean() for _ in range(reps)])
-            for k, reps in ((1, 400), (10, 100), (1000, 10))]
+    runs = [
+        torch.stack([log_marginal_is(x, decoder, encoder, g, k=k).mean() for _ in range(reps)])
+        for k, reps in ((1, 400), (10, 100), (1000, 10))
+    ]
     means = [r.mean() for r in runs]
     se = [r.std() / len(r) ** 0.5 for r in runs]
     for i in range(2):
@@ -162,8 +166,9 @@ def test_few_samples_per_dimension_use_a_diagonal_gaussian():
     for m, d in ((10, 3), (25, 1)):
         fit = torch.randn(4, m, d, generator=g, dtype=torch.float64)
         points = torch.randn(4, 7, d, generator=g, dtype=torch.float64)
-        ref = scipy.stats.norm.logpdf(points.numpy(), fit.mean(1, keepdim=True).numpy(),
-                                      fit.numpy().std(1, keepdims=True)).sum(-1)
+        ref = scipy.stats.norm.logpdf(
+            points.numpy(), fit.mean(1, keepdim=True).numpy(), fit.numpy().std(1, keepdims=True)
+        ).sum(-1)
         np.testing.assert_allclose(fitted_log_density(fit, points).numpy(), ref, atol=1e-10)
         np.testing.assert_allclose(diag_gaussian_log_density(fit, points).numpy(), ref, atol=1e-10)
 

@@ -9,10 +9,26 @@ from vae.config import ConfigError, RunSpec, make_config
 from vae.data import load_dataset
 from vae.runs.train import run_one
 
-TINY = dict(algorithm="mcem", evaluation="marginal", dataset="mnist", n_train=200, hidden=20, nz=2, lr=0.02,
-            adagrad_warmup=5, eval_spacing="linear", eval_start=10000, eval_every=10000, budget=30000,
-            marginal_points=50, marginal_samples=10, marginal_burnin=10, marginal_leapfrog=2, wandb="disabled",
-            mcem_counting="msteps")  # 1000 samples per iteration, so the points fall on round numbers
+TINY = dict(
+    algorithm="mcem",
+    evaluation="marginal",
+    dataset="mnist",
+    n_train=200,
+    hidden=20,
+    nz=2,
+    lr=0.02,
+    adagrad_warmup=5,
+    eval_spacing="linear",
+    eval_start=10000,
+    eval_every=10000,
+    budget=30000,
+    marginal_points=50,
+    marginal_samples=10,
+    marginal_burnin=10,
+    marginal_leapfrog=2,
+    wandb="disabled",
+    mcem_counting="msteps",
+)  # 1000 samples per iteration, so the points fall on round numbers
 
 
 def test_an_iteration_counts_every_pass_over_the_data_as_figure_3_does():
@@ -51,12 +67,12 @@ def test_mcem_run_logs_the_marginal_likelihood_and_extends_exactly(tmp_path, dat
     assert list(a["samples"]) == [10000, 20000, 30000]
     assert "train/elbo" not in a and a["train/marginal"].notna().all()
     assert a[["train/marginal", "test/marginal"]].to_numpy() == pytest.approx(
-        b[["train/marginal", "test/marginal"]].to_numpy(), rel=1e-6)
+        b[["train/marginal", "test/marginal"]].to_numpy(), rel=1e-6
+    )
 
 
 def test_aevb_run_with_marginal_evaluation_logs_both_bound_and_likelihood(tmp_path, data_root):
-    cfg = make_config(TINY | {"algorithm": "aevb", "budget": 10000, "marginal_estimator": "is",
-                              "marginal_is_k": 200})
+    cfg = make_config(TINY | {"algorithm": "aevb", "budget": 10000, "marginal_estimator": "is", "marginal_is_k": 200})
     run_one("t", RunSpec("a", cfg), tmp_path, data_root)
     row = pd.read_csv(tmp_path / "runs" / "t" / "a" / "metrics.csv").iloc[-1]
     assert row["train/marginal"] >= row["train/elbo"] - 0.5  # log p(x) estimate sits above the bound

@@ -51,8 +51,7 @@ def test_init_draws_every_parameter_from_n0_std():
 
 def test_weight_prior_covers_weight_matrices_only():
     net = GaussianMLP(4, 3, 2)
-    assert {id(p) for p in weight_matrices(net)} == {id(net.hidden.weight), id(net.mean.weight),
-                                                     id(net.logvar.weight)}
+    assert {id(p) for p in weight_matrices(net)} == {id(net.hidden.weight), id(net.mean.weight), id(net.logvar.weight)}
 
 
 def test_gaussian_decoder_log_density_matches_torch_distributions_with_sigmoid_mean():
@@ -100,6 +99,7 @@ def test_the_authors_recognition_head_is_scaled_and_starts_at_zero():
             assert torch.equal(p, dict(plain.named_parameters())[name]), name
     authors.encoder.load_state_dict(plain.encoder.state_dict())
     h = torch.tanh(x @ plain.encoder.hidden.weight.T + plain.encoder.hidden.bias)
-    torch.testing.assert_close(authors.encode(x)[1], 0.1 * (h @ plain.encoder.logvar.weight.T
-                                                              + plain.encoder.logvar.bias))
+    torch.testing.assert_close(
+        authors.encode(x)[1], 0.1 * (h @ plain.encoder.logvar.weight.T + plain.encoder.logvar.bias)
+    )
     torch.testing.assert_close(authors.encode(x)[0], plain.encode(x)[0])

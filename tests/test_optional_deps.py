@@ -40,6 +40,7 @@ class Unimportable:
 sys.meta_path.insert(0, Unimportable())
 """
 
+
 def blocked(tmp: Path) -> tuple[dict[str, str], Path]:
     """The environment of a process where wandb and ray are unimportable, and the log of attempts to import them."""
     site = tmp / "blocker"
@@ -87,8 +88,13 @@ def test_train_tables_and_figures_never_import_wandb_or_ray(tmp_path, data_root)
         ["figures", "--results-dir", str(results), "--reference", str(none), "--settings", str(settings), "--no-wandb"],
     ]
     report = tmp_path / "report.json"
-    run = subprocess.run([sys.executable, "-c", DRIVER, str(report), json.dumps(commands)], cwd=REPO, env=env,
-                         capture_output=True, text=True)
+    run = subprocess.run(
+        [sys.executable, "-c", DRIVER, str(report), json.dumps(commands)],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+    )
     assert run.returncode == 0 and "Traceback" not in run.stderr, f"{run.stdout[-2000:]}\n{run.stderr[-3000:]}"
     done = json.loads(report.read_text())
     assert done == [["train", 0, []], ["tables", 0, []], ["figures", 0, []]], f"{done}\n{run.stderr[-3000:]}"
@@ -109,16 +115,36 @@ def test_the_stack_engine_trains_without_wandb_or_ray(tmp_path, data_root, unimp
     no step-size selection)."""
     sweep, results = tmp_path / "smoke.yaml", tmp_path / "results"
     sweep.write_text(yaml.safe_dump(SMOKE))
-    assert main(["train", str(sweep), "--results-dir", str(results), "--data-dir", str(data_root),
-                 "--engine", "stack", "--set", "wandb=disabled", "lr=0.1", "budget=1000"]) == 0
+    assert (
+        main(
+            [
+                "train",
+                str(sweep),
+                "--results-dir",
+                str(results),
+                "--data-dir",
+                str(data_root),
+                "--engine",
+                "stack",
+                "--set",
+                "wandb=disabled",
+                "lr=0.1",
+                "budget=1000",
+            ]
+        )
+        == 0
+    )
     assert [RunFolder(p).status()["samples"] for p in sorted(results.glob("runs/smoke/*"))] == [1000, 1000]
 
 
-@pytest.mark.parametrize("asked, words", [
-    (["--set", "wandb=offline"], ["wandb", "wandb=disabled"]),
-    (["--set", "wandb=online"], ["wandb", "wandb=disabled"]),
-    (["--engine", "ray", "--set", "wandb=disabled"], ["ray", "--engine local"]),
-])
+@pytest.mark.parametrize(
+    "asked, words",
+    [
+        (["--set", "wandb=offline"], ["wandb", "wandb=disabled"]),
+        (["--set", "wandb=online"], ["wandb", "wandb=disabled"]),
+        (["--engine", "ray", "--set", "wandb=disabled"], ["ray", "--engine local"]),
+    ],
+)
 def test_asking_for_a_missing_optional_package_is_one_line(tmp_path, data_root, capsys, unimportable, asked, words):
     sweep, results = tmp_path / "smoke.yaml", tmp_path / "results"
     sweep.write_text(yaml.safe_dump(SMOKE))

@@ -12,14 +12,23 @@ from vae.runs.folder import RunFolder
 from vae.runs.train import run_one
 
 BEAT = 1e-6  # heartbeat_seconds: a line at every point the display is offered one
-TINY = dict(hidden=20, nz=2, n_train=2000, budget=10000, eval_start=5000, lr_select_samples=5000, adagrad_warmup=10,
-            wandb="disabled", heartbeat_seconds=BEAT)
+TINY = dict(
+    hidden=20,
+    nz=2,
+    n_train=2000,
+    budget=10000,
+    eval_start=5000,
+    lr_select_samples=5000,
+    adagrad_warmup=10,
+    wandb="disabled",
+    heartbeat_seconds=BEAT,
+)
 # Figure 3's estimator on 50 points: 4 + 6 HMC transitions per chain, for the train and the test set
 MARGINAL = dict(evaluation="marginal", marginal_points=50, marginal_samples=6, marginal_burnin=4, marginal_leapfrog=2)
 
 
 def heartbeats(out: str, title: str) -> list[str]:
-    return [line[len(title) + 2:] for line in out.splitlines() if line.startswith(f"{title}: ")]
+    return [line[len(title) + 2 :] for line in out.splitlines() if line.startswith(f"{title}: ")]
 
 
 def test_the_step_size_selection_and_an_evaluations_hmc_chains_show_their_progress(tmp_path, data_root, capsys):
@@ -39,8 +48,22 @@ def test_a_block_of_mcem_iterations_shows_each_iteration_and_its_prior_started_c
     """A training step holds 10 MCEM iterations (of 1,000 samples) up to the next evaluation point: each shows
     itself. The chains of its evaluation start from the best of 1,000 prior draws (10 chunks) before their
     10 transitions."""
-    cfg = make_config(dict(TINY, **MARGINAL, algorithm="mcem", n_train=500, lr=0.02, mcem_leapfrog=1, mcem_msteps=1,
-                           adagrad_warmup=2, budget=20000, eval_start=10000, eval_every=10000, eval_spacing="linear"))
+    cfg = make_config(
+        dict(
+            TINY,
+            **MARGINAL,
+            algorithm="mcem",
+            n_train=500,
+            lr=0.02,
+            mcem_leapfrog=1,
+            mcem_msteps=1,
+            adagrad_warmup=2,
+            budget=20000,
+            eval_start=10000,
+            eval_every=10000,
+            eval_spacing="linear",
+        )
+    )
     run_one("s", RunSpec("m", cfg), tmp_path, data_root)
     beats = heartbeats(capsys.readouterr().out, "s/m")
     assert any(b.startswith("3,000 / 20,000 samples") for b in beats)  # inside the first block
@@ -71,4 +94,4 @@ def test_lines_printed_while_training_on_a_terminal_leave_the_progress_bar_whole
     text = terminal.getvalue()
     starts = [m.start() for m in re.finditer(r"\[r\] ", text)]
     assert len(starts) >= 4 and "Adagrad step size" in text and "s/r:" in text  # selection, 3 points, the bar
-    assert all(text[i - 1] in "\r\n" for i in starts), [text[i - 40:i + 5] for i in starts]
+    assert all(text[i - 1] in "\r\n" for i in starts), [text[i - 40 : i + 5] for i in starts]

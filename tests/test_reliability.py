@@ -25,23 +25,44 @@ from vae.runs.loggers import ResumeSafeWandbLogger
 from vae.runs.train import run_one
 from vae.runs.wandb_history import durable_steps, records
 
-KILL = dict(hidden=20, nz=2, n_train=2000, budget=400000, eval_start=5000, lr_select_samples=5000,
-            adagrad_warmup=10, running_every=30000, wandb="disabled", checkpoint_minutes=0.002)
-LOGGED = sorted(set(eval_points(5000, KILL["budget"], 10, 100)) | set(range(30000, KILL["budget"], 30000))
-                | {KILL["budget"]})  # the evaluations and the running averages
+KILL = dict(
+    hidden=20,
+    nz=2,
+    n_train=2000,
+    budget=400000,
+    eval_start=5000,
+    lr_select_samples=5000,
+    adagrad_warmup=10,
+    running_every=30000,
+    wandb="disabled",
+    checkpoint_minutes=0.002,
+)
+LOGGED = sorted(
+    set(eval_points(5000, KILL["budget"], 10, 100)) | set(range(30000, KILL["budget"], 30000)) | {KILL["budget"]}
+)  # the evaluations and the running averages
 
 
 def command(sweep: Path, results: Path, data_root: Path) -> list[str]:
-    return [sys.executable, "-m", "vae", "train", str(sweep), "--results-dir", str(results),
-            "--data-dir", str(data_root)]
+    return [
+        sys.executable,
+        "-m",
+        "vae",
+        "train",
+        str(sweep),
+        "--results-dir",
+        str(results),
+        "--data-dir",
+        str(data_root),
+    ]
 
 
 def test_sigkill_at_a_random_moment_then_rerun_equals_an_uninterrupted_run(tmp_path, data_root):
     sweep = tmp_path / "kill.yaml"
     sweep.write_text(yaml.safe_dump({"name": "kill", "base": KILL}))
     run = tmp_path / "killed" / "runs" / "kill" / "seed0"
-    proc = subprocess.Popen(command(sweep, tmp_path / "killed", data_root), stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        command(sweep, tmp_path / "killed", data_root), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
     deadline = time.monotonic() + 120
     while not (run / "checkpoints" / "last.ckpt").is_file():
         assert proc.poll() is None and time.monotonic() < deadline, "no checkpoint before the run ended"
@@ -61,8 +82,7 @@ def test_sigkill_at_a_random_moment_then_rerun_equals_an_uninterrupted_run(tmp_p
     cols = ["samples", "train/elbo", "test/elbo", "train/running_elbo", "lr"]
     pd.testing.assert_frame_equal(killed[cols], clean[cols], check_exact=True)
     a = torch.load(run / "checkpoints" / "last.ckpt", weights_only=False)
-    b = torch.load(tmp_path / "clean" / "runs" / "kill" / "seed0" / "checkpoints" / "last.ckpt",
-                   weights_only=False)
+    b = torch.load(tmp_path / "clean" / "runs" / "kill" / "seed0" / "checkpoints" / "last.ckpt", weights_only=False)
     for key in a["state_dict"]:
         assert torch.equal(a["state_dict"][key], b["state_dict"][key]), key
     assert a["sample_axis"]["samples"] == b["sample_axis"]["samples"] == KILL["budget"]
@@ -107,8 +127,9 @@ class FakeRun:
 
 def offline_session(folder: RunFolder, steps: list[int]) -> Path:
     """A real offline W&B session of the run in ``folder`` that logged ``steps``; returns its ``.wandb`` file."""
-    run = wandb.init(mode="offline", project="p", id=folder.wandb_id(), dir=str(folder.path), resume="allow",
-                     reinit="create_new")
+    run = wandb.init(
+        mode="offline", project="p", id=folder.wandb_id(), dir=str(folder.path), resume="allow", reinit="create_new"
+    )
     for s in steps:
         run.log({"samples": s, "train/elbo": -s / 1000}, step=s)
     run.finish()
@@ -125,14 +146,20 @@ def history_step(raw: bytes) -> int | None:
 
 def test_wandb_points_count_as_sent_only_once_on_disk_and_the_rest_is_sent_from_the_csv(tmp_path):
     folder = RunFolder(tmp_path)
-    pd.DataFrame({"samples": [100, 200, 300, 400, 500], "train/elbo": [-1.0] * 5, "test/elbo": [-2.0] * 5,
-                  "test/marginal": [None, None, None, None, -3.0]}).to_csv(folder.metrics_file, index=False)
+    pd.DataFrame(
+        {
+            "samples": [100, 200, 300, 400, 500],
+            "train/elbo": [-1.0] * 5,
+            "test/elbo": [-2.0] * 5,
+            "test/marginal": [None, None, None, None, -3.0],
+        }
+    ).to_csv(folder.metrics_file, index=False)
     session = offline_session(folder, [100, 200, 300, 400])
     assert durable_steps(tmp_path / "wandb", folder.wandb_id()) == [100, 200, 300, 400]
     # the writer was killed in the middle of the third history record: only the first two count as sent
     data = session.read_bytes()
     third = next(r for r in records(session) if history_step(r) == 300)
-    session.write_bytes(data[:data.index(third) + len(third) // 2])
+    session.write_bytes(data[: data.index(third) + len(third) // 2])
     assert durable_steps(tmp_path / "wandb", folder.wandb_id()) == [100, 200]
     fake = FakeRun()
     logger = ResumeSafeWandbLogger(folder, run=fake)
@@ -155,8 +182,9 @@ def test_wandb_run_holds_every_csv_point_exactly_once_after_repeated_sigkills(tm
     folder = RunFolder(tmp_path / "runs" / "kill" / "seed0")
     kills = 0
     for _ in range(6):
-        proc = subprocess.Popen(command(sweep, tmp_path, data_root), stdout=subprocess.DEVNULL,
-                                stderr=subprocess.DEVNULL)
+        proc = subprocess.Popen(
+            command(sweep, tmp_path, data_root), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+        )
         before = len(folder.metrics()) if folder.metrics_file.is_file() else 0
         deadline = time.monotonic() + 120
         # kill it while it logs: once it has written a new point, after a random delay

@@ -19,11 +19,16 @@ SETTINGS = {"fig2": FIG2, "fig3": FIG2 | {"table_points": [2000000]}, "ablations
 
 @pytest.fixture
 def paper():
-    return pd.DataFrame({
-        "figure": [2] * 4, "panel": ["MNIST Nz=5"] * 4, "series": ["AEVB test"] * 4,
-        "kind": ["start", "evaluation", "evaluation", "evaluation"],
-        "x_samples_evaluated": [100.0, 10**6.0, 10**6.2, 10**6.6], "value": [-543.4, -140.0, -136.0, -130.0],
-    })
+    return pd.DataFrame(
+        {
+            "figure": [2] * 4,
+            "panel": ["MNIST Nz=5"] * 4,
+            "series": ["AEVB test"] * 4,
+            "kind": ["start", "evaluation", "evaluation", "evaluation"],
+            "x_samples_evaluated": [100.0, 10**6.0, 10**6.2, 10**6.6],
+            "value": [-543.4, -140.0, -136.0, -130.0],
+        }
+    )
 
 
 def test_paper_value_interpolates_in_log_samples_between_evaluations_only(paper):
@@ -67,19 +72,33 @@ def test_the_papers_train_curve_is_scored_against_our_running_average(tmp_path):
     train evaluation is tabulated but not scored."""
     folder = fake_run(tmp_path, "s", "nz3-seed0", [(100000, -300.0, -300.0), (1000000, -150.0, -150.0)], nz=3)
     nan = math.nan
-    logged = pd.DataFrame({"samples": [100000, 250000, 500000, 750000, 1000000],
-                           "train/elbo": [-300.0, nan, nan, nan, -150.0], "test/elbo": [-300.0, nan, nan, nan, -150.0],
-                           "train/running_elbo": [nan, -200.0, -160.0, -155.0, -152.0]})
+    logged = pd.DataFrame(
+        {
+            "samples": [100000, 250000, 500000, 750000, 1000000],
+            "train/elbo": [-300.0, nan, nan, nan, -150.0],
+            "test/elbo": [-300.0, nan, nan, nan, -150.0],
+            "train/running_elbo": [nan, -200.0, -160.0, -155.0, -152.0],
+        }
+    )
     logged.to_csv(folder / "metrics.csv", index=False)
     write_tables(gather(tmp_path), SETTINGS)
     score = pd.read_csv(tmp_path / "tables" / "fig2_scorecard.csv").set_index("split")
     assert score.loc["train", "points_compared"] == 0 and pd.isna(score.loc["train", "within_tolerance"])
     paper = load_paper()
-    train = paper[(paper["panel"] == "MNIST Nz=3") & (paper["series"] == "AEVB train")
-                  & (paper["kind"] == "evaluation") & paper["x_samples_evaluated"].between(250000, 1000000)]
-    ours = [-200.0 + (-160.0 + 200.0) * (math.log10(x / 250000) / math.log10(2)) if x <= 500000 else
-            -160.0 + 5.0 * (math.log10(x / 500000) / math.log10(1.5)) if x <= 750000 else
-            -155.0 + 3.0 * (math.log10(x / 750000) / math.log10(4 / 3)) for x in train["x_samples_evaluated"]]
+    train = paper[
+        (paper["panel"] == "MNIST Nz=3")
+        & (paper["series"] == "AEVB train")
+        & (paper["kind"] == "evaluation")
+        & paper["x_samples_evaluated"].between(250000, 1000000)
+    ]
+    ours = [
+        -200.0 + (-160.0 + 200.0) * (math.log10(x / 250000) / math.log10(2))
+        if x <= 500000
+        else -160.0 + 5.0 * (math.log10(x / 500000) / math.log10(1.5))
+        if x <= 750000
+        else -155.0 + 3.0 * (math.log10(x / 750000) / math.log10(4 / 3))
+        for x in train["x_samples_evaluated"]
+    ]
     deltas = [o - v for o, v in zip(ours, train["value"], strict=True)]
     assert score.loc["train_running", "points_compared"] == len(train) >= 2
     assert score.loc["train_running", "worst_delta"] == pytest.approx(max(deltas, key=abs), abs=1e-3)
@@ -166,26 +185,43 @@ def test_figure_3_tables_compare_with_the_paper_and_rank_the_algorithms(tmp_path
 
 
 def test_a_figure_3_ablation_is_tabulated_with_the_marginal_likelihood(tmp_path):
-    fake_run(tmp_path, "ablation-f3", "lr0.01", [(2000000, -120.0, -144.0), (4000000, -118.0, -142.0)],
-             algorithm="aevb", lr=0.01, **MARGINAL)
+    fake_run(
+        tmp_path,
+        "ablation-f3",
+        "lr0.01",
+        [(2000000, -120.0, -144.0), (4000000, -118.0, -142.0)],
+        algorithm="aevb",
+        lr=0.01,
+        **MARGINAL,
+    )
     write_tables(gather(tmp_path), SETTINGS)
     assert not (tmp_path / "tables" / "fig3.csv").exists()
     table = pd.read_csv(tmp_path / "tables" / "ablations.csv")
     assert set(table["metric"]) == {"marginal"} and table["value"].tolist() == [-118.0, -142.0]  # the last point
     paper = load_paper()
-    refs = {(split, x): paper_value(paper, "Ntrain=1000", f"AEVB {split}", x, figure=3)
-            for split in ("train", "test") for x in (2e6, 4e6)}
+    refs = {
+        (split, x): paper_value(paper, "Ntrain=1000", f"AEVB {split}", x, figure=3)
+        for split in ("train", "test")
+        for x in (2e6, 4e6)
+    }
     compared = pd.read_csv(tmp_path / "tables" / "ablations_paper.csv").set_index("split")
     assert compared.loc["test", "points"] == 2
-    assert compared.loc["test", "mean_delta"] == pytest.approx((-144.0 - refs["test", 2e6] - 142.0 - refs["test", 4e6])
-                                                               / 2, abs=1e-3)
+    assert compared.loc["test", "mean_delta"] == pytest.approx(
+        (-144.0 - refs["test", 2e6] - 142.0 - refs["test", 4e6]) / 2, abs=1e-3
+    )
 
 
 def test_ablation_sweeps_get_their_own_table_and_stay_out_of_the_scorecards(tmp_path):
     """Runs of one ablation sweep may differ in config (that is the point); each is a row, its varied keys named."""
     fake_run(tmp_path, "fig2-x", "nz5-seed0", [(1000000, -136, -135)], nz=5)
-    fake_run(tmp_path, "ablation-lr", "lr0.1", [(100000, -170, -169), (1000000, -150, -140), (2000000, -145, -139)],
-             nz=5, lr=0.1)
+    fake_run(
+        tmp_path,
+        "ablation-lr",
+        "lr0.1",
+        [(100000, -170, -169), (1000000, -150, -140), (2000000, -145, -139)],
+        nz=5,
+        lr=0.1,
+    )
     fake_run(tmp_path, "ablation-lr", "lr0.001", [(1000000, -160, -161)], nz=5, lr=0.001)
     write_tables(gather(tmp_path), SETTINGS)
     assert set(pd.read_csv(tmp_path / "tables" / "fig2.csv")["sweep"]) == {"fig2-x"}
@@ -200,8 +236,12 @@ def test_ablation_sweeps_get_their_own_table_and_stay_out_of_the_scorecards(tmp_
     # at the paper's own evaluations between 1e5 and 2e6, ours interpolated in log-samples there
     compared = pd.read_csv(tmp_path / "tables" / "ablations_paper.csv").set_index(["run", "split"])
     paper = load_paper()
-    pts = paper[(paper["panel"] == "MNIST Nz=5") & (paper["series"] == "AEVB test") & (paper["kind"] == "evaluation")
-                & paper["x_samples_evaluated"].between(1e5, 2e6)]
+    pts = paper[
+        (paper["panel"] == "MNIST Nz=5")
+        & (paper["series"] == "AEVB test")
+        & (paper["kind"] == "evaluation")
+        & paper["x_samples_evaluated"].between(1e5, 2e6)
+    ]
     x = pts["x_samples_evaluated"].to_numpy()
     ours = np.interp(np.log10(x), [5, 6, math.log10(2e6)], [-169, -140, -139])
     row = compared.loc[("lr0.1", "test")]
@@ -228,8 +268,12 @@ def test_user_runs_are_tabulated_beside_the_reference_runs(tmp_path, capsys):
 def test_without_user_runs_the_reference_is_shown_alone(tmp_path, capsys):
     user, reference = tmp_path / "results", tmp_path / "reference"
     fake_run(reference, "s", "nz5-seed0", [(100000, -171, -168), (1000000, -137, -139)], nz=5)
-    assert main(["tables", "--results-dir", str(user), "--reference", str(reference),
-                 "--settings", str(settings(tmp_path))]) == 0
+    assert (
+        main(
+            ["tables", "--results-dir", str(user), "--reference", str(reference), "--settings", str(settings(tmp_path))]
+        )
+        == 0
+    )
     assert "showing the committed reference runs" in capsys.readouterr().out
     fig2 = pd.read_csv(reference / "tables" / "fig2.csv")
     assert "reference_elbo" not in fig2 and len(fig2) == 4
@@ -285,8 +329,10 @@ def test_markdown_writes_every_missing_value_as_a_dash():
 
     table = pd.DataFrame({"name": ["a", None], "value": [1.234, math.nan], "ok": [True, None]})
     lines = markdown(table).splitlines()
-    assert [[c.strip() for c in line.split("|")[1:-1]] for line in lines[2:]] == [["a", "1.23", "True"],
-                                                                                 ["—", "—", "—"]]
+    assert [[c.strip() for c in line.split("|")[1:-1]] for line in lines[2:]] == [
+        ["a", "1.23", "True"],
+        ["—", "—", "—"],
+    ]
 
 
 def test_tables_and_figures_read_each_folder_of_runs_in_the_results_folder(tmp_path, capsys):
@@ -296,8 +342,20 @@ def test_tables_and_figures_read_each_folder_of_runs_in_the_results_folder(tmp_p
     fake_run(results / "variants", "s", "nz5-seed0", [(1000000, -130, -131)], nz=5, lr=0.1)  # a sweep of one name
     fake_run(results / "gpu" / "tf32", "s", "nz5-seed0", [(1000000, -120, -121)], nz=5)  # two deep: not read
     fake_run(reference, "s", "nz5-seed0", [(1000000, -138, -139)], nz=5)
-    assert main(["tables", "--results-dir", str(results), "--reference", str(reference),
-                 "--settings", str(settings(tmp_path))]) == 0
+    assert (
+        main(
+            [
+                "tables",
+                "--results-dir",
+                str(results),
+                "--reference",
+                str(reference),
+                "--settings",
+                str(settings(tmp_path)),
+            ]
+        )
+        == 0
+    )
     read = f"runs read from {results}/runs, {results}/smoke/runs, {results}/variants/runs, beside the reference"
     assert read in capsys.readouterr().out
     used = pd.read_csv(results / "tables" / "fig2_runs_used.csv")

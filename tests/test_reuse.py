@@ -14,8 +14,7 @@ from vae.runs.train import run_one
 
 README = Path(__file__).resolve().parent.parent / "README.md"
 EXAMPLE_RUN = "results/runs/fig2-mnist-aevb/nz20-seed0"
-TINY = dict(hidden=20, nz=2, n_train=2000, budget=20000, eval_start=5000, lr=0.02, adagrad_warmup=10,
-            wandb="disabled")
+TINY = dict(hidden=20, nz=2, n_train=2000, budget=20000, eval_start=5000, lr=0.02, adagrad_warmup=10, wandb="disabled")
 
 
 def readme_example() -> str:
@@ -50,8 +49,9 @@ def test_importance_sampled_log_px_rises_with_k_and_load_run_matches_the_checkpo
     assert many > few and many > bound
 
 
-def test_load_run_puts_the_model_on_a_device_and_knows_the_data_folder_the_run_trained_on(tmp_path, data_root,
-                                                                                           monkeypatch):
+def test_load_run_puts_the_model_on_a_device_and_knows_the_data_folder_the_run_trained_on(
+    tmp_path, data_root, monkeypatch
+):
     """The run's status.json records its data folder (absolute), which wins over today's $VAE_DATA_DIR, so the
     run's data load again from anywhere; a run without the record gets the folder training would use today."""
     run_one("t", RunSpec("r", make_config(TINY)), tmp_path, data_root)
@@ -72,22 +72,45 @@ def test_load_run_puts_the_model_on_a_device_and_knows_the_data_folder_the_run_t
 MODEL = VAE(make_config(dict(hidden=20, nz=2)))
 
 
-@pytest.mark.parametrize("call, error, message", [
-    (lambda: MODEL.encode(torch.rand(5, 28, 28)), ValueError,
-     "expected x of shape (n, 784) and dtype torch.float32, got (5, 28, 28) torch.float32; flatten it: "
-     "x.reshape(len(x), -1)"),
-    (lambda: MODEL.elbo(torch.rand(5, 784, dtype=torch.float64)), TypeError,
-     "expected x of shape (n, 784) and dtype torch.float32, got (5, 784) torch.float64; convert it: "
-     "x.to(torch.float32)"),
-    (lambda: MODEL.log_marginal(torch.zeros(5, 784, dtype=torch.uint8)), TypeError,
-     "expected x of shape (n, 784) and dtype torch.float32, got (5, 784) torch.uint8; convert it: x.to(torch.float32)"),
-    (lambda: MODEL.log_marginal([[0.5] * 784]), TypeError,
-     "expected x of shape (n, 784) and dtype torch.float32, got a list"),
-    (lambda: MODEL.decode(torch.zeros(5, 3)), ValueError,
-     "expected z of shape (n, 2) and dtype torch.float32, got (5, 3) torch.float32"),
-    (lambda: MODEL.decode(torch.zeros(2)), ValueError,
-     "expected z of shape (n, 2) and dtype torch.float32, got (2,) torch.float32"),
-], ids=["28x28 images", "float64", "bytes", "a list", "another Nz", "one z without its batch"])
+@pytest.mark.parametrize(
+    "call, error, message",
+    [
+        (
+            lambda: MODEL.encode(torch.rand(5, 28, 28)),
+            ValueError,
+            "expected x of shape (n, 784) and dtype torch.float32, got (5, 28, 28) torch.float32; flatten it: "
+            "x.reshape(len(x), -1)",
+        ),
+        (
+            lambda: MODEL.elbo(torch.rand(5, 784, dtype=torch.float64)),
+            TypeError,
+            "expected x of shape (n, 784) and dtype torch.float32, got (5, 784) torch.float64; convert it: "
+            "x.to(torch.float32)",
+        ),
+        (
+            lambda: MODEL.log_marginal(torch.zeros(5, 784, dtype=torch.uint8)),
+            TypeError,
+            "expected x of shape (n, 784) and dtype torch.float32, got (5, 784) torch.uint8; "
+            "convert it: x.to(torch.float32)",
+        ),
+        (
+            lambda: MODEL.log_marginal([[0.5] * 784]),
+            TypeError,
+            "expected x of shape (n, 784) and dtype torch.float32, got a list",
+        ),
+        (
+            lambda: MODEL.decode(torch.zeros(5, 3)),
+            ValueError,
+            "expected z of shape (n, 2) and dtype torch.float32, got (5, 3) torch.float32",
+        ),
+        (
+            lambda: MODEL.decode(torch.zeros(2)),
+            ValueError,
+            "expected z of shape (n, 2) and dtype torch.float32, got (2,) torch.float32",
+        ),
+    ],
+    ids=["28x28 images", "float64", "bytes", "a list", "another Nz", "one z without its batch"],
+)
 def test_a_batch_of_the_wrong_shape_or_dtype_is_refused_in_one_line_that_says_what_is_expected(call, error, message):
     with pytest.raises(error) as refused:
         call()

@@ -30,13 +30,31 @@ from vae.runs.train import run_one, train_stack
 
 ROOT = Path(__file__).resolve().parent.parent
 # checkpoint_minutes: none periodic, so a checkpoint that exists after a signal was written on the signal
-STOP = dict(hidden=20, nz=2, n_train=2000, budget=100000, eval_start=5000, lr_select_samples=5000,
-            adagrad_warmup=10, wandb="disabled", checkpoint_minutes=10.0)
+STOP = dict(
+    hidden=20,
+    nz=2,
+    n_train=2000,
+    budget=100000,
+    eval_start=5000,
+    lr_select_samples=5000,
+    adagrad_warmup=10,
+    wandb="disabled",
+    checkpoint_minutes=10.0,
+)
 
 
 def command(sweep: Path, results: Path, data_root: Path) -> list[str]:
-    return [sys.executable, "-m", "vae", "train", str(sweep), "--results-dir", str(results),
-            "--data-dir", str(data_root)]
+    return [
+        sys.executable,
+        "-m",
+        "vae",
+        "train",
+        str(sweep),
+        "--results-dir",
+        str(results),
+        "--data-dir",
+        str(data_root),
+    ]
 
 
 def sweep_file(tmp_path: Path, **overrides) -> Path:
@@ -61,12 +79,14 @@ def uninterrupted(tmp_path_factory, data_root) -> Path:
 
 
 @pytest.mark.parametrize("signum, status", [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
-def test_signal_stops_at_a_step_end_checkpointed_and_a_rerun_continues_exactly(tmp_path, data_root, uninterrupted,
-                                                                              signum, status):
+def test_signal_stops_at_a_step_end_checkpointed_and_a_rerun_continues_exactly(
+    tmp_path, data_root, uninterrupted, signum, status
+):
     sweep = sweep_file(tmp_path)
     run = tmp_path / "runs" / "stop" / "seed0"
-    proc = subprocess.Popen(command(sweep, tmp_path, data_root), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                            text=True)
+    proc = subprocess.Popen(
+        command(sweep, tmp_path, data_root), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True
+    )
     wait_for(run / "metrics.csv", proc)  # training, past the step-size selection
     proc.send_signal(signum)
     err = proc.communicate(timeout=60)[1]
@@ -91,11 +111,28 @@ def test_signal_stops_at_a_step_end_checkpointed_and_a_rerun_continues_exactly(t
 def test_sigterm_to_every_ddp_rank_stops_them_at_one_step_and_rank_0_alone_says_so(tmp_path, data_root):
     """As a scheduler or Ctrl+C does, the signal goes to the whole process group: both ranks of a 2-process CPU
     DDP run (gloo) stop at the same step, save, and exit; one line says so."""
-    sweep = sweep_file(tmp_path, hidden=50, nz=3, lr=0.02, M=101, budget=40000, eval_start=1000, eval_per_decade=2,
-                       eval_batch=3000, checkpoint_minutes=0.002, devices=2, accelerator="cpu")
+    sweep = sweep_file(
+        tmp_path,
+        hidden=50,
+        nz=3,
+        lr=0.02,
+        M=101,
+        budget=40000,
+        eval_start=1000,
+        eval_per_decade=2,
+        eval_batch=3000,
+        checkpoint_minutes=0.002,
+        devices=2,
+        accelerator="cpu",
+    )
     run = tmp_path / "runs" / "stop" / "seed0"
-    proc = subprocess.Popen(command(sweep, tmp_path, data_root), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                            text=True, start_new_session=True)
+    proc = subprocess.Popen(
+        command(sweep, tmp_path, data_root),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
     try:
         wait_for(run / "checkpoints" / "last.ckpt", proc)
         os.killpg(proc.pid, signal.SIGTERM)
@@ -154,8 +191,10 @@ def snapshot(folder: Path) -> dict[str, tuple[int, int, bytes]]:
     """(inode, mtime, content) of every file of a run folder; of ``wandb/``, which the first run's W&B process
     keeps writing, only the entries at its top (a second W&B session would add a run folder there)."""
     files = {p: p.lstat() for p in folder.rglob("*") if p.parent == folder / "wandb" or "wandb" not in p.parts}
-    return {str(p): (s.st_ino, s.st_mtime_ns, p.read_bytes() if p.is_file() and not p.is_symlink() else b"")
-            for p, s in files.items()}
+    return {
+        str(p): (s.st_ino, s.st_mtime_ns, p.read_bytes() if p.is_file() and not p.is_symlink() else b"")
+        for p, s in files.items()
+    }
 
 
 def test_a_second_process_on_the_same_run_is_refused_and_a_killed_holder_frees_the_run(tmp_path, data_root):
@@ -163,15 +202,21 @@ def test_a_second_process_on_the_same_run_is_refused_and_a_killed_holder_frees_t
     run = tmp_path / "runs" / "stop" / "seed0"
     # each command its own W&B service, as from a shell (not the one an earlier test started in this process)
     env = {k: v for k, v in os.environ.items() if k != "WANDB_SERVICE"} | {"WANDB_SILENT": "true"}
-    first = subprocess.Popen(command(sweep, tmp_path, data_root), stdout=subprocess.DEVNULL,
-                             stderr=subprocess.DEVNULL, env=env)
+    first = subprocess.Popen(
+        command(sweep, tmp_path, data_root), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env
+    )
     try:
         wait_for(run / "checkpoints" / "last.ckpt", first)
         first.send_signal(signal.SIGSTOP)  # still holding the run, and changing no file while the second tries
         before = snapshot(run)
         assert (run / "wandb_id").is_file() and list((run / "wandb").glob("offline-run-*"))
-        second = subprocess.run(command(sweep, tmp_path, data_root), check=False, capture_output=True, text=True,
-                                env=env | {"PYTHONWARNINGS": "ignore"})
+        second = subprocess.run(
+            command(sweep, tmp_path, data_root),
+            check=False,
+            capture_output=True,
+            text=True,
+            env=env | {"PYTHONWARNINGS": "ignore"},
+        )
         assert second.returncode == 2, second.stderr
         (line,) = second.stderr.splitlines()
         assert line.startswith("error: ") and str(run) in line
@@ -217,8 +262,11 @@ def test_a_run_ahead_of_its_missing_checkpoint_is_never_restarted_silently(tmp_p
     assert refused.returncode == 2 and "Traceback" not in refused.stderr
     assert "has reached 100,000 samples but has no checkpoint" in refused.stderr and "--restart" in refused.stderr
     assert snapshot(run) == before
-    subprocess.run(command(sweep_file(tmp_path, budget=10000), tmp_path, data_root) + ["--restart"], check=True,
-                   capture_output=True)
+    subprocess.run(
+        command(sweep_file(tmp_path, budget=10000), tmp_path, data_root) + ["--restart"],
+        check=True,
+        capture_output=True,
+    )
     cols = ["samples", "train/elbo", "test/elbo"]
     clean = pd.read_csv(uninterrupted / "metrics.csv")[cols]
     pd.testing.assert_frame_equal(pd.read_csv(run / "metrics.csv")[cols], clean[clean["samples"] <= 10000])
@@ -227,8 +275,12 @@ def test_a_run_ahead_of_its_missing_checkpoint_is_never_restarted_silently(tmp_p
 
 def tree(root: Path) -> dict[str, str | None]:
     """Every entry under ``root`` by path: a file by the SHA-256 of its content, a folder or link by None."""
-    return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest() if p.is_file() and not p.is_symlink()
-            else None for p in sorted(root.rglob("*"))}
+    return {
+        str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
+        if p.is_file() and not p.is_symlink()
+        else None
+        for p in sorted(root.rglob("*"))
+    }
 
 
 @pytest.mark.parametrize("spelling", ["reference", "experiments/../reference", "a link to it", "runs linked into it"])
@@ -242,9 +294,24 @@ def test_restart_into_the_reference_folder_is_refused_and_changes_nothing(spelli
     (tmp_path / "results" / "runs").symlink_to(ROOT / "reference" / "runs")
     cwd = ROOT if spelling in ("reference", "experiments/../reference") else tmp_path
     before = tree(ROOT / "reference")
-    done = subprocess.run([sys.executable, "-m", "vae", "train", str(ROOT / "experiments" / "fig2_mnist_aevb.yaml"),
-                           "--only", "nz3-seed0", "--results-dir", str(results), "--restart"], cwd=cwd,
-                          capture_output=True, text=True, timeout=120)
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "vae",
+            "train",
+            str(ROOT / "experiments" / "fig2_mnist_aevb.yaml"),
+            "--only",
+            "nz3-seed0",
+            "--results-dir",
+            str(results),
+            "--restart",
+        ],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert done.returncode == 2 and "Traceback" not in done.stderr, done.stderr
     (line,) = done.stderr.strip().splitlines()
     assert "lies in the reference folder" in line and "no training command writes to" in line, line
@@ -257,8 +324,12 @@ def test_the_reference_named_by_the_command_is_refused_too(tmp_path, data_root):
     (mine / "runs" / "stop" / "seed0").mkdir(parents=True)
     (mine / "runs" / "stop" / "seed0" / "status.json").write_text('{"samples": 100000}')
     before = tree(mine)
-    done = subprocess.run(command(sweep_file(tmp_path), tmp_path / "x" / ".." / "mine", data_root)
-                          + ["--reference", str(mine), "--restart"], capture_output=True, text=True)
+    done = subprocess.run(
+        command(sweep_file(tmp_path), tmp_path / "x" / ".." / "mine", data_root)
+        + ["--reference", str(mine), "--restart"],
+        capture_output=True,
+        text=True,
+    )
     assert done.returncode == 2 and "lies in the reference folder" in done.stderr, done.stderr
     assert tree(mine) == before
 
@@ -276,16 +347,19 @@ def test_restart_keeps_a_run_that_git_tracks_unless_told_to_discard_it(tmp_path,
     (line,) = refused.stderr.strip().splitlines()
     assert "holds files that git tracks" in line and "--results-dir" in line and "--discard-tracked" not in line
     assert snapshot(run) == before
-    subprocess.run(command(sweep, tmp_path, data_root) + ["--restart", "--discard-tracked"], check=True,
-                   capture_output=True)
+    subprocess.run(
+        command(sweep, tmp_path, data_root) + ["--restart", "--discard-tracked"], check=True, capture_output=True
+    )
     assert RunFolder(run).samples_done() == 10000
 
 
 def test_taking_a_run_removes_the_temporary_files_a_kill_left(tmp_path):
     folder = RunFolder(tmp_path / "run")
     folder.path.mkdir()
-    stale = [folder.path / f"{name}.{os.urandom(6).hex()}.tmp" for name in ("metrics.csv", "status.json", "config.yaml",
-                                                                            "wandb_id")]
+    stale = [
+        folder.path / f"{name}.{os.urandom(6).hex()}.tmp"
+        for name in ("metrics.csv", "status.json", "config.yaml", "wandb_id")
+    ]
     kept = [folder.path / "log_px.json.0123456789ab.tmp", folder.path / "notes.tmp", folder.path / "metrics.csv"]
     for path in stale + kept:
         path.write_text("x")
@@ -295,8 +369,7 @@ def test_taking_a_run_removes_the_temporary_files_a_kill_left(tmp_path):
 
 
 @pytest.mark.slow  # three trainings through a selection of 9000 steps: minutes on two cores
-def test_a_signal_during_the_step_size_selection_stops_it_within_seconds_and_a_rerun_selects_again(tmp_path,
-                                                                                                   data_root):
+def test_a_signal_during_the_step_size_selection_stops_it_within_seconds_and_a_rerun_selects_again(tmp_path, data_root):
     """§5's selection is one long training step (3 candidates x 3000 steps here); a signal stops it between two
     blocks of steps_per_call steps, checkpointed at the initial state, and the rerun selects from the start: the
     same run as one never interrupted."""
@@ -305,8 +378,9 @@ def test_a_signal_during_the_step_size_selection_stops_it_within_seconds_and_a_r
         (tmp_path / folder).mkdir()
     sweep = sweep_file(tmp_path / "stopped", **settings)
     run = tmp_path / "stopped" / "runs" / "stop" / "seed0"
-    proc = subprocess.Popen(command(sweep, tmp_path / "stopped", data_root), stdout=subprocess.DEVNULL,
-                            stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        command(sweep, tmp_path / "stopped", data_root), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True
+    )
     wait_for(run / "config.yaml", proc)
     time.sleep(1.0)
     proc.send_signal(signal.SIGTERM)
@@ -322,6 +396,8 @@ def test_a_signal_during_the_step_size_selection_stops_it_within_seconds_and_a_r
     clean = tmp_path / "clean"
     subprocess.run(command(sweep_file(clean, **settings), clean, data_root), check=True, capture_output=True)
     cols = ["samples", "train/elbo", "test/elbo", "lr"]
-    pd.testing.assert_frame_equal(pd.read_csv(run / "metrics.csv")[cols],
-                                  pd.read_csv(clean / "runs" / "stop" / "seed0" / "metrics.csv")[cols],
-                                  check_exact=True)
+    pd.testing.assert_frame_equal(
+        pd.read_csv(run / "metrics.csv")[cols],
+        pd.read_csv(clean / "runs" / "stop" / "seed0" / "metrics.csv")[cols],
+        check_exact=True,
+    )

@@ -19,12 +19,22 @@ from vae.protocol.schedule import eval_points
 from vae.runs.interrupted import Interrupted
 from vae.runs.train import run_one
 
-TINY = dict(hidden=20, nz=2, n_train=2000, budget=20000, eval_start=5000, lr=0.02, adagrad_warmup=10,
-            running_every=3000, wandb="disabled")
+TINY = dict(
+    hidden=20,
+    nz=2,
+    n_train=2000,
+    budget=20000,
+    eval_start=5000,
+    lr=0.02,
+    adagrad_warmup=10,
+    running_every=3000,
+    wandb="disabled",
+)
 
 
-@pytest.mark.parametrize("kind, estimator", [(AEVB, "B"), (AEVB, "A"), (WakeSleep, "A")],
-                         ids=["aevb-B", "aevb-A", "wakesleep"])
+@pytest.mark.parametrize(
+    "kind, estimator", [(AEVB, "B"), (AEVB, "A"), (WakeSleep, "A")], ids=["aevb-B", "aevb-A", "wakesleep"]
+)
 def test_an_iteration_adds_the_bound_of_its_minibatch_before_the_update(mnist, kind, estimator):
     """Recomputed from the iteration's own minibatch and noise with the models as they were before the step:
     eq. (8)'s estimator for AEVB, the one-sample bound log p(x|z) + log p(z) - log q(z|x) (estimator A) for
@@ -77,7 +87,7 @@ def test_the_logged_value_is_the_mean_of_its_windows_minibatch_bounds(tmp_path, 
     assert len(seen) == 200
     start = 0
     for samples, value in zip(running["samples"], running["train/running_elbo"], strict=True):
-        window = seen[start // 100:samples // 100]
+        window = seen[start // 100 : samples // 100]
         assert value == pytest.approx(sum(window) / len(window), rel=1e-12), samples
         start = samples
     assert running["train/running_elbo"].iloc[-1] > running["train/running_elbo"].iloc[0] + 30
@@ -122,7 +132,9 @@ def test_the_running_average_continues_across_the_step_size_selection_and_a_resu
     run_one("t", forced, tmp_path / "resumed", data_root)
     cols = ["samples", "train/elbo", "test/elbo", "train/running_elbo"]
     assert metrics(tmp_path / "forced")["samples"].tolist()[:2] == [5000, 6000]
-    pd.testing.assert_frame_equal(metrics(tmp_path / "selected")[cols], metrics(tmp_path / "forced")[cols],
-                                  check_exact=True)
-    pd.testing.assert_frame_equal(metrics(tmp_path / "resumed")[cols], metrics(tmp_path / "forced")[cols],
-                                  check_exact=True)
+    pd.testing.assert_frame_equal(
+        metrics(tmp_path / "selected")[cols], metrics(tmp_path / "forced")[cols], check_exact=True
+    )
+    pd.testing.assert_frame_equal(
+        metrics(tmp_path / "resumed")[cols], metrics(tmp_path / "forced")[cols], check_exact=True
+    )

@@ -33,11 +33,17 @@ def test_a_run_logs_at_most_max_points_of_each_kind_and_the_refusal_comes_before
     under = make_config(dict(budget=(MAX_POINTS - 1) * 1000, running_every=1000))
     assert len(running_points(under, step)) == MAX_POINTS - 1
     check_schedule(under, step)
-    with pytest.raises(ConfigError, match=r"makes up to 100,001 running-average points; a run logs at most 100,000: "
-                                          r"lower the budget or raise running_every=1,000 \(null logs none\)"):
+    with pytest.raises(
+        ConfigError,
+        match=r"makes up to 100,001 running-average points; a run logs at most 100,000: "
+        r"lower the budget or raise running_every=1,000 \(null logs none\)",
+    ):
         running_points(make_config(dict(budget=MAX_POINTS * 1000, running_every=1000)), step)
-    huge = [dict(budget=10**12, running_every=1), dict(budget=10**12, eval_per_decade=10**9, running_every=None),
-            dict(budget=10**12, eval_spacing="linear", eval_every=1, running_every=None)]
+    huge = [
+        dict(budget=10**12, running_every=1),
+        dict(budget=10**12, eval_per_decade=10**9, running_every=None),
+        dict(budget=10**12, eval_spacing="linear", eval_every=1, running_every=None),
+    ]
     for values in huge:  # each would take hours and terabytes to build
         start = time.perf_counter()
         with pytest.raises(ConfigError, match="a run logs at most 100,000"):

@@ -24,14 +24,34 @@ from vae.runs.train import run_one
 
 ROOT = Path(__file__).resolve().parent.parent
 # lr fixed: no selection; checkpoint_minutes: none periodic, so a checkpoint after a signal was written on it
-TINY = dict(hidden=20, nz=2, n_train=2000, budget=20000, eval_start=5000, lr=0.02, adagrad_warmup=10,
-            wandb="disabled", checkpoint_minutes=10.0)
+TINY = dict(
+    hidden=20,
+    nz=2,
+    n_train=2000,
+    budget=20000,
+    eval_start=5000,
+    lr=0.02,
+    adagrad_warmup=10,
+    wandb="disabled",
+    checkpoint_minutes=10.0,
+)
 # Figure 3's estimator on a few points, few transitions (the in-process tests)
-MARGINAL = dict(TINY, evaluation="marginal", marginal_points=50, marginal_samples=6, marginal_burnin=4,
-                marginal_leapfrog=2)
+MARGINAL = dict(
+    TINY, evaluation="marginal", marginal_points=50, marginal_samples=6, marginal_burnin=4, marginal_leapfrog=2
+)
 # MCEM, one HMC transition and one M-step per iteration, evaluated by the prior-started estimator
-MCEM_TINY = dict(MARGINAL, algorithm="mcem", n_train=500, mcem_leapfrog=1, mcem_msteps=1, adagrad_warmup=2,
-                 budget=30000, eval_start=10000, eval_every=10000, eval_spacing="linear")
+MCEM_TINY = dict(
+    MARGINAL,
+    algorithm="mcem",
+    n_train=500,
+    mcem_leapfrog=1,
+    mcem_msteps=1,
+    adagrad_warmup=2,
+    budget=30000,
+    eval_start=10000,
+    eval_every=10000,
+    eval_spacing="linear",
+)
 
 
 def command(*args: object) -> list[str]:
@@ -68,8 +88,13 @@ def wait_for_line(proc: subprocess.Popen, text: str) -> None:
 
 
 def popen(*args: object) -> subprocess.Popen:
-    return subprocess.Popen(command(*args), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            env=os.environ | {"PYTHONUNBUFFERED": "1"})
+    return subprocess.Popen(
+        command(*args),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=os.environ | {"PYTHONUNBUFFERED": "1"},
+    )
 
 
 def held(path: Path) -> Path:
@@ -97,8 +122,9 @@ def test_train_stopped_at_any_moment_of_its_start_up_continues(tmp_path, data_ro
         time.sleep(delay)
         if proc.poll() is None:
             stop(proc)
-    subprocess.run(command("train", sweep, "--results-dir", tmp_path, "--data-dir", data_root), check=True,
-                   capture_output=True)
+    subprocess.run(
+        command("train", sweep, "--results-dir", tmp_path, "--data-dir", data_root), check=True, capture_output=True
+    )
     assert pd.read_csv(tmp_path / "runs" / "sig" / "seed0" / "metrics.csv")["samples"].iloc[-1] == 20000
 
 
@@ -120,11 +146,17 @@ def test_a_results_command_stops_while_reading_a_run_and_changes_nothing(results
         args = [run, "--data-dir", data_root, "--k", 10]
         held(run / "checkpoints" / "last.ckpt")
     else:
-        args = ["--results-dir", folder, "--reference", folder / "none", "--settings",
-                ROOT / "experiments" / f"{what}.yaml", *(["--no-wandb"] if what == "figures" else [])]
+        args = [
+            "--results-dir",
+            folder,
+            "--reference",
+            folder / "none",
+            "--settings",
+            ROOT / "experiments" / f"{what}.yaml",
+            *(["--no-wandb"] if what == "figures" else []),
+        ]
         held(run / "metrics.csv")
-    proc = subprocess.Popen(command(what, *args), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            cwd=ROOT)
+    proc = subprocess.Popen(command(what, *args), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT)
     time.sleep(2.0)
     assert f"{what} stopped" in stop(proc)
     after = {p: p.read_bytes() for p in folder.rglob("*") if p.is_file()}
@@ -136,8 +168,17 @@ def test_a_results_command_stops_while_reading_a_run_and_changes_nothing(results
 def test_a_signal_inside_an_evaluation_stops_it_between_hmc_transitions(tmp_path, data_root):
     """Figure 3's estimator at its first point (after §5's selection, which prints a line) takes minutes here;
     the signal ends it within seconds, at that point, without its row: the rerun evaluates it again."""
-    sweep = sweep_file(tmp_path, **dict(MARGINAL, lr=None, lr_candidates=[0.02], lr_select_samples=5000,
-                                        marginal_points=1000, marginal_burnin=100000))
+    sweep = sweep_file(
+        tmp_path,
+        **dict(
+            MARGINAL,
+            lr=None,
+            lr_candidates=[0.02],
+            lr_select_samples=5000,
+            marginal_points=1000,
+            marginal_burnin=100000,
+        ),
+    )
     proc = popen("train", sweep, "--results-dir", tmp_path, "--data-dir", data_root)
     wait_for_line(proc, "picked")
     time.sleep(1.0)
@@ -151,10 +192,23 @@ def test_a_signal_inside_a_block_of_mcem_iterations_stops_it_after_the_current_i
     """A block of 50 MCEM iterations over 2000 chains takes tens of seconds here; the signal ends it after the
     current iteration, checkpointed inside the block."""
     per_iteration = 15 * 2000
-    sweep = sweep_file(tmp_path, **dict(MCEM_TINY, hidden=100, n_train=2000, mcem_leapfrog=10, mcem_msteps=5,
-                                        lr=None, lr_candidates=[0.02], lr_select_samples=per_iteration,
-                                        steps_per_call=50, budget=200 * per_iteration,
-                                        eval_start=100 * per_iteration, eval_every=100 * per_iteration))
+    sweep = sweep_file(
+        tmp_path,
+        **dict(
+            MCEM_TINY,
+            hidden=100,
+            n_train=2000,
+            mcem_leapfrog=10,
+            mcem_msteps=5,
+            lr=None,
+            lr_candidates=[0.02],
+            lr_select_samples=per_iteration,
+            steps_per_call=50,
+            budget=200 * per_iteration,
+            eval_start=100 * per_iteration,
+            eval_every=100 * per_iteration,
+        ),
+    )
     proc = popen("train", sweep, "--results-dir", tmp_path, "--data-dir", data_root)
     wait_for_line(proc, "picked")
     time.sleep(1.0)
@@ -188,15 +242,16 @@ def test_a_run_stopped_inside_an_evaluation_resumes_to_the_uninterrupted_numbers
     assert axis["samples"] == second and [row["samples"] for row in axis["history"]] == [5000]
     monkeypatch.setattr(measurement, "log_marginal_hmc", estimator)
     run_one("t", spec, tmp_path / "stopped", data_root)
-    pd.testing.assert_frame_equal(marginal_rows(tmp_path / "stopped").drop(columns=["time/train_s",
-                                                                                    "time/samples_per_s"]),
-                                  marginal_rows(tmp_path / "clean").drop(columns=["time/train_s",
-                                                                                  "time/samples_per_s"]),
-                                  check_exact=True)
+    pd.testing.assert_frame_equal(
+        marginal_rows(tmp_path / "stopped").drop(columns=["time/train_s", "time/samples_per_s"]),
+        marginal_rows(tmp_path / "clean").drop(columns=["time/train_s", "time/samples_per_s"]),
+        check_exact=True,
+    )
 
 
 def test_an_mcem_run_stopped_after_an_iteration_inside_a_block_resumes_to_the_uninterrupted_numbers(
-        tmp_path, data_root, monkeypatch):
+    tmp_path, data_root, monkeypatch
+):
     spec = RunSpec("run", make_config(MCEM_TINY))
     run_one("t", spec, tmp_path / "clean", data_root)
     iteration = MCEM.step
@@ -216,5 +271,8 @@ def test_an_mcem_run_stopped_after_an_iteration_inside_a_block_resumes_to_the_un
     monkeypatch.setattr(MCEM, "step", iteration)
     run_one("t", spec, tmp_path / "stopped", data_root)
     drop = ["time/train_s", "time/samples_per_s"]
-    pd.testing.assert_frame_equal(marginal_rows(tmp_path / "stopped").drop(columns=drop),
-                                  marginal_rows(tmp_path / "clean").drop(columns=drop), check_exact=True)
+    pd.testing.assert_frame_equal(
+        marginal_rows(tmp_path / "stopped").drop(columns=drop),
+        marginal_rows(tmp_path / "clean").drop(columns=drop),
+        check_exact=True,
+    )

@@ -21,9 +21,19 @@ from vae.runs.wandb_history import durable_steps
 # selected from three candidates, per model. (Different seeds in one stack: tests/test_stack_equals_alone.py.)
 SWEEP = {
     "name": "st",
-    "base": dict(dataset="mnist", n_train=1000, hidden=40, lr_candidates=[0.003, 0.01, 0.04], lr_select_samples=2000,
-                 adagrad_warmup=5, budget=6000, eval_start=1000, eval_per_decade=3, eval_batch=4000,
-                 wandb="disabled"),
+    "base": dict(
+        dataset="mnist",
+        n_train=1000,
+        hidden=40,
+        lr_candidates=[0.003, 0.01, 0.04],
+        lr_select_samples=2000,
+        adagrad_warmup=5,
+        budget=6000,
+        eval_start=1000,
+        eval_per_decade=3,
+        eval_batch=4000,
+        wandb="disabled",
+    ),
     "grid": {"nz": [2, 5, 9]},
 }
 RUNS = ["nz2-seed0", "nz5-seed0", "nz9-seed0"]
@@ -137,9 +147,16 @@ def test_stacks_group_runs_that_can_share_one(tmp_path):
     def spec(name: str, **config) -> RunSpec:
         return RunSpec(name, make_config({"budget": 10**6, **config}))
 
-    specs = [spec("a", nz=3), spec("b", nz=20, seed=4), spec("ws", algorithm="wakesleep"), spec("h", hidden=7),
-             spec("c", nz=5), spec("ddp", devices=2), spec("ws2", algorithm="wakesleep", nz=3),
-             spec("mcem", algorithm="mcem", evaluation="marginal")]
+    specs = [
+        spec("a", nz=3),
+        spec("b", nz=20, seed=4),
+        spec("ws", algorithm="wakesleep"),
+        spec("h", hidden=7),
+        spec("c", nz=5),
+        spec("ddp", devices=2),
+        spec("ws2", algorithm="wakesleep", nz=3),
+        spec("mcem", algorithm="mcem", evaluation="marginal"),
+    ]
     stacks, rest = stack_groups(specs, tmp_path, "s", None)
     assert [[s.name for s in g] for g in stacks] == [["a", "b", "c"], ["ws", "ws2"], ["h"]]
     assert [s.name for s in rest] == ["ddp", "mcem"]

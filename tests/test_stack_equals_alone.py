@@ -41,8 +41,15 @@ def assert_padding_is_zero(stack: Stack) -> None:
             assert torch.count_nonzero(padded) == 0, f"{name}: model {j}'s padding is not zero"
 
 
-def assert_stack_equals_separate(cfgs: list[Config], train_x: torch.Tensor, test_x: torch.Tensor,
-                                 atol: float, rtol: float, bound_atol: float, lrs: list[float] | None = None) -> None:
+def assert_stack_equals_separate(
+    cfgs: list[Config],
+    train_x: torch.Tensor,
+    test_x: torch.Tensor,
+    atol: float,
+    rtol: float,
+    bound_atol: float,
+    lrs: list[float] | None = None,
+) -> None:
     """With ``lrs``, model j of the stack steps with ``lrs[j]`` and is compared with the run alone at that lr."""
     stack = ALGORITHMS[cfgs[0].algorithm](cfgs)
     stack.attach(train_x, test_x)
@@ -64,8 +71,9 @@ def assert_stack_equals_separate(cfgs: list[Config], train_x: torch.Tensor, test
         (normal,) = evaluate(alone, test_x, eval_generators(alone))
         assert bounds[j] == pytest.approx(normal, abs=bound_atol), f"model {j}"
         # the running sum of its minibatch bounds (padded latent dimensions add nothing to it)
-        assert float(stack.running.sums[j]) == pytest.approx(float(alone.running.sums[0]),
-                                                             abs=bound_atol * cfg.M * STEPS)
+        assert float(stack.running.sums[j]) == pytest.approx(
+            float(alone.running.sums[0]), abs=bound_atol * cfg.M * STEPS
+        )
 
 
 def test_each_model_starts_from_its_own_initialisation_and_unstacks_into_a_vae(mnist):
@@ -86,26 +94,41 @@ def test_stacked_training_equals_separate_training_float32(mnist):
     assert_stack_equals_separate(configs(), *mnist, atol=2e-5, rtol=1e-3, bound_atol=1e-4)
 
 
-@pytest.mark.parametrize("overrides", [
-    dict(),
-    dict(replacement=False, binarize="dynamic"),
-    dict(estimator="A", L=2),
-    dict(decoder="gaussian"),
-    dict(decoder="gaussian-sigmoid-mean", estimator="A"),
-    dict(algorithm="wakesleep"),
-    dict(algorithm="wakesleep", binarize="dynamic", replacement=False),
-    dict(algorithm="wakesleep", decoder="gaussian-sigmoid-mean"),
-    dict(algorithm="wakesleep", encoder_logvar_scale=0.1, encoder_logvar_zero_init=True),
-], ids=["fig2", "permutation-dynamic", "estimatorA-L2", "gaussian", "gaussian-sigmoid-A", "wakesleep",
-        "wakesleep-permutation-dynamic", "wakesleep-gaussian", "wakesleep-authors-logvar-head"])
+@pytest.mark.parametrize(
+    "overrides",
+    [
+        dict(),
+        dict(replacement=False, binarize="dynamic"),
+        dict(estimator="A", L=2),
+        dict(decoder="gaussian"),
+        dict(decoder="gaussian-sigmoid-mean", estimator="A"),
+        dict(algorithm="wakesleep"),
+        dict(algorithm="wakesleep", binarize="dynamic", replacement=False),
+        dict(algorithm="wakesleep", decoder="gaussian-sigmoid-mean"),
+        dict(algorithm="wakesleep", encoder_logvar_scale=0.1, encoder_logvar_zero_init=True),
+    ],
+    ids=[
+        "fig2",
+        "permutation-dynamic",
+        "estimatorA-L2",
+        "gaussian",
+        "gaussian-sigmoid-A",
+        "wakesleep",
+        "wakesleep-permutation-dynamic",
+        "wakesleep-gaussian",
+        "wakesleep-authors-logvar-head",
+    ],
+)
 def test_stacked_training_equals_separate_training_float64(mnist, float64, overrides):
     train_x, test_x = (t.double() for t in mnist)
     assert_stack_equals_separate(configs(**overrides), train_x, test_x, atol=1e-9, rtol=1e-8, bound_atol=1e-7)
 
 
-@pytest.mark.parametrize("overrides",
-                         [dict(), dict(decoder="gaussian", estimator="A", L=2), dict(algorithm="wakesleep")],
-                         ids=["fig2", "gaussian-estimatorA-L2", "wakesleep"])
+@pytest.mark.parametrize(
+    "overrides",
+    [dict(), dict(decoder="gaussian", estimator="A", L=2), dict(algorithm="wakesleep")],
+    ids=["fig2", "gaussian-estimatorA-L2", "wakesleep"],
+)
 def test_the_padded_and_masked_kernel_equals_separate_training_float64(mnist, float64, monkeypatch, overrides):
     """The kernel every GPU stack of mixed latent sizes runs (one ``baddbmm`` per layer, padded outputs masked),
     forced on the CPU, against the runs alone (plain ``addmm`` on unpadded layers)."""
@@ -119,17 +142,21 @@ def test_the_padded_and_masked_kernel_equals_separate_training_float64(mnist, fl
 def test_each_model_of_a_stack_steps_with_its_own_step_size(mnist, float64):
     """The step sizes picked per model (§5) are per-model Adagrad step sizes in one optimizer."""
     train_x, test_x = (t.double() for t in mnist)
-    assert_stack_equals_separate(configs(), train_x, test_x, atol=1e-9, rtol=1e-8, bound_atol=1e-7,
-                                 lrs=[0.005, 0.02, 0.08])
+    assert_stack_equals_separate(
+        configs(), train_x, test_x, atol=1e-9, rtol=1e-8, bound_atol=1e-7, lrs=[0.005, 0.02, 0.08]
+    )
 
 
-@pytest.mark.parametrize("overrides, message", [
-    ([dict(), dict(hidden=60)], r"differ in hidden: \[50, 60\]"),
-    ([dict(), dict(lr=0.1, M=50)], r"differ in M: \[100, 50\]; lr: \[0.02, 0.1\]"),
-    ([dict(devices=2), dict(devices=2, seed=1)], "one device"),
-    ([dict(), dict(algorithm="wakesleep")], "differ in algorithm"),
-    ([], "at least one"),
-])
+@pytest.mark.parametrize(
+    "overrides, message",
+    [
+        ([dict(), dict(hidden=60)], r"differ in hidden: \[50, 60\]"),
+        ([dict(), dict(lr=0.1, M=50)], r"differ in M: \[100, 50\]; lr: \[0.02, 0.1\]"),
+        ([dict(devices=2), dict(devices=2, seed=1)], "one device"),
+        ([dict(), dict(algorithm="wakesleep")], "differ in algorithm"),
+        ([], "at least one"),
+    ],
+)
 def test_stacks_that_cannot_match_the_runs_alone_are_refused(overrides, message):
     with pytest.raises(ConfigError, match=message):
         AEVB([make_config({**BASE, **o}) for o in overrides])

@@ -34,7 +34,7 @@ def edited(data: bytes) -> bytes:
 
 
 DAMAGE = {
-    "truncated to half its bytes": lambda data: data[:len(data) // 2],
+    "truncated to half its bytes": lambda data: data[: len(data) // 2],
     "a row dropped": lambda data: b"".join(lines(data)[:3] + lines(data)[4:]),
     "a value edited": edited,
     "a garbage line": lambda data: b"".join(lines(data)[:3] + [b"\xff\xfe garbage\n"] + lines(data)[3:]),

@@ -16,8 +16,16 @@ from vae.runs.checkpoint import load_model
 from vae.runs.folder import RunFolder
 from vae.runs.train import run_one
 
-TINY = dict(hidden=20, nz=2, n_train=2000, budget=20000, eval_start=5000, lr_select_samples=5000,
-            adagrad_warmup=10, wandb="disabled")
+TINY = dict(
+    hidden=20,
+    nz=2,
+    n_train=2000,
+    budget=20000,
+    eval_start=5000,
+    lr_select_samples=5000,
+    adagrad_warmup=10,
+    wandb="disabled",
+)
 
 
 def train(results: Path, data_root: Path, name: str = "run", **overrides) -> dict:
@@ -75,8 +83,15 @@ def test_a_counter_of_five_per_datapoint_stretches_only_the_axis(tmp_path, data_
     """count_per_datapoint = 5 (the Frey axis read as a counter) runs the same iterations as 1 with every
     sample count five times larger: the same weights and running averages, logged at five times the x."""
     train(tmp_path / "one", data_root, lr=0.02, running_every=3000)
-    train(tmp_path / "five", data_root, lr=0.02, count_per_datapoint=5, budget=100000, eval_start=25000,
-          running_every=15000)
+    train(
+        tmp_path / "five",
+        data_root,
+        lr=0.02,
+        count_per_datapoint=5,
+        budget=100000,
+        eval_start=25000,
+        running_every=15000,
+    )
     one, five = metrics(tmp_path / "one"), metrics(tmp_path / "five")
     assert (five["samples"] == 5 * one["samples"]).all()
     pd.testing.assert_series_equal(five["train/running_elbo"], one["train/running_elbo"], check_exact=True)
@@ -87,8 +102,9 @@ def test_a_counter_of_five_per_datapoint_stretches_only_the_axis(tmp_path, data_
 def test_steps_per_call_does_not_change_the_numbers(tmp_path, data_root):
     train(tmp_path / "x", data_root, lr=0.02, steps_per_call=7)
     train(tmp_path / "y", data_root, lr=0.02, steps_per_call=50)
-    pd.testing.assert_frame_equal(metrics(tmp_path / "x")[["train/elbo", "test/elbo"]],
-                                  metrics(tmp_path / "y")[["train/elbo", "test/elbo"]])
+    pd.testing.assert_frame_equal(
+        metrics(tmp_path / "x")[["train/elbo", "test/elbo"]], metrics(tmp_path / "y")[["train/elbo", "test/elbo"]]
+    )
 
 
 def test_finished_run_is_not_trained_again_and_changed_config_is_refused(tmp_path, data_root, capsys):
@@ -104,8 +120,10 @@ def test_finished_run_is_not_trained_again_and_changed_config_is_refused(tmp_pat
 def test_command_line_runs_a_sweep_file(tmp_path, data_root, capsys):
     sweep = tmp_path / "sweep.yaml"
     sweep.write_text(yaml.safe_dump({"name": "cli", "base": {**TINY, "budget": 10000}, "grid": {"nz": [2, 3]}}))
-    assert main(["train", str(sweep), "--results-dir", str(tmp_path), "--data-dir", str(data_root),
-                 "--set", "lr=0.02"]) == 0
+    assert (
+        main(["train", str(sweep), "--results-dir", str(tmp_path), "--data-dir", str(data_root), "--set", "lr=0.02"])
+        == 0
+    )
     out = capsys.readouterr().out
     assert "nz2-seed0" in out and "nz3-seed0" in out
     assert (tmp_path / "runs" / "cli" / "nz3-seed0" / "metrics.csv").is_file()

@@ -12,8 +12,19 @@ import yaml
 
 from vae.runs.folder import RunFolder
 
-TINY = dict(dataset="mnist", n_train=1000, hidden=20, lr=0.02, adagrad_warmup=5, eval_start=2000, eval_per_decade=2,
-            eval_batch=5000, running_every=None, budget=4000, checkpoint_minutes=10)
+TINY = dict(
+    dataset="mnist",
+    n_train=1000,
+    hidden=20,
+    lr=0.02,
+    adagrad_warmup=5,
+    eval_start=2000,
+    eval_per_decade=2,
+    eval_batch=5000,
+    running_every=None,
+    budget=4000,
+    checkpoint_minutes=10,
+)
 
 
 def units(tmp_path: Path, samples: int) -> Path:
@@ -25,9 +36,20 @@ def units(tmp_path: Path, samples: int) -> Path:
 
 
 def units_cmd(tmp_path: Path, data_root: Path, *args: str, timeout: float = 300) -> subprocess.CompletedProcess:
-    cmd = [sys.executable, "-m", "vae.runs.units", *args, "--units", str(tmp_path / "units.yaml"),
-           "--staging", str(tmp_path / "staging"), "--reference", str(tmp_path / "reference"),
-           "--out", str(tmp_path / "out")]
+    cmd = [
+        sys.executable,
+        "-m",
+        "vae.runs.units",
+        *args,
+        "--units",
+        str(tmp_path / "units.yaml"),
+        "--staging",
+        str(tmp_path / "staging"),
+        "--reference",
+        str(tmp_path / "reference"),
+        "--out",
+        str(tmp_path / "out"),
+    ]
     env = os.environ | {"VAE_DATA_DIR": str(data_root), "OMP_NUM_THREADS": "1"}
     return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env)
 
@@ -35,8 +57,7 @@ def units_cmd(tmp_path: Path, data_root: Path, *args: str, timeout: float = 300)
 def slot(tmp_path: Path, data_root: Path, seconds: float) -> list[Path]:
     """One GPU slot's commands, here: stage, train until ``seconds``, pack; the staging folder is gone after,
     as on a fresh machine."""
-    for args in (["stage", "u"], ["train", "u", "--seconds", str(seconds), "--set", "accelerator=cpu"],
-                 ["pack", "u"]):
+    for args in (["stage", "u"], ["train", "u", "--seconds", str(seconds), "--set", "accelerator=cpu"], ["pack", "u"]):
         done = units_cmd(tmp_path, data_root, *args)
         assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
     tars = sorted((tmp_path / "out").glob("*.tar"))

@@ -82,8 +82,16 @@ def commands(results: Path, tmp_path: Path, data_root: Path) -> dict[str, list[s
     none = str(tmp_path / "no-reference")
     return {
         "tables": ["tables", "--results-dir", str(results), "--reference", none],
-        "figures": ["figures", "--results-dir", str(results), "--reference", none, "--no-wandb", "--settings",
-                    str(settings)],
+        "figures": [
+            "figures",
+            "--results-dir",
+            str(results),
+            "--reference",
+            none,
+            "--no-wandb",
+            "--settings",
+            str(settings),
+        ],
         "log-px": ["log-px", str(results / RUN), "--data-dir", str(data_root), "--k", "10", "--points", "50"],
     }
 
@@ -97,8 +105,9 @@ def refused(argv: list[str], capsys) -> str:
 
 
 @pytest.mark.parametrize("command", ["tables", "figures", "log-px"])
-def test_a_read_only_results_folder_is_refused_in_one_line(command, read_only, tmp_path, data_root, capsys,
-                                                           monkeypatch):
+def test_a_read_only_results_folder_is_refused_in_one_line(
+    command, read_only, tmp_path, data_root, capsys, monkeypatch
+):
     def sampled(*args, **kwargs):
         raise AssertionError("log-px sampled before finding its folder read-only")
 

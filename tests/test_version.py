@@ -15,8 +15,9 @@ PYPROJECT = tomllib.loads((ROOT / "pyproject.toml").read_text())
 
 
 def test_version_flag_prints_the_version_and_exits_0():
-    out = subprocess.run([sys.executable, "-m", "vae", "--version"], capture_output=True, text=True, cwd=ROOT,
-                         timeout=60)
+    out = subprocess.run(
+        [sys.executable, "-m", "vae", "--version"], capture_output=True, text=True, cwd=ROOT, timeout=60
+    )
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == f"vae {vae.__version__}"
 

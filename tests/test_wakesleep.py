@@ -17,8 +17,12 @@ class Recorder(StackedAdagrad):
         self.owner, self.other, self.seen = owner, other, []
 
     def step(self, closure=None):
-        self.seen.append(([None if p.grad is None else p.grad.clone() for p in self.owner.parameters()],
-                          [None if p.grad is None else p.grad.clone() for p in self.other.parameters()]))
+        self.seen.append(
+            (
+                [None if p.grad is None else p.grad.clone() for p in self.owner.parameters()],
+                [None if p.grad is None else p.grad.clone() for p in self.other.parameters()],
+            )
+        )
         super().step()
 
 
@@ -34,8 +38,9 @@ def test_wake_moves_only_the_decoder_and_sleep_only_the_encoder():
     previous_sleep = [None] * len(list(ws.encoder.parameters()))
     for (own_w, other_w), (own_s, other_s) in zip(wake.seen, sleep.seen, strict=True):
         assert all(g is not None and g.abs().sum() > 0 for g in own_w)
-        assert all(a is b is None or torch.equal(a, b) for a, b in zip(other_w, previous_sleep, strict=True)), \
+        assert all(a is b is None or torch.equal(a, b) for a, b in zip(other_w, previous_sleep, strict=True)), (
             "the wake loss reached the encoder"
+        )
         previous_sleep = own_s
         assert all(g is not None and g.abs().sum() > 0 for g in own_s)
         assert all(torch.equal(a, b) for a, b in zip(other_s, own_w, strict=True)), "the sleep loss reached the decoder"
@@ -44,8 +49,19 @@ def test_wake_moves_only_the_decoder_and_sleep_only_the_encoder():
 
 
 def test_wake_sleep_runs_through_the_pipeline_and_improves_the_bound(tmp_path, data_root):
-    cfg = make_config({"algorithm": "wakesleep", "hidden": 20, "nz": 2, "n_train": 2000, "budget": 20000,
-                       "eval_start": 5000, "lr": 0.02, "adagrad_warmup": 10, "wandb": "disabled"})
+    cfg = make_config(
+        {
+            "algorithm": "wakesleep",
+            "hidden": 20,
+            "nz": 2,
+            "n_train": 2000,
+            "budget": 20000,
+            "eval_start": 5000,
+            "lr": 0.02,
+            "adagrad_warmup": 10,
+            "wandb": "disabled",
+        }
+    )
     status = run_one("t", RunSpec("ws", cfg), tmp_path, data_root)
     m = pd.read_csv(tmp_path / "runs" / "t" / "ws" / "metrics.csv")
     assert status["samples"] == 20000 and m["test/elbo"].iloc[-1] > m["test/elbo"].iloc[0] + 5

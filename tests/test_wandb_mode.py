@@ -10,26 +10,55 @@ from vae.config import make_config
 from vae.runs.folder import RunFolder
 from vae.runs.loggers import run_loggers
 
-SWEEP = {"name": "w", "base": {"dataset": "mnist", "hidden": 10, "nz": 2, "n_train": 1000, "budget": 1000,
-                                "eval_start": 1000, "lr": 0.1, "adagrad_warmup": 1, "wandb": "offline"}}
+SWEEP = {
+    "name": "w",
+    "base": {
+        "dataset": "mnist",
+        "hidden": 10,
+        "nz": 2,
+        "n_train": 1000,
+        "budget": 1000,
+        "eval_start": 1000,
+        "lr": 0.1,
+        "adagrad_warmup": 1,
+        "wandb": "offline",
+    },
+}
 
 
 def train(tmp_path, data_root, *overrides: str) -> RunFolder:
     sweep, results = tmp_path / "w.yaml", tmp_path / "results"
     sweep.write_text(yaml.safe_dump(SWEEP))
-    assert main(["train", str(sweep), "--results-dir", str(results), "--data-dir", str(data_root),
-                 *(("--set", *overrides) if overrides else ())]) == 0
+    assert (
+        main(
+            [
+                "train",
+                str(sweep),
+                "--results-dir",
+                str(results),
+                "--data-dir",
+                str(data_root),
+                *(("--set", *overrides) if overrides else ()),
+            ]
+        )
+        == 0
+    )
     return RunFolder(results / "runs" / "w" / "seed0")
 
 
-@pytest.mark.parametrize("env, overrides, wandb", [
-    ("disabled", (), "disabled"),
-    ("offline", ("wandb=disabled",), "disabled"),
-    ("dryrun", (), "offline"),
-    (None, (), "offline"),
-], ids=["env-disabled", "set-wins", "env-dryrun", "sweep-file"])
-def test_wandb_mode_sets_the_runs_wandb_key_and_set_wins(tmp_path, data_root, monkeypatch, capsys, env, overrides,
-                                                         wandb):
+@pytest.mark.parametrize(
+    "env, overrides, wandb",
+    [
+        ("disabled", (), "disabled"),
+        ("offline", ("wandb=disabled",), "disabled"),
+        ("dryrun", (), "offline"),
+        (None, (), "offline"),
+    ],
+    ids=["env-disabled", "set-wins", "env-dryrun", "sweep-file"],
+)
+def test_wandb_mode_sets_the_runs_wandb_key_and_set_wins(
+    tmp_path, data_root, monkeypatch, capsys, env, overrides, wandb
+):
     if env:
         monkeypatch.setenv("WANDB_MODE", env)
     else:

@@ -118,68 +118,119 @@ def command_line() -> Parser:
         command.add_argument("--data-dir", type=Path, help=f"data folder (default ${DATA_ENV} or ./data)")
 
     def results_dir(command: Parser) -> None:
-        command.add_argument("--results-dir", type=Path, default=Path("results"),
-                             help="the folder of your runs (runs/<sweep>/<run>/)")
+        command.add_argument(
+            "--results-dir", type=Path, default=Path("results"), help="the folder of your runs (runs/<sweep>/<run>/)"
+        )
 
     def incomplete(command: Parser) -> None:
         command.add_argument("--include-incomplete", action="store_true", help="also use runs below their budget")
+
     train = command("train", "run (or continue) every run of a sweep")
     named = ", ".join(sorted(f.stem for f in sweeps().values()))
-    train.add_argument("experiment", help="a sweep file, or the name of one under experiments/ (its file name "
-                                          f"without .yaml, or its name: key): {named}")
-    train.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE",
-                       help="override config keys (values in YAML: lr=0.02, lr=null, nz=[3,5])")
+    train.add_argument(
+        "experiment",
+        help="a sweep file, or the name of one under experiments/ (its file name "
+        f"without .yaml, or its name: key): {named}",
+    )
+    train.add_argument(
+        "--set",
+        nargs="*",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override config keys (values in YAML: lr=0.02, lr=null, nz=[3,5])",
+    )
     train.add_argument("--only", nargs="*", metavar="RUN", help="run only these run names of the sweep")
-    train.add_argument("--seeds", type=int, help="seeds per grid point, counting up from the config's seed "
-                                                 "(default: the sweep file's seeds, else 1)")
+    train.add_argument(
+        "--seeds",
+        type=int,
+        help="seeds per grid point, counting up from the config's seed (default: the sweep file's seeds, else 1)",
+    )
     results_dir(train)
-    train.add_argument("--restart", action="store_true",
-                       help="train again from zero the runs that have results but no checkpoint (their "
-                            "metrics, status and W&B run are discarded); never a run whose files git tracks")
-    train.add_argument("--discard-tracked", action="store_true",
-                       help="with --restart, also discard the results of runs whose files git tracks")
-    train.add_argument("--reference", type=Path, default=Path("reference"),
-                       help="the committed reference runs, which training refuses to write into (as it does the "
-                            "repository's own reference/)")
+    train.add_argument(
+        "--restart",
+        action="store_true",
+        help="train again from zero the runs that have results but no checkpoint (their "
+        "metrics, status and W&B run are discarded); never a run whose files git tracks",
+    )
+    train.add_argument(
+        "--discard-tracked",
+        action="store_true",
+        help="with --restart, also discard the results of runs whose files git tracks",
+    )
+    train.add_argument(
+        "--reference",
+        type=Path,
+        default=Path("reference"),
+        help="the committed reference runs, which training refuses to write into (as it does the "
+        "repository's own reference/)",
+    )
     data_dir(train)
-    train.add_argument("--engine", choices=["local", "ray", "stack"], default="local",
-                       help="local: runs one after another here; ray: one run per task on a Ray cluster; "
-                            "stack: the AEVB runs together in one process, in batched kernels (for a GPU)")
-    train.add_argument("--address", help="Ray cluster address (e.g. auto, ray://head:10001); default: start "
-                                         "Ray on this machine")
+    train.add_argument(
+        "--engine",
+        choices=["local", "ray", "stack"],
+        default="local",
+        help="local: runs one after another here; ray: one run per task on a Ray cluster; "
+        "stack: the AEVB runs together in one process, in batched kernels (for a GPU)",
+    )
+    train.add_argument(
+        "--address", help="Ray cluster address (e.g. auto, ray://head:10001); default: start Ray on this machine"
+    )
     train.add_argument("--gpus", type=int, help="GPUs of the Ray cluster started here (default: detected)")
     train.add_argument("--cpus-per-run", type=float, default=1.0, help="CPU cores each Ray task reserves")
     train.add_argument("--gpus-per-run", type=float, default=1.0, help="GPUs each Ray task reserves")
-    train.add_argument("--stack-size", type=int,
-                       help="stack engine: models per stack (default: every run that can share one)")
+    train.add_argument(
+        "--stack-size", type=int, help="stack engine: models per stack (default: every run that can share one)"
+    )
     data = command("data", "verify (and download if missing) the datasets; print their facts")
     data_dir(data)
     tables = command("tables", "tables and scorecards from the logged runs, beside the paper")
     results_dir(tables)
-    tables.add_argument("--reference", type=Path, default=Path("reference"),
-                        help="the committed reference runs, compared beside the user's (alone when there are none)")
-    tables.add_argument("--settings", default="tables",
-                        help="the tables' settings: a file, or the name of one under experiments/")
+    tables.add_argument(
+        "--reference",
+        type=Path,
+        default=Path("reference"),
+        help="the committed reference runs, compared beside the user's (alone when there are none)",
+    )
+    tables.add_argument(
+        "--settings", default="tables", help="the tables' settings: a file, or the name of one under experiments/"
+    )
     incomplete(tables)
     figures = command("figures", "Figures 2-5 from the logged runs, with the paper's curves behind")
     results_dir(figures)
     incomplete(figures)
-    figures.add_argument("--reference", type=Path, default=Path("reference"),
-                         help="the committed reference runs, drawn behind the user's (alone when there are none)")
-    figures.add_argument("--settings", default="figures",
-                         help="which runs Figures 4 and 5 show: a file, or the name of one under experiments/")
-    figures.add_argument("--no-wandb", dest="wandb", action="store_false",
-                         help="do not add the figures to the runs' W&B pages")
-    diagnose = command("diagnose", "a trained run's test bound split into reconstruction and KL, and its active "
-                                   "latent dimensions")
+    figures.add_argument(
+        "--reference",
+        type=Path,
+        default=Path("reference"),
+        help="the committed reference runs, drawn behind the user's (alone when there are none)",
+    )
+    figures.add_argument(
+        "--settings",
+        default="figures",
+        help="which runs Figures 4 and 5 show: a file, or the name of one under experiments/",
+    )
+    figures.add_argument(
+        "--no-wandb", dest="wandb", action="store_false", help="do not add the figures to the runs' W&B pages"
+    )
+    diagnose = command(
+        "diagnose", "a trained run's test bound split into reconstruction and KL, and its active latent dimensions"
+    )
     diagnose.add_argument("runs", type=Path, nargs="+", help="run folders (results/runs/<sweep>/<run>)")
     data_dir(diagnose)
     diagnose.add_argument("--points", type=int, default=10000, help="test images used")
-    diagnose.add_argument("--inputs", nargs="+", default=["test"], choices=INPUTS,
-                          help="what q(z|x) is shown: the test images, their Bernoulli draws, as many fantasies "
-                               "x ~ p(x|z) (default: test)")
-    log_px = command("log-px", "log p(x) by importance sampling beside the bound, for trained runs' last "
-                               "checkpoints (written to each run's log_px.json for `tables`)")
+    diagnose.add_argument(
+        "--inputs",
+        nargs="+",
+        default=["test"],
+        choices=INPUTS,
+        help="what q(z|x) is shown: the test images, their Bernoulli draws, as many fantasies "
+        "x ~ p(x|z) (default: test)",
+    )
+    log_px = command(
+        "log-px",
+        "log p(x) by importance sampling beside the bound, for trained runs' last "
+        "checkpoints (written to each run's log_px.json for `tables`)",
+    )
     log_px.add_argument("runs", type=Path, nargs="+", help="run folders (results/runs/<sweep>/<run>)")
     data_dir(log_px)
     log_px.add_argument("--k", type=int, default=5000, help="importance samples per image")
@@ -204,10 +255,17 @@ def run(args: argparse.Namespace, sweep: Sweep | None) -> int:
 
             assert sweep is not None  # read before torch loads (main)
 
-            engine = Engine(args.engine, args.address, args.gpus, args.gpus_per_run, args.cpus_per_run,
-                            args.stack_size)
-            run_sweep(sweep, args.results_dir, args.data_dir, args.only, engine, restart=args.restart,
-                      discard_tracked=args.discard_tracked, reference=(args.reference, REFERENCE))
+            engine = Engine(args.engine, args.address, args.gpus, args.gpus_per_run, args.cpus_per_run, args.stack_size)
+            run_sweep(
+                sweep,
+                args.results_dir,
+                args.data_dir,
+                args.only,
+                engine,
+                restart=args.restart,
+                discard_tracked=args.discard_tracked,
+                reference=(args.reference, REFERENCE),
+            )
             if global_rank() == 0:
                 from vae.results.wandb_paper import log_paper_curves
 
@@ -246,20 +304,27 @@ def run(args: argparse.Namespace, sweep: Sweep | None) -> int:
 
             for run in args.runs:
                 r = evaluate_log_px(run, data_dir(args.data_dir), args.k, args.points)
-                print(f"{run}: log p(x) {r['log_px']:.2f}, bound {r['elbo']:.2f}, gap {r['gap']:.2f} nats "
-                      f"({r['points']} test images, k={r['k']}, at {r['samples']:,d} samples)")
+                print(
+                    f"{run}: log p(x) {r['log_px']:.2f}, bound {r['elbo']:.2f}, gap {r['gap']:.2f} nats "
+                    f"({r['points']} test images, k={r['k']}, at {r['samples']:,d} samples)"
+                )
         elif args.command == "diagnose":
             import pandas as pd
 
             from vae.results.diagnose import latent_report
 
-            rows = [latent_report(run, data_dir(args.data_dir), args.points, inputs=kind) for run in args.runs
-                    for kind in args.inputs]
+            rows = [
+                latent_report(run, data_dir(args.data_dir), args.points, inputs=kind)
+                for run in args.runs
+                for kind in args.inputs
+            ]
             print(pd.DataFrame(rows).to_markdown(index=False, floatfmt=".2f"))
         else:
             splits = load_mnist(data_dir(args.data_dir))
-            print(f"MNIST in {data_dir(args.data_dir)}: checksums ok; train {tuple(splits.train.shape)}, "
-                  f"valid {tuple(splits.valid.shape)}, test {tuple(splits.test.shape)}")
+            print(
+                f"MNIST in {data_dir(args.data_dir)}: checksums ok; train {tuple(splits.train.shape)}, "
+                f"valid {tuple(splits.valid.shape)}, test {tuple(splits.test.shape)}"
+            )
             frey_train, frey_test = load_frey(data_dir(args.data_dir))
             print(f"Frey Face: checksum ok; train {tuple(frey_train.shape)}, test {tuple(frey_test.shape)}")
     except (ConfigError, DataError, MissingDependency, ReportError, ResultsError, RunDiverged, SweepFailed) as e:
@@ -276,8 +341,9 @@ def read_settings(path: Path) -> dict[str, Any]:
     try:
         settings = yaml.safe_load(path.read_text())
     except OSError as e:
-        raise ConfigError(f"cannot read the settings file {path} ({e.strerror}); the defaults are in "
-                          "experiments/") from None
+        raise ConfigError(
+            f"cannot read the settings file {path} ({e.strerror}); the defaults are in experiments/"
+        ) from None
     except yaml.YAMLError as e:
         raise ConfigError(f"the settings file {path} is not valid YAML ({problem(e)})") from None
     if not isinstance(settings, dict):

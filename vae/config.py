@@ -46,8 +46,12 @@ class Bounds:
             raise TypeError(f"Bounds{given}: bounds are finite numbers")
 
     def holds(self, value: float) -> bool:
-        return ((self.gt is None or value > self.gt) and (self.ge is None or value >= self.ge)
-                and (self.lt is None or value < self.lt) and (self.le is None or value <= self.le))
+        return (
+            (self.gt is None or value > self.gt)
+            and (self.ge is None or value >= self.ge)
+            and (self.lt is None or value < self.lt)
+            and (self.le is None or value <= self.le)
+        )
 
     def need(self, nullable: bool = False) -> str:
         """What a value must do, as in "nz=0 must be a positive number" ("positive" where null is allowed)."""
@@ -89,8 +93,8 @@ GROUPS: dict[str, str] = {  # group -> what its fields configure
     "seed": "the run's random streams: initialisation, minibatches, noise",
     "precision": "the floating-point arithmetic of the matrix products on a CUDA device",
     "execution": "how long and how a run is carried out; never changes the mathematics (a larger budget "
-                 "only extends the curve, devices > 1 changes only floating-point summation order), so it "
-                 "may change on resume",
+    "only extends the curve, devices > 1 changes only floating-point summation order), so it "
+    "may change on resume",
 }
 
 
@@ -225,8 +229,9 @@ class Config:
                     object.__setattr__(self, key, value)
         hints = _hints(type(self))  # type: ignore[arg-type]  # mypy checks a class's instance __hash__ for Hashable
         for f in fields(self):  # each field against its own type, choices and bounds, in declaration order
-            object.__setattr__(self, f.name, _coerce(f.name, getattr(self, f.name), hints[f.name],
-                                                     f.metadata.get("null", "")))
+            object.__setattr__(
+                self, f.name, _coerce(f.name, getattr(self, f.name), hints[f.name], f.metadata.get("null", ""))
+            )
         validate(self)
 
     def to_dict(self) -> dict[str, Any]:
@@ -250,28 +255,45 @@ def validate(cfg: Config) -> None:
     """The rules that tie fields together; each field alone is checked against its type by ``_coerce``."""
     assert cfg.n_train is not None  # __post_init__ put the dataset's default in place of null
     if cfg.n_train > MAX_TRAIN[cfg.dataset]:
-        raise ConfigError(f"n_train={cfg.n_train} exceeds the {MAX_TRAIN[cfg.dataset]} {cfg.dataset} images "
-                          "available for training")
+        raise ConfigError(
+            f"n_train={cfg.n_train} exceeds the {MAX_TRAIN[cfg.dataset]} {cfg.dataset} images available for training"
+        )
     if cfg.budget < cfg.eval_start:
-        raise ConfigError(f"budget={cfg.budget} is below the first evaluation point eval_start={cfg.eval_start}; "
-                          "raise budget or lower eval_start")
+        raise ConfigError(
+            f"budget={cfg.budget} is below the first evaluation point eval_start={cfg.eval_start}; "
+            "raise budget or lower eval_start"
+        )
     if cfg.lr is None and cfg.lr_select_samples > cfg.budget:
-        raise ConfigError(f"lr_select_samples={cfg.lr_select_samples} exceeds the budget={cfg.budget}; "
-                          "lower lr_select_samples or set lr")
+        raise ConfigError(
+            f"lr_select_samples={cfg.lr_select_samples} exceeds the budget={cfg.budget}; "
+            "lower lr_select_samples or set lr"
+        )
     if cfg.devices * cfg.num_nodes > cfg.M:
-        raise ConfigError(f"devices * num_nodes = {cfg.devices * cfg.num_nodes} ranks exceed the minibatch M={cfg.M}: "
-                          "every rank needs at least one datapoint of each minibatch")
+        raise ConfigError(
+            f"devices * num_nodes = {cfg.devices * cfg.num_nodes} ranks exceed the minibatch M={cfg.M}: "
+            "every rank needs at least one datapoint of each minibatch"
+        )
     if cfg.algorithm == "mcem" and (cfg.evaluation != "marginal" or cfg.devices * cfg.num_nodes > 1):
-        raise ConfigError("algorithm=mcem has no encoder and runs full-batch iterations: it needs "
-                          "evaluation=marginal and a single device (devices=1, num_nodes=1)")
+        raise ConfigError(
+            "algorithm=mcem has no encoder and runs full-batch iterations: it needs "
+            "evaluation=marginal and a single device (devices=1, num_nodes=1)"
+        )
     if not cfg.replacement and cfg.M > cfg.n_train:
-        raise ConfigError(f"M={cfg.M} exceeds n_train={cfg.n_train}: without replacement a minibatch cannot hold more "
-                          "than the training set; lower M or set replacement=true")
-    if (cfg.lr is None and len(cfg.lr_candidates) > 1 and cfg.algorithm != "mcem"
-            and cfg.lr_select_samples <= cfg.adagrad_warmup * cfg.M * cfg.count_per_datapoint):
-        raise ConfigError(f"lr_select_samples={cfg.lr_select_samples} ends within the Adagrad warm-up "
-                          f"({cfg.adagrad_warmup} steps of M={cfg.M}), where no step size has moved the weights yet, "
-                          "so every candidate would score the same; raise lr_select_samples or lower adagrad_warmup")
+        raise ConfigError(
+            f"M={cfg.M} exceeds n_train={cfg.n_train}: without replacement a minibatch cannot hold more "
+            "than the training set; lower M or set replacement=true"
+        )
+    if (
+        cfg.lr is None
+        and len(cfg.lr_candidates) > 1
+        and cfg.algorithm != "mcem"
+        and cfg.lr_select_samples <= cfg.adagrad_warmup * cfg.M * cfg.count_per_datapoint
+    ):
+        raise ConfigError(
+            f"lr_select_samples={cfg.lr_select_samples} ends within the Adagrad warm-up "
+            f"({cfg.adagrad_warmup} steps of M={cfg.M}), where no step size has moved the weights yet, "
+            "so every candidate would score the same; raise lr_select_samples or lower adagrad_warmup"
+        )
     if cfg.algorithm == "mcem" and cfg.count_per_datapoint != 1:
         raise ConfigError("algorithm=mcem counts its samples with mcem_counting; leave count_per_datapoint at 1")
     if cfg.decoder != "bernoulli" and cfg.binarize != "none":
@@ -309,8 +331,11 @@ def _coerce(key: str, value: Any, hint: Any, null: str = "", nullable: bool = Fa
             value = _number(key, value)
         if isinstance(value, float) and not math.isfinite(value):
             raise ConfigError(f"{key}={value!r} must be a finite number")
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or (isinstance(value, float)
-                                                                             and not value.is_integer()):
+        if (
+            isinstance(value, bool)
+            or not isinstance(value, (int, float))
+            or (isinstance(value, float) and not value.is_integer())
+        ):
             raise ConfigError(f"{key} must be a whole number, got {value!r}")
         _as_float(key, value)
         return int(value)
@@ -358,7 +383,8 @@ EXECUTION_KEYS = frozenset(k for k, g in GROUP_OF.items() if g == "execution")
 # what a run logs besides its evaluations, which neither the model nor its curve depends on
 LOGGING_KEYS = frozenset({"running_every"})
 CHOICES: dict[str, tuple[Any, ...]] = {  # derived from the Literal types, e.g. CHOICES["estimator"] == ("A", "B")
-    k: get_args(h) for k, h in _hints(Config).items() if get_origin(h) is Literal}
+    k: get_args(h) for k, h in _hints(Config).items() if get_origin(h) is Literal
+}
 if set(CHOICES["dataset"]) != set(DATASET_DEFAULTS) or set(CHOICES["dataset"]) != set(MAX_TRAIN):
     raise TypeError("Config.dataset's choices, DATASET_DEFAULTS and MAX_TRAIN must name the same datasets")
 
@@ -401,8 +427,7 @@ def renamed_keys(values: dict[str, Any], where: str) -> dict[str, Any]:
         if new != key:
             if new in values:
                 raise ConfigError(f"{where}: give {new} only ({key} is its old name)")
-            print(f"note: {where}: the config key {key} is now called {new}; {key} is read as {new}",
-                  file=sys.stderr)
+            print(f"note: {where}: the config key {key} is now called {new}; {key} is read as {new}", file=sys.stderr)
         out[new] = value
     return out
 
@@ -445,21 +470,54 @@ def _defaults(*keys: str) -> Callable[[dict[str, Any]], dict[str, Any]]:
 
 MIGRATIONS: tuple[Migration, ...] = (
     # Figure 3 brought the marginal likelihood and MCEM; before, every run evaluated the bound on log-spaced points
-    Migration("before the marginal likelihood", ("evaluation", "eval_spacing"),
-              lambda old: {"evaluation": "elbo", "eval_spacing": "log"}),
-    Migration("before Figure 3's settings", (
-        "eval_every", "marginal_estimator", "marginal_points", "marginal_samples", "marginal_leapfrog",
-        "marginal_burnin", "marginal_is_k", "mcem_leapfrog", "mcem_msteps", "hmc_target", "hmc_step_size"),
-        _defaults("eval_every", "marginal_estimator", "marginal_points", "marginal_samples", "marginal_leapfrog",
-                  "marginal_burnin", "marginal_is_k", "mcem_leapfrog", "mcem_msteps", "hmc_target", "hmc_step_size")),
+    Migration(
+        "before the marginal likelihood",
+        ("evaluation", "eval_spacing"),
+        lambda old: {"evaluation": "elbo", "eval_spacing": "log"},
+    ),
+    Migration(
+        "before Figure 3's settings",
+        (
+            "eval_every",
+            "marginal_estimator",
+            "marginal_points",
+            "marginal_samples",
+            "marginal_leapfrog",
+            "marginal_burnin",
+            "marginal_is_k",
+            "mcem_leapfrog",
+            "mcem_msteps",
+            "hmc_target",
+            "hmc_step_size",
+        ),
+        _defaults(
+            "eval_every",
+            "marginal_estimator",
+            "marginal_points",
+            "marginal_samples",
+            "marginal_leapfrog",
+            "marginal_burnin",
+            "marginal_is_k",
+            "mcem_leapfrog",
+            "mcem_msteps",
+            "hmc_target",
+            "hmc_step_size",
+        ),
+    ),
     # MCEM counted the weight updates alone (5 N per iteration) before mcem_counting
-    Migration("before mcem_counting", ("mcem_counting",),
-              lambda old: {"mcem_counting": "msteps" if old.get("algorithm") == "mcem" else Config().mcem_counting}),
+    Migration(
+        "before mcem_counting",
+        ("mcem_counting",),
+        lambda old: {"mcem_counting": "msteps" if old.get("algorithm") == "mcem" else Config().mcem_counting},
+    ),
     # no running average was logged before running_every
     Migration("before the running average", ("running_every",), lambda old: {"running_every": None}),
     Migration("before count_per_datapoint", ("count_per_datapoint",), _defaults("count_per_datapoint")),
-    Migration("before the recognition head's settings", ("encoder_logvar_scale", "encoder_logvar_zero_init"),
-              _defaults("encoder_logvar_scale", "encoder_logvar_zero_init")),
+    Migration(
+        "before the recognition head's settings",
+        ("encoder_logvar_scale", "encoder_logvar_zero_init"),
+        _defaults("encoder_logvar_scale", "encoder_logvar_zero_init"),
+    ),
     Migration("before matmul_precision", ("matmul_precision",), _defaults("matmul_precision")),
 )
 
@@ -481,8 +539,10 @@ def migrate(stored: dict[str, Any], where: str) -> tuple[dict[str, Any], list[st
             applied.append(rule.name)
     unknown = [k for k in FIELDS if k not in config and GROUP_OF[k] != "execution"]
     if unknown:
-        raise ConfigError(f"{where} lacks {', '.join(unknown)}, which change results, and no migration rule gives "
-                          "the value it was trained with; train it again in another results folder")
+        raise ConfigError(
+            f"{where} lacks {', '.join(unknown)}, which change results, and no migration rule gives "
+            "the value it was trained with; train it again in another results folder"
+        )
     return config | {k: getattr(Config(), k) for k in FIELDS if k not in config}, applied
 
 
@@ -520,15 +580,15 @@ def load_sweep(path: str | Path, overrides: dict[str, Any] | None = None, seeds:
     except IsADirectoryError:
         raise ConfigError(f"{path} is a folder; give a sweep file, e.g. experiments/fig2_mnist_aevb.yaml") from None
     except UnicodeDecodeError:
-        raise ConfigError(f"{path} is not a text file; give a sweep file, e.g. "
-                          "experiments/fig2_mnist_aevb.yaml") from None
+        raise ConfigError(
+            f"{path} is not a text file; give a sweep file, e.g. experiments/fig2_mnist_aevb.yaml"
+        ) from None
     except OSError as e:
         raise ConfigError(f"cannot read the experiment file {path} ({e.strerror})") from None
     except yaml.YAMLError as e:
         raise ConfigError(f"{path} is not valid YAML ({problem(e)})") from None
     if not isinstance(doc, dict) or set(doc) - {"name", "base", "grid", "seeds"} or "name" not in doc:
-        raise ConfigError(f"{path}: a sweep file is a mapping with the keys name, base and (optional) grid "
-                          "and seeds")
+        raise ConfigError(f"{path}: a sweep file is a mapping with the keys name, base and (optional) grid and seeds")
     seeds = seeds if seeds is not None else doc.get("seeds", 1)
     if isinstance(seeds, bool) or not isinstance(seeds, int) or seeds < 1:
         raise ConfigError(f"seeds={seeds!r}: the number of seeds per grid point is a whole number >= 1")
@@ -539,8 +599,10 @@ def load_sweep(path: str | Path, overrides: dict[str, Any] | None = None, seeds:
         raise ConfigError(f"{path}: base and grid are mappings of config keys (base: {{nz: 20}}, grid: {{nz: [3, 5]}})")
     scalar = [k for k, v in grid.items() if not isinstance(v, list) or not v]
     if scalar:
-        raise ConfigError(f"{path}: grid values are non-empty lists of values to sweep ({scalar[0]}: "
-                          f"{grid[scalar[0]]!r}); put a single value under base")
+        raise ConfigError(
+            f"{path}: grid values are non-empty lists of values to sweep ({scalar[0]}: "
+            f"{grid[scalar[0]]!r}); put a single value under base"
+        )
     base, grid = renamed_keys(base, f"{path} base"), renamed_keys(grid, f"{path} grid")
     overrides = renamed_keys(dict(overrides or {}), "--set")
     for values, where in ((base, f"{path} base"), (grid, f"{path} grid"), (overrides, "--set")):

@@ -109,8 +109,10 @@ def ensure_files(spec: DatasetFiles, root: Path, mirrors: tuple[str, ...] | None
     folder = root / spec.folder
     for f in spec.files:
         if (folder / f.name).is_dir():
-            raise DataError(f"{folder / f.name} is a folder, not the data file; remove it, then put the file there "
-                            "or let it be downloaded")
+            raise DataError(
+                f"{folder / f.name} is a folder, not the data file; remove it, then put the file there "
+                "or let it be downloaded"
+            )
     missing = [f for f in spec.files if not (folder / f.name).is_file()]
     if missing:
         errors: dict[str, str] = {}
@@ -190,8 +192,12 @@ def load_mnist(root: Path | None = None, pixel_scale: float = 255.0, n_train: in
         return torch.from_numpy(a.astype(np.int64))
 
     return Splits(
-        train=grey(images[:n_train]), valid=grey(images[50000:]), test=grey(test_images),
-        train_labels=lab(labels[:n_train]), valid_labels=lab(labels[50000:]), test_labels=lab(test_labels),
+        train=grey(images[:n_train]),
+        valid=grey(images[50000:]),
+        test=grey(test_images),
+        train_labels=lab(labels[:n_train]),
+        valid_labels=lab(labels[50000:]),
+        test_labels=lab(test_labels),
     )
 
 
@@ -201,8 +207,9 @@ def binarize_static(x: torch.Tensor, seed: int) -> torch.Tensor:
     return torch.bernoulli(x, generator=g)
 
 
-def load_frey(root: Path | None = None, pixel_scale: float = 256.0, n_train: int = 1600,
-              split_seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+def load_frey(
+    root: Path | None = None, pixel_scale: float = 256.0, n_train: int = 1600, split_seed: int = 0
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Frey Face: 1965 images of 28x20 (rows of 560 pixels), ``byte / pixel_scale`` (the authors divide by
     256). The paper states no split; the images are shuffled with ``split_seed`` and the first ``n_train``
     train, the rest test (1600 / 365 by default, as in the authors' later code)."""

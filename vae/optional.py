@@ -20,12 +20,15 @@ def require(name: str, purpose: str, instead: str) -> ModuleType:
         return importlib.import_module(name)
     except ImportError as e:
         why = (str(e).strip().splitlines() or [type(e).__name__])[0]
-        raise MissingDependency(f"{purpose} needs the {name} package, which cannot be imported here ({why}); "
-                                f"install it (pip install {name}) or {instead}") from None
+        raise MissingDependency(
+            f"{purpose} needs the {name} package, which cannot be imported here ({why}); "
+            f"install it (pip install {name}) or {instead}"
+        ) from None
 
 
-def require_wandb(purpose: str = "W&B logging (wandb=offline/online)",
-                  instead: str = "train with --set wandb=disabled") -> ModuleType:
+def require_wandb(
+    purpose: str = "W&B logging (wandb=offline/online)", instead: str = "train with --set wandb=disabled"
+) -> ModuleType:
     return require("wandb", purpose, instead)
 
 

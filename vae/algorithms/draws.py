@@ -32,11 +32,10 @@ class Stream:
             self.perm = torch.randperm(n, device=device, generator=self.generator)
             self.pos = 0
         self.pos += M
-        return self.perm[self.pos - M:self.pos]
+        return self.perm[self.pos - M : self.pos]
 
     def state(self) -> dict[str, Any]:
-        return dict(rng=self.generator.get_state(), perm=None if self.perm is None else self.perm.clone(),
-                    pos=self.pos)
+        return dict(rng=self.generator.get_state(), perm=None if self.perm is None else self.perm.clone(), pos=self.pos)
 
     def load(self, state: dict[str, Any]) -> None:
         self.generator.set_state(state["rng"])
@@ -89,16 +88,16 @@ class Draws:
             return torch.bernoulli(p, generator=gens[0])
         return torch.stack([torch.bernoulli(pj, generator=g) for pj, g in zip(p, gens, strict=True)])
 
-    def normal(self, *shape: int, generators: Sequence[torch.Generator] | None = None,
-               sizes: Sequence[int] | None = None) -> torch.Tensor:
+    def normal(
+        self, *shape: int, generators: Sequence[torch.Generator] | None = None, sizes: Sequence[int] | None = None
+    ) -> torch.Tensor:
         """Standard normal draws (*shape, k, n, max size) for ``shape`` = (..., n): model j draws (..., n,
         sizes[j]) from its own generator (sizes: the latent sizes by default), zero-padded to the largest."""
         gens = generators or self.generators()
         sizes = sizes or [cfg.nz for cfg in self.configs]
         device = gens[0].device
         *lead, n = shape
-        draws = [torch.randn((*lead, n, size), device=device, generator=g) for size, g in zip(sizes, gens,
-                                                                                             strict=True)]
+        draws = [torch.randn((*lead, n, size), device=device, generator=g) for size, g in zip(sizes, gens, strict=True)]
         if len(draws) == 1:
             return draws[0].unsqueeze(-3)
         width = max(sizes)
@@ -106,5 +105,5 @@ class Draws:
             return torch.stack(draws, dim=-3)
         out = torch.zeros((*lead, len(draws), n, width), device=device)
         for j, draw in enumerate(draws):
-            out[..., j, :, :sizes[j]] = draw
+            out[..., j, :, : sizes[j]] = draw
         return out

@@ -17,8 +17,7 @@ if TYPE_CHECKING:
 
 def eval_generators(stack: Stack) -> list[torch.Generator]:
     """One generator per model, seeded ``seed * 1_000_003 + samples``."""
-    return [torch.Generator(stack.device).manual_seed(cfg.seed * 1_000_003 + stack.samples)
-            for cfg in stack.configs]
+    return [torch.Generator(stack.device).manual_seed(cfg.seed * 1_000_003 + stack.samples) for cfg in stack.configs]
 
 
 @torch.no_grad()

@@ -80,8 +80,14 @@ class MCEM(Stack):
         x = self.data()
         (generator,) = self.draws.generators()
         assert self.chains is not None and self.step_size is not None  # set by attach
-        step = hmc_step(posterior_log_joint(self.decoder, x), self.chains, self.step_size, generator,
-                        n_steps=cfg.mcem_leapfrog, target=cfg.hmc_target)
+        step = hmc_step(
+            posterior_log_joint(self.decoder, x),
+            self.chains,
+            self.step_size,
+            generator,
+            n_steps=cfg.mcem_leapfrog,
+            target=cfg.hmc_target,
+        )
         self.chains, self.step_size = step.z, step.step_size
         for _ in range(cfg.mcem_msteps):
             adagrad_step(self.optimizers[0], -self.decoder.log_prob(x, self.chains).mean())

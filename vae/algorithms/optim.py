@@ -36,8 +36,9 @@ def fusable(params: list[torch.Tensor]) -> bool:
     return all(p.device.type == "cpu" and not p.is_sparse for p in params)
 
 
-def accumulate(params: list[torch.Tensor], grads: list[torch.Tensor], sums: list[torch.Tensor],
-               decay: float) -> list[torch.Tensor]:
+def accumulate(
+    params: list[torch.Tensor], grads: list[torch.Tensor], sums: list[torch.Tensor], decay: float
+) -> list[torch.Tensor]:
     """g += decay * w (the prior), sum += g^2; returns the decayed gradients."""
     if decay:
         grads = list(torch._foreach_add(grads, params, alpha=decay))
@@ -45,8 +46,9 @@ def accumulate(params: list[torch.Tensor], grads: list[torch.Tensor], sums: list
     return grads
 
 
-def stacked_update(params: list[torch.Tensor], grads: list[torch.Tensor], sums: list[torch.Tensor],
-                   lrs: torch.Tensor, decay: float) -> None:
+def stacked_update(
+    params: list[torch.Tensor], grads: list[torch.Tensor], sums: list[torch.Tensor], lrs: torch.Tensor, decay: float
+) -> None:
     """One Adagrad step of k stacked models, model j with step size ``lrs[j]``: g += decay * w (the prior),
     sum += g^2, w -= lr_j * g / sqrt(sum)."""
     grads = accumulate(params, grads, sums, decay)
@@ -58,8 +60,15 @@ def stacked_update(params: list[torch.Tensor], grads: list[torch.Tensor], sums: 
 class Adagrad(torch.optim.Optimizer):
     """``fused``: use PyTorch's fused CPU kernel (None: wherever it can, i.e. for CPU tensors)."""
 
-    def __init__(self, params: Iterable[Any], lr: float, eps: float = 1e-8, warmup: int = 0,
-                 weight_decay: float = 0.0, fused: bool | None = None) -> None:
+    def __init__(
+        self,
+        params: Iterable[Any],
+        lr: float,
+        eps: float = 1e-8,
+        warmup: int = 0,
+        weight_decay: float = 0.0,
+        fused: bool | None = None,
+    ) -> None:
         super().__init__(params, dict(lr=lr, eps=eps, warmup=warmup, weight_decay=weight_decay, step=0))
         self.fused = fused
         self._ones: dict[torch.device, torch.Tensor] = {}  # the fused kernel's step counts (unused: no decay)
@@ -79,13 +88,23 @@ class Adagrad(torch.optim.Optimizer):
             else:
                 self.update(params, grads, sums, group["lr"], decay)
 
-    def update(self, params: list[torch.Tensor], grads: list[torch.Tensor], sums: list[torch.Tensor], lr: float,
-               decay: float) -> None:
+    def update(
+        self, params: list[torch.Tensor], grads: list[torch.Tensor], sums: list[torch.Tensor], lr: float, decay: float
+    ) -> None:
         """One step past the warm-up: g += decay * w, sum += g^2, w -= lr * g / sqrt(sum). On the CPU this is
         PyTorch's fused Adagrad kernel (one pass per tensor), elsewhere three multi-tensor kernels."""
         if self.use_fused(params):
-            torch._fused_adagrad_(params, grads, sums, [self._one(params[0].device)] * len(params), lr=lr,
-                                  lr_decay=0.0, weight_decay=decay, eps=0.0, maximize=False)
+            torch._fused_adagrad_(
+                params,
+                grads,
+                sums,
+                [self._one(params[0].device)] * len(params),
+                lr=lr,
+                lr_decay=0.0,
+                weight_decay=decay,
+                eps=0.0,
+                maximize=False,
+            )
             return
         grads = accumulate(params, grads, sums, decay)
         torch._foreach_addcdiv_(params, grads, torch._foreach_sqrt(sums), value=-lr)
@@ -113,8 +132,9 @@ class StackedAdagrad(Adagrad):
     kernel runs once per distinct step size, over the slices of the models that use it; elsewhere (and inside
     a CUDA graph) ``stacked_update`` scales each slice by its step size, read from a device tensor."""
 
-    def __init__(self, params: Iterable[Any], lrs: Sequence[float], eps: float, warmup: int,
-                 fused: bool | None = None) -> None:
+    def __init__(
+        self, params: Iterable[Any], lrs: Sequence[float], eps: float, warmup: int, fused: bool | None = None
+    ) -> None:
         super().__init__(params, lr=1.0, eps=eps, warmup=warmup, fused=fused)
         self.lr_values = [float(lr) for lr in lrs]  # exact, for logs and checkpoints
         self._on_device: torch.Tensor | None = None
@@ -131,8 +151,9 @@ class StackedAdagrad(Adagrad):
         if self._on_device is not None:
             self._on_device.copy_(torch.tensor(self.lr_values, dtype=torch.float64))
 
-    def update(self, params: list[torch.Tensor], grads: list[torch.Tensor], sums: list[torch.Tensor], lr: float,
-               decay: float) -> None:
+    def update(
+        self, params: list[torch.Tensor], grads: list[torch.Tensor], sums: list[torch.Tensor], lr: float, decay: float
+    ) -> None:
         if self._update is stacked_update and self.use_fused(params):
             values = self.lr_values
             if len(set(values)) == 1:  # one step size: the whole stacked tensors at once

@@ -35,13 +35,21 @@ def run_state(stack: Stack, j: int) -> dict[str, Any]:
     for opt in stack.optimizers:
         saved = opt.state_dict()
         params = [p for group in opt.param_groups for p in group["params"]]
-        state = {i: {"sum": opt.state[p]["sum"][block(stack, j, names[p])].clone()}
-                 for i, p in enumerate(params) if "sum" in opt.state[p]}
+        state = {
+            i: {"sum": opt.state[p]["sum"][block(stack, j, names[p])].clone()}
+            for i, p in enumerate(params)
+            if "sum" in opt.state[p]
+        }
         groups = [group | {"lr": stack.lrs[j]} for group in copy.deepcopy(saved["param_groups"])]
         optimizer_states.append({"state": state, "param_groups": groups})
-    return dict(state_dict=parameters_of(stack, j), optimizer_states=optimizer_states, lr=stack.lrs[j],
-                stream=stack.draws.state(j), algorithm=copy.deepcopy(stack.algorithm_state(j)),
-                running=dict(sum=stack.running.sums[j].clone(), since=stack.running.since))
+    return dict(
+        state_dict=parameters_of(stack, j),
+        optimizer_states=optimizer_states,
+        lr=stack.lrs[j],
+        stream=stack.draws.state(j),
+        algorithm=copy.deepcopy(stack.algorithm_state(j)),
+        running=dict(sum=stack.running.sums[j].clone(), since=stack.running.since),
+    )
 
 
 @torch.no_grad()

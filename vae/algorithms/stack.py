@@ -44,10 +44,13 @@ def check_stackable(configs: Sequence[Config]) -> None:
     if not configs:
         raise ConfigError("a stack needs at least one config")
     if len(configs) > 1 and any(cfg.devices * cfg.num_nodes > 1 for cfg in configs):
-        raise ConfigError("a stack of several models runs in one process on one device; set devices=1 and "
-                          "num_nodes=1, or train the runs one by one")
-    shared = [{k: v for k, v in cfg.identity().items() if k not in STACKED_KEYS} | {"budget": cfg.budget}
-              for cfg in configs]
+        raise ConfigError(
+            "a stack of several models runs in one process on one device; set devices=1 and "
+            "num_nodes=1, or train the runs one by one"
+        )
+    shared = [
+        {k: v for k, v in cfg.identity().items() if k not in STACKED_KEYS} | {"budget": cfg.budget} for cfg in configs
+    ]
     differ = sorted(k for k in shared[0] if any(s[k] != shared[0][k] for s in shared))
     if differ:
         values = "; ".join(f"{k}: {[s[k] for s in shared]}" for k in differ)

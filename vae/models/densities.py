@@ -48,8 +48,9 @@ def softplus(v: torch.Tensor) -> torch.Tensor:
 
 def _broadcasts_into(shape: torch.Size, target: torch.Size) -> bool:
     """Whether ``shape`` broadcasts to ``target`` itself (cheaper than ``torch.broadcast_shapes``)."""
-    return len(shape) <= len(target) and all(s in (1, t)
-                                             for s, t in zip(reversed(shape), reversed(target), strict=False))
+    return len(shape) <= len(target) and all(
+        s in (1, t) for s, t in zip(reversed(shape), reversed(target), strict=False)
+    )
 
 
 class _LogBernoulli(torch.autograd.Function):

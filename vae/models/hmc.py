@@ -44,8 +44,9 @@ def value_and_grad(log_joint: LogJoint, z: torch.Tensor) -> tuple[torch.Tensor, 
     return value.detach(), grad
 
 
-def leapfrog(log_joint: LogJoint, z: torch.Tensor, p: torch.Tensor, eps: torch.Tensor, n_steps: int,
-             grad: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def leapfrog(
+    log_joint: LogJoint, z: torch.Tensor, p: torch.Tensor, eps: torch.Tensor, n_steps: int, grad: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """n_steps leapfrog steps (n_steps position updates) of size eps, unit mass: a half momentum step, full
     steps, a final half momentum step. ``grad`` is the gradient at z. Returns (z, p, log_joint(z)) at the end.
 
@@ -59,8 +60,9 @@ def leapfrog(log_joint: LogJoint, z: torch.Tensor, p: torch.Tensor, eps: torch.T
     return z, p, value
 
 
-def tune_step_size(step_size: torch.Tensor, accept: torch.Tensor, target: float = 0.9, alpha: float = 1.02,
-                   max_factor: float = 1.25) -> torch.Tensor:
+def tune_step_size(
+    step_size: torch.Tensor, accept: torch.Tensor, target: float = 0.9, alpha: float = 1.02, max_factor: float = 1.25
+) -> torch.Tensor:
     """The author's autotuning (anglepy's ``hmc_step_autotune``): multiply by min(max_factor, alpha**n) when the
     mean of the n accept decisions is at least ``target``, divide otherwise."""
     factor = math.exp(min(accept.numel() * math.log(alpha), math.log(max_factor)))
@@ -83,9 +85,16 @@ class HMCStep:
         return self.accept.to(self.z.dtype).mean()
 
 
-def hmc_step(log_joint: LogJoint, z: torch.Tensor, step_size: float | torch.Tensor, generator: torch.Generator,
-             n_steps: int = 10, target: float | None = 0.9, alpha: float = 1.02,
-             max_factor: float = 1.25) -> HMCStep:
+def hmc_step(
+    log_joint: LogJoint,
+    z: torch.Tensor,
+    step_size: float | torch.Tensor,
+    generator: torch.Generator,
+    n_steps: int = 10,
+    target: float | None = 0.9,
+    alpha: float = 1.02,
+    max_factor: float = 1.25,
+) -> HMCStep:
     """One HMC transition of every chain: fresh momentum p ~ N(0, I), ``n_steps`` leapfrog steps with step
     size +-``step_size`` (sign drawn per chain), a Metropolis test per chain on H = -log_joint + |p|^2 / 2.
 

@@ -96,9 +96,18 @@ class PosteriorSamples(NamedTuple):
     step_size: torch.Tensor
 
 
-def hmc_posterior_samples(x: torch.Tensor, decoder: Decoder, z0: torch.Tensor, generator: torch.Generator,
-                          n_samples: int = 50, n_burnin: int = 100, n_steps: int = 4, step_size: float = 0.01,
-                          target: float = 0.9, between: Callable[[], None] = lambda: None) -> PosteriorSamples:
+def hmc_posterior_samples(
+    x: torch.Tensor,
+    decoder: Decoder,
+    z0: torch.Tensor,
+    generator: torch.Generator,
+    n_samples: int = 50,
+    n_burnin: int = 100,
+    n_steps: int = 4,
+    step_size: float = 0.01,
+    target: float = 0.9,
+    between: Callable[[], None] = lambda: None,
+) -> PosteriorSamples:
     """App. D, step 1: one HMC chain per datapoint from z0 (n, Nz); ``n_burnin`` transitions, then one sample
     after each of ``n_samples`` transitions, each of ``n_steps`` leapfrog steps, the step size tuned
     throughout toward ``target`` acceptance (App. E: 50 samples, 4 leapfrog steps, 90%). ``between`` is called
@@ -134,8 +143,14 @@ def latent_dim(decoder: Decoder) -> int:
 
 
 @torch.no_grad()
-def best_prior_draw(x: torch.Tensor, decoder: Decoder, generator: torch.Generator, k: int = K_START,
-                    chunk: int = START_CHUNK, between: Callable[[], None] = lambda: None) -> torch.Tensor:
+def best_prior_draw(
+    x: torch.Tensor,
+    decoder: Decoder,
+    generator: torch.Generator,
+    k: int = K_START,
+    chunk: int = START_CHUNK,
+    between: Callable[[], None] = lambda: None,
+) -> torch.Tensor:
     """A chain start without an encoder: of k draws z ~ p(z) per datapoint, the one with the highest
     log p(x, z). HMC started from a plain prior draw, with one step size for all chains, does not reach the
     posterior of a trained model within any affordable burn-in (tested on the Figure 3 models)."""
@@ -143,8 +158,7 @@ def best_prior_draw(x: torch.Tensor, decoder: Decoder, generator: torch.Generato
     best_z = torch.zeros(x.shape[0], nz, device=x.device, dtype=x.dtype)
     best = torch.full((x.shape[0],), -math.inf, device=x.device, dtype=x.dtype)
     for start in range(0, k, chunk):
-        z = torch.randn((min(chunk, k - start), x.shape[0], nz), generator=generator, device=x.device,
-                        dtype=x.dtype)
+        z = torch.randn((min(chunk, k - start), x.shape[0], nz), generator=generator, device=x.device, dtype=x.dtype)
         value, i = posterior_log_joint(decoder, x)(z).max(0)
         better = value > best
         best = torch.where(better, value, best)
@@ -153,10 +167,20 @@ def best_prior_draw(x: torch.Tensor, decoder: Decoder, generator: torch.Generato
     return best_z
 
 
-def log_marginal_hmc(x: torch.Tensor, decoder: Decoder, encoder: GaussianMLP | None, generator: torch.Generator,
-                     z0: torch.Tensor | None = None, n_samples: int = 50, n_burnin: int = 100, n_steps: int = 4,
-                     step_size: float = 0.01, target: float = 0.9,
-                     k_start: int = K_START, between: Callable[[], None] = lambda: None) -> torch.Tensor:
+def log_marginal_hmc(
+    x: torch.Tensor,
+    decoder: Decoder,
+    encoder: GaussianMLP | None,
+    generator: torch.Generator,
+    z0: torch.Tensor | None = None,
+    n_samples: int = 50,
+    n_burnin: int = 100,
+    n_steps: int = 4,
+    step_size: float = 0.01,
+    target: float = 0.9,
+    k_start: int = K_START,
+    between: Callable[[], None] = lambda: None,
+) -> torch.Tensor:
     """The App. D estimate of log p(x) for each row of x (n, D); returns (n,).
 
     Chains start at ``z0`` if given, else at z ~ q(z|x) from ``encoder``, else at the best of ``k_start``
@@ -168,16 +192,23 @@ def log_marginal_hmc(x: torch.Tensor, decoder: Decoder, encoder: GaussianMLP | N
         else:
             with torch.no_grad():
                 mean, logvar = encoder(x)
-            z0 = mean + torch.exp(0.5 * logvar) * torch.randn(mean.shape, generator=generator, device=x.device,
-                                                              dtype=x.dtype)
-    samples = hmc_posterior_samples(x, decoder, z0, generator, n_samples, n_burnin, n_steps, step_size, target,
-                                    between)
+            z0 = mean + torch.exp(0.5 * logvar) * torch.randn(
+                mean.shape, generator=generator, device=x.device, dtype=x.dtype
+            )
+    samples = hmc_posterior_samples(x, decoder, z0, generator, n_samples, n_burnin, n_steps, step_size, target, between)
     return log_marginal_from_samples(samples.z, samples.log_joint)
 
 
 @torch.no_grad()
-def log_marginal_is(x: torch.Tensor, decoder: Decoder, encoder: GaussianMLP | None, generator: torch.Generator,
-                    k: int = 5000, chunk: int = IS_CHUNK, between: Callable[[], None] = lambda: None) -> torch.Tensor:
+def log_marginal_is(
+    x: torch.Tensor,
+    decoder: Decoder,
+    encoder: GaussianMLP | None,
+    generator: torch.Generator,
+    k: int = 5000,
+    chunk: int = IS_CHUNK,
+    between: Callable[[], None] = lambda: None,
+) -> torch.Tensor:
     """log (1/k) sum_j p(x, z_j)/q(z_j|x), z_j ~ q(z|x), for each row of x (n, D); returns (n,).
 
     The proposal is the encoder, or the prior p(z) when ``encoder`` is None. Samples are drawn ``chunk`` at a
@@ -190,8 +221,7 @@ def log_marginal_is(x: torch.Tensor, decoder: Decoder, encoder: GaussianMLP | No
         mean, logvar = encoder(x)
     total = torch.full((x.shape[0],), -math.inf, device=x.device, dtype=x.dtype)
     for start in range(0, k, chunk):
-        eps = torch.randn((min(chunk, k - start), *mean.shape), generator=generator, device=x.device,
-                          dtype=x.dtype)
+        eps = torch.randn((min(chunk, k - start), *mean.shape), generator=generator, device=x.device, dtype=x.dtype)
         z = mean + torch.exp(0.5 * logvar) * eps
         log_w = log_std_normal(z) + decoder.log_prob(x, z) - log_normal(z, mean, logvar)
         total = torch.logaddexp(total, torch.logsumexp(log_w, 0))

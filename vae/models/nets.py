@@ -18,8 +18,15 @@ class GaussianMLP(nn.Module):
     multiplies the log-variance head's output (the authors' wake-sleep recognition model uses 0.1).
     """
 
-    def __init__(self, in_dim: int, hidden: int, out_dim: int, sigmoid_mean: bool = False,
-                 logvar_floor: float | None = None, logvar_scale: float = 1.0) -> None:
+    def __init__(
+        self,
+        in_dim: int,
+        hidden: int,
+        out_dim: int,
+        sigmoid_mean: bool = False,
+        logvar_floor: float | None = None,
+        logvar_scale: float = 1.0,
+    ) -> None:
         super().__init__()
         self.hidden = nn.Linear(in_dim, hidden)
         self.mean = nn.Linear(hidden, out_dim)

@@ -41,8 +41,8 @@ class StackedLinear(nn.Module):
         bias = torch.zeros(k, out)
         with torch.no_grad():
             for j, layer in enumerate(layers):
-                weight[j, :layer.out_features, :layer.in_features] = layer.weight
-                bias[j, :layer.out_features] = layer.bias
+                weight[j, : layer.out_features, : layer.in_features] = layer.weight
+                bias[j, : layer.out_features] = layer.bias
         # a stack of one keeps the layer's own shapes: no view of a parameter (and its gradient) per step
         self.weight = nn.Parameter(weight[0] if k == 1 else weight)
         self.bias = nn.Parameter(bias[0] if k == 1 else bias)
@@ -80,16 +80,18 @@ class _BlockLinear(torch.autograd.Function):
     @staticmethod
     # ctx: Any, as torch passes it (a BackwardCFunction): FunctionCtx declares neither saved_tensors nor
     # needs_input_grad, and torch's stubs type saved_tensors as a 1-tuple; ctx.sizes is our own
-    def forward(ctx: Any, v: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor,
-                sizes: list[tuple[int, int]]) -> torch.Tensor:
+    def forward(
+        ctx: Any, v: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, sizes: list[tuple[int, int]]
+    ) -> torch.Tensor:
         ctx.save_for_backward(v, weight)
         ctx.sizes = sizes
         *lead, k, n, _ = v.shape
         padded = len(set(sizes)) > 1
         y = (v.new_zeros if padded else v.new_empty)(*lead, k, n, weight.shape[1])
         for j, (i, o) in enumerate(sizes):
-            y[..., j, :, :o] = torch.addmm(bias[j, :o], v[..., j, :, :i].reshape(-1, i),
-                                           weight[j, :o, :i].T).view(*lead, n, o)
+            y[..., j, :, :o] = torch.addmm(bias[j, :o], v[..., j, :, :i].reshape(-1, i), weight[j, :o, :i].T).view(
+                *lead, n, o
+            )
         return y
 
     @staticmethod

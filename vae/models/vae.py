@@ -64,12 +64,15 @@ class VAE(L.LightningModule):
             raise TypeError(f"expected {expected}, got a {type(batch).__name__}")
         got = f"{tuple(batch.shape)} {batch.dtype}"
         if batch.device != like.device:
-            raise ValueError(f"expected {expected} on {like.device}, got {got} on {batch.device}; move it: "
-                             f"{name}.to({str(like.device)!r})")
+            raise ValueError(
+                f"expected {expected} on {like.device}, got {got} on {batch.device}; move it: "
+                f"{name}.to({str(like.device)!r})"
+            )
         if batch.dim() != 2 or batch.shape[1] != width:
             flat = batch.dim() > 2 and batch[0].numel() == width
-            raise ValueError(f"expected {expected}, got {got}" + (f"; flatten it: {name}.reshape(len({name}), -1)"
-                                                                 if flat else ""))
+            raise ValueError(
+                f"expected {expected}, got {got}" + (f"; flatten it: {name}.reshape(len({name}), -1)" if flat else "")
+            )
         if batch.dtype != like.dtype:
             raise TypeError(f"expected {expected}, got {got}; convert it: {name}.to({like.dtype})")
 
@@ -90,12 +93,17 @@ class VAE(L.LightningModule):
         z = torch.randn((n, self.cfg.nz), generator=generator, device=like.device, dtype=like.dtype)
         return self.decode(z)
 
-    def elbo(self, x: torch.Tensor, estimator: str | None = None, L: int | None = None,
-             generator: torch.Generator | None = None, eps: torch.Tensor | None = None) -> torch.Tensor:
+    def elbo(
+        self,
+        x: torch.Tensor,
+        estimator: str | None = None,
+        L: int | None = None,
+        generator: torch.Generator | None = None,
+        eps: torch.Tensor | None = None,
+    ) -> torch.Tensor:
         """Lower bound per datapoint (eq. 6 or eq. 7) with this model's encoder and decoder, for a batch x (n, D)."""
         self.check_batch("x", x, X_DIM[self.cfg.dataset])
-        return elbo(x, self._encoder(), self.decoder, estimator or self.cfg.estimator, L or self.cfg.L, generator,
-                    eps)
+        return elbo(x, self._encoder(), self.decoder, estimator or self.cfg.estimator, L or self.cfg.L, generator, eps)
 
     def log_marginal(self, x: torch.Tensor, k: int = 5000, generator: torch.Generator | None = None) -> torch.Tensor:
         """log p(x) per datapoint by importance sampling with q(z|x) as proposal and k samples (the prior when

@@ -38,7 +38,8 @@ def check_checkpoint(stack: Stack, names: list[str], runs: list[dict[str, Any]])
                 f"{s // stack.samples_per_step} ({s} samples; {', '.join(bad[:3])}"
                 f"{', ...' if len(bad) > 3 else ''}), before the next evaluation point; the Adagrad step size "
                 f"{stack.lrs[j]} is likely too large for this model. No checkpoint was written: the last good "
-                "one is kept. Restart with a smaller lr (in a new results folder).")
+                "one is kept. Restart with a smaller lr (in a new results folder)."
+            )
 
 
 def check_evaluation(stack: Stack, names: list[str], rows: list[dict[str, float]]) -> None:
@@ -52,4 +53,5 @@ def check_evaluation(stack: Stack, names: list[str], rows: list[dict[str, float]
                 f"[{names[j]}] the evaluation or the parameters are not finite at step "
                 f"{s // stack.samples_per_step} ({s} samples; {shown}); the Adagrad step size "
                 f"{stack.lrs[j]} is likely too large for this model. The last good checkpoint is kept and "
-                "nothing was written for this point: restart with a smaller lr (in a new results folder).")
+                "nothing was written for this point: restart with a smaller lr (in a new results folder)."
+            )

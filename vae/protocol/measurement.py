@@ -29,8 +29,9 @@ def measure(stack: Stack, between: Callable[[], None] = lambda: None) -> list[di
         for j, row in enumerate(rows):
             model = stack.model(j)
             for split, x in (("train", stack.train_x), ("test", stack.test_x)):
-                row[f"{split}/marginal"] = mean_log_marginal(cfg, model.decoder, model.encoder,
-                                                             x[:cfg.marginal_points], generators[j], between)
+                row[f"{split}/marginal"] = mean_log_marginal(
+                    cfg, model.decoder, model.encoder, x[: cfg.marginal_points], generators[j], between
+                )
     return rows
 
 
@@ -43,8 +44,14 @@ def between_calls(stack: Stack) -> int:
     return 2 * stack.k * hmc_calls(cfg.marginal_samples, cfg.marginal_burnin, prior_start=not uses_encoder(cfg))
 
 
-def mean_log_marginal(cfg: Config, decoder: Decoder, encoder: GaussianMLP | None, x: torch.Tensor,
-                      generator: torch.Generator, between: Callable[[], None] = lambda: None) -> float:
+def mean_log_marginal(
+    cfg: Config,
+    decoder: Decoder,
+    encoder: GaussianMLP | None,
+    x: torch.Tensor,
+    generator: torch.Generator,
+    between: Callable[[], None] = lambda: None,
+) -> float:
     """Average estimated log p(x) over ``x``: App. D's HMC estimator, or importance sampling with the encoder as
     proposal (``marginal_estimator``). Every DDP rank computes it in full: it is cheap next to training."""
     if cfg.binarize == "dynamic":
@@ -52,7 +59,16 @@ def mean_log_marginal(cfg: Config, decoder: Decoder, encoder: GaussianMLP | None
     if cfg.marginal_estimator == "is":
         values = log_marginal_is(x, decoder, encoder, generator, k=cfg.marginal_is_k)
     else:
-        values = log_marginal_hmc(x, decoder, encoder, generator, n_samples=cfg.marginal_samples,
-                                  n_burnin=cfg.marginal_burnin, n_steps=cfg.marginal_leapfrog,
-                                  step_size=cfg.hmc_step_size, target=cfg.hmc_target, between=between)
+        values = log_marginal_hmc(
+            x,
+            decoder,
+            encoder,
+            generator,
+            n_samples=cfg.marginal_samples,
+            n_burnin=cfg.marginal_burnin,
+            n_steps=cfg.marginal_leapfrog,
+            step_size=cfg.hmc_step_size,
+            target=cfg.hmc_target,
+            between=between,
+        )
     return float(values.double().mean())

@@ -106,8 +106,10 @@ class SampleAxis(L.LightningModule):
         last good checkpoints stay. The time to the next step is charged to checkpoints."""
         self.time.lap_training()
         self._checkpointed = True
-        runs = [pack_run(self.stack, j, self.lr_selection[j], self.history[j], self.time.train_seconds[j])
-                for j in range(self.stack.k)]
+        runs = [
+            pack_run(self.stack, j, self.lr_selection[j], self.history[j], self.time.train_seconds[j])
+            for j in range(self.stack.k)
+        ]
         check_checkpoint(self.stack, self.names, runs)
         del checkpoint["state_dict"], checkpoint["optimizer_states"]
         checkpoint["runs"] = runs
@@ -161,15 +163,20 @@ class SampleAxis(L.LightningModule):
             best = trials.best(j, candidates)
             scores = {lr: trials.scores[j, lr] for lr in candidates}
             if scores[best] == -math.inf:
-                raise RunDiverged(f"[{name}] every Adagrad step size in {list(candidates)} diverged during "
-                                  "selection; try smaller lr_candidates")
+                raise RunDiverged(
+                    f"[{name}] every Adagrad step size in {list(candidates)} diverged during "
+                    "selection; try smaller lr_candidates"
+                )
             self.stack.load_run_state(j, trials.states[j, best])
             self.lr_selection[j] = {str(lr): score for lr, score in scores.items()}
-            self._say(f"[{name}] Adagrad step size {best} picked; training-set bound after {trials.samples} "
-                      "samples: " + ", ".join(f"{lr}: {score:.2f}" for lr, score in scores.items()))
+            self._say(
+                f"[{name}] Adagrad step size {best} picked; training-set bound after {trials.samples} "
+                "samples: " + ", ".join(f"{lr}: {score:.2f}" for lr, score in scores.items())
+            )
             for logger in self.run_loggers[j]:
-                logger.log_metrics({f"lr_select/{lr}": score for lr, score in scores.items()}
-                                   | {"samples": trials.samples, "lr": best})
+                logger.log_metrics(
+                    {f"lr_select/{lr}": score for lr, score in scores.items()} | {"samples": trials.samples, "lr": best}
+                )
         self.stack.samples = trials.samples
         self.time.selected(trials.samples, len(candidates))
 
@@ -195,8 +202,11 @@ class SampleAxis(L.LightningModule):
         check_evaluation(self.stack, self.names, rows)
         rate = self.time.rate(s)
         for j, row in enumerate(rows):
-            row = {"samples": s} | row | {"lr": self.lrs[j], "time/train_s": self.time.train_seconds[j],
-                                          "time/samples_per_s": rate}
+            row = (
+                {"samples": s}
+                | row
+                | {"lr": self.lrs[j], "time/train_s": self.time.train_seconds[j], "time/samples_per_s": rate}
+            )
             self.history[j].append(row)
             for logger in self.run_loggers[j]:
                 logger.log_metrics(row)

@@ -54,8 +54,10 @@ def linear_points(start: int, every: int, budget: int, step: int) -> list[int]:
 def bounded(count: int, kind: str, cfg: Config, advice: str) -> None:
     """Refuse ``count`` points of ``kind`` beyond ``MAX_POINTS``, before any is built."""
     if count > MAX_POINTS:
-        raise ConfigError(f"budget={cfg.budget:,d} makes up to {count:,d} {kind} points; a run logs at most "
-                          f"{MAX_POINTS:,d}: lower the budget or {advice}")
+        raise ConfigError(
+            f"budget={cfg.budget:,d} makes up to {count:,d} {kind} points; a run logs at most "
+            f"{MAX_POINTS:,d}: lower the budget or {advice}"
+        )
 
 
 def run_points(cfg: Config, step: int) -> list[int]:
@@ -75,8 +77,12 @@ def running_points(cfg: Config, step: int) -> list[int]:
     if cfg.running_every is None:
         return []
     last = end_of(cfg, step)
-    bounded(last // cfg.running_every + 1, "running-average", cfg,
-            f"raise running_every={cfg.running_every:,d} (null logs none)")
+    bounded(
+        last // cfg.running_every + 1,
+        "running-average",
+        cfg,
+        f"raise running_every={cfg.running_every:,d} (null logs none)",
+    )
     return linear_points(cfg.running_every, cfg.running_every, last, step)
 
 

@@ -38,7 +38,7 @@ def trial_groups(stack: Stack) -> tuple[list[list[tuple[int, float]]], int]:
     steps = round_up(cfg.lr_select_samples, stack.samples_per_step) // stack.samples_per_step
     trials = [(j, lr) for lr in cfg.lr_candidates for j in range(stack.k)]
     size = len(trials) if stack.stackable and cfg.devices * cfg.num_nodes == 1 else 1
-    return [trials[first:first + size] for first in range(0, len(trials), size)], steps
+    return [trials[first : first + size] for first in range(0, len(trials), size)], steps
 
 
 def selection_steps(stack: Stack) -> int:
@@ -47,8 +47,9 @@ def selection_steps(stack: Stack) -> int:
     return len(groups) * steps
 
 
-def try_step_sizes(stack: Stack, between_steps: Callable[[], None] = lambda: None,
-                   between_blocks: Callable[[], None] = lambda: None) -> Trials:
+def try_step_sizes(
+    stack: Stack, between_steps: Callable[[], None] = lambda: None, between_blocks: Callable[[], None] = lambda: None
+) -> Trials:
     """Train replicas of ``stack``'s models with each of ``lr_candidates`` for ``lr_select_samples`` samples, in
     the groups of ``trial_groups``; ``between_steps`` runs after each iteration, ``between_blocks`` after each
     block of ``steps_per_call`` iterations (a signal stops the selection there). ``stack`` itself is left as it

@@ -28,8 +28,11 @@ def ablation_rows(runs: list[LoggedRun], paper: pd.DataFrame, points: list[float
     rows = []
     for sweep in sorted({r.sweep for r in runs}):
         members = [r for r in runs if r.sweep == sweep]
-        keys = sorted(k for k in members[0].config if k not in EXECUTION_KEYS | LOGGING_KEYS
-                      and any(m.config[k] != members[0].config[k] for m in members))
+        keys = sorted(
+            k
+            for k in members[0].config
+            if k not in EXECUTION_KEYS | LOGGING_KEYS and any(m.config[k] != members[0].config[k] for m in members)
+        )
         for run in members:
             c, m, metric = run.config, run.metrics, METRIC[run.figure]
             wanted = {int(p) for p in points} | {int(m["samples"].max())}
@@ -37,21 +40,38 @@ def ablation_rows(runs: list[LoggedRun], paper: pd.DataFrame, points: list[float
                 series, column = f"{SERIES[c['algorithm']]} {split}", f"{split}/{metric}"
                 for _, r in m[m["samples"].isin(wanted) & m[column].notna()].iterrows():
                     ref = paper_value(paper, run.panel, series, r["samples"], run.figure)
-                    rows.append(dict(sweep=sweep, run=run.path.name, dataset=c["dataset"], algorithm=c["algorithm"],
-                                     nz=c["nz"], varied=", ".join(f"{k}={c[k]}" for k in keys), split=split,
-                                     metric=metric, samples=int(r["samples"]), value=r[column], paper_value=ref,
-                                     delta=r[column] - ref))
+                    rows.append(
+                        dict(
+                            sweep=sweep,
+                            run=run.path.name,
+                            dataset=c["dataset"],
+                            algorithm=c["algorithm"],
+                            nz=c["nz"],
+                            varied=", ".join(f"{k}={c[k]}" for k in keys),
+                            split=split,
+                            metric=metric,
+                            samples=int(r["samples"]),
+                            value=r[column],
+                            paper_value=ref,
+                            delta=r[column] - ref,
+                        )
+                    )
     return rows
 
 
-def write_ablation_table(results_dir: Path, runs: list[LoggedRun], settings: dict[str, Any],
-                         reference: list[LoggedRun]) -> None:
+def write_ablation_table(
+    results_dir: Path, runs: list[LoggedRun], settings: dict[str, Any], reference: list[LoggedRun]
+) -> None:
     """``ablations.csv``/``.md`` (rows at ``table_points`` and the last point, beside the ``reference`` runs) and
     ``ablations_paper.csv``/``.md``."""
     paper = load_paper()
     table = pd.DataFrame(ablation_rows(runs, paper, settings["table_points"]))
-    table = beside_reference(table, pd.DataFrame(ablation_rows(reference, paper, settings["table_points"])),
-                             ["sweep", "run", "split", "samples"], "value")
+    table = beside_reference(
+        table,
+        pd.DataFrame(ablation_rows(reference, paper, settings["table_points"])),
+        ["sweep", "run", "split", "samples"],
+        "value",
+    )
     out = Path(results_dir) / "tables"
     atomic_write_text(out / "ablations.csv", table.to_csv(index=False, float_format="%.3f"))
     atomic_write_text(out / "ablations.md", markdown(table) + "\n")
@@ -75,8 +95,19 @@ def ablation_at_paper_points(runs: list[LoggedRun], paper: pd.DataFrame) -> pd.D
         compared = pd.DataFrame(found, columns=["split", "samples", "delta"])
         for split, points in compared.groupby("split", sort=False):
             worst = points["delta"].abs().argmax()
-            rows.append(dict(sweep=run.sweep, run=run.path.name, nz=run.config["nz"], split=split,
-                             points=len(points), first=int(points["samples"].min()), last=int(points["samples"].max()),
-                             mean_delta=points["delta"].mean(), mean_abs_delta=points["delta"].abs().mean(),
-                             worst_delta=points["delta"].iloc[worst], at=int(points["samples"].iloc[worst])))
+            rows.append(
+                dict(
+                    sweep=run.sweep,
+                    run=run.path.name,
+                    nz=run.config["nz"],
+                    split=split,
+                    points=len(points),
+                    first=int(points["samples"].min()),
+                    last=int(points["samples"].max()),
+                    mean_delta=points["delta"].mean(),
+                    mean_abs_delta=points["delta"].abs().mean(),
+                    worst_delta=points["delta"].iloc[worst],
+                    at=int(points["samples"].iloc[worst]),
+                )
+            )
     return pd.DataFrame(rows)

@@ -34,13 +34,25 @@ def at_paper_points(curve: tuple[Any, ...], members: list[LoggedRun], paper: pd.
         inside = (x >= ours["samples"].min()) & (x <= ours["samples"].max())
         value = np.interp(np.log10(x[inside]), np.log10(ours["samples"].to_numpy(dtype=float)), ours["value"])
         for samples, v, ref in zip(x[inside], value, pts["value"].to_numpy()[inside], strict=True):
-            rows.append(dict(sweep=sweep, dataset=dataset, algorithm=algorithm, nz=nz, split=split,
-                             samples=float(samples), elbo=float(v), paper_elbo=float(ref), delta=float(v - ref)))
+            rows.append(
+                dict(
+                    sweep=sweep,
+                    dataset=dataset,
+                    algorithm=algorithm,
+                    nz=nz,
+                    split=split,
+                    samples=float(samples),
+                    elbo=float(v),
+                    paper_elbo=float(ref),
+                    delta=float(v - ref),
+                )
+            )
     return rows
 
 
-def curve_rows(curve: tuple[Any, ...], members: list[LoggedRun], paper: pd.DataFrame,
-               points: list[float]) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+def curve_rows(
+    curve: tuple[Any, ...], members: list[LoggedRun], paper: pd.DataFrame, points: list[float]
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     """Table rows at ``points`` and at the last point reached, and every logged point, for both splits."""
     sweep, dataset, algorithm, nz = curve
     first = members[0]
@@ -53,11 +65,21 @@ def curve_rows(curve: tuple[Any, ...], members: list[LoggedRun], paper: pd.DataF
         for _, r in mean.iterrows():
             ref = paper_value(paper, first.panel, series, r["samples"], first.figure)
             size = {"n_train": first.config["n_train"]} if first.figure == 3 else {}
-            row = dict(sweep=sweep, dataset=dataset, algorithm=algorithm, **size, nz=nz, split=split,
-                       samples=int(r["samples"]), **{metric: r["value"], f"{metric}_std": r["std"]},
-                       seeds=int(r["seeds"]), **{f"{metric}_ci_low": r["ci_low"], f"{metric}_ci_high": r["ci_high"],
-                                                 f"paper_{metric}": ref},
-                       delta=r["value"] - ref, delta_ci_low=r["ci_low"] - ref, delta_ci_high=r["ci_high"] - ref)
+            row = dict(
+                sweep=sweep,
+                dataset=dataset,
+                algorithm=algorithm,
+                **size,
+                nz=nz,
+                split=split,
+                samples=int(r["samples"]),
+                **{metric: r["value"], f"{metric}_std": r["std"]},
+                seeds=int(r["seeds"]),
+                **{f"{metric}_ci_low": r["ci_low"], f"{metric}_ci_high": r["ci_high"], f"paper_{metric}": ref},
+                delta=r["value"] - ref,
+                delta_ci_low=r["ci_low"] - ref,
+                delta_ci_high=r["ci_high"] - ref,
+            )
             every.append(row)
             if int(r["samples"]) in wanted or r["samples"] == mean["samples"].max():
                 table.append(row)

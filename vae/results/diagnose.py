@@ -51,16 +51,16 @@ def inputs_of(model: VAE, test: torch.Tensor, kind: str, generator: torch.Genera
 
 
 @torch.no_grad()
-def latent_report(run_dir: Path, data_dir: Path | None = None, points: int = 10000, seed: int = 0,
-                  inputs: str = "test") -> dict[str, Any]:
+def latent_report(
+    run_dir: Path, data_dir: Path | None = None, points: int = 10000, seed: int = 0, inputs: str = "test"
+) -> dict[str, Any]:
     """The bound, its terms and the latent activity of the run's model on ``points`` images (the first test
     images, or what ``inputs`` makes of them), in nats per datapoint (one sample of z per image, as the
     evaluation of Figure 2)."""
     model = load_model(RunFolder(run_dir))
     if model.encoder is None:
         raise ConfigError(f"{run_dir}: {model.cfg.algorithm} has no encoder q(z|x), so no bound to split")
-    x = inputs_of(model, load_dataset(model.cfg, data_dir)[1][:points], inputs,
-                  torch.Generator().manual_seed(seed + 1))
+    x = inputs_of(model, load_dataset(model.cfg, data_dir)[1][:points], inputs, torch.Generator().manual_seed(seed + 1))
     mean, logvar = model.encoder(x)
     eps = torch.randn(mean.shape, generator=torch.Generator().manual_seed(seed))
     reconstruction = model.decoder.log_prob(x, reparameterize(mean, logvar, eps))
@@ -68,11 +68,19 @@ def latent_report(run_dir: Path, data_dir: Path | None = None, points: int = 100
     active = mean.var(0) > ACTIVE
     inactive = ~active
     return {
-        "run": str(run_dir), "algorithm": model.cfg.algorithm, "nz": model.cfg.nz, "inputs": inputs, "points": len(x),
-        "bound": float((reconstruction - kl.sum(1)).mean()), "reconstruction": float(reconstruction.mean()),
-        "kl": float(kl.sum(1).mean()), "kl_means": float(0.5 * mean.pow(2).sum(1).mean()),
-        "kl_variances": float(0.5 * (logvar.exp() - 1 - logvar).sum(1).mean()), "active_dims": int(active.sum()),
-        "kl_active": float(kl[:, active].sum(1).mean()), "kl_inactive": float(kl[:, inactive].sum(1).mean()),
+        "run": str(run_dir),
+        "algorithm": model.cfg.algorithm,
+        "nz": model.cfg.nz,
+        "inputs": inputs,
+        "points": len(x),
+        "bound": float((reconstruction - kl.sum(1)).mean()),
+        "reconstruction": float(reconstruction.mean()),
+        "kl": float(kl.sum(1).mean()),
+        "kl_means": float(0.5 * mean.pow(2).sum(1).mean()),
+        "kl_variances": float(0.5 * (logvar.exp() - 1 - logvar).sum(1).mean()),
+        "active_dims": int(active.sum()),
+        "kl_active": float(kl[:, active].sum(1).mean()),
+        "kl_inactive": float(kl[:, inactive].sum(1).mean()),
         "inactive_abs_mean": float(mean[:, inactive].abs().mean()) if inactive.any() else float("nan"),
         "inactive_var": float(logvar[:, inactive].exp().mean()) if inactive.any() else float("nan"),
     }

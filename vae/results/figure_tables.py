@@ -21,8 +21,9 @@ from vae.results.runs import LoggedRun, group_curves
 from vae.runs.folder import atomic_write_text
 
 
-def scorecard(every: pd.DataFrame, compared_at: pd.DataFrame, tolerance: dict[str, dict[str, float]],
-              metric: str = "elbo") -> pd.DataFrame:
+def scorecard(
+    every: pd.DataFrame, compared_at: pd.DataFrame, tolerance: dict[str, dict[str, float]], metric: str = "elbo"
+) -> pd.DataFrame:
     """Per curve and split (of ``every``, our logged points): is every comparison in ``compared_at`` (Figure 2:
     at the paper's evaluation points; Figure 3: at our points) within the tolerance?"""
     rows = []
@@ -32,17 +33,22 @@ def scorecard(every: pd.DataFrame, compared_at: pd.DataFrame, tolerance: dict[st
         compared = groups.get(key, compared_at.iloc[:0]).dropna(subset=[f"paper_{metric}"])
         tol = tolerance[key[1]]
         allowed = tol.get("nats", 0.0) + tol.get("relative", 0.0) * compared[f"paper_{metric}"].abs()
-        ok = (compared["delta"].abs() <= allowed)
-        rows.append(dict(zip(["sweep", "dataset", "algorithm", "nz", "split"], key, strict=True),
-                         last_samples=int(g["samples"].max()), points_compared=len(compared),
-                         worst_delta=(compared["delta"].iloc[compared["delta"].abs().argmax()] if len(compared)
-                                      else math.nan),
-                         within_tolerance=bool(ok.all()) if len(compared) else None))
+        ok = compared["delta"].abs() <= allowed
+        rows.append(
+            dict(
+                zip(["sweep", "dataset", "algorithm", "nz", "split"], key, strict=True),
+                last_samples=int(g["samples"].max()),
+                points_compared=len(compared),
+                worst_delta=(compared["delta"].iloc[compared["delta"].abs().argmax()] if len(compared) else math.nan),
+                within_tolerance=bool(ok.all()) if len(compared) else None,
+            )
+        )
     return pd.DataFrame(rows)
 
 
-def write_figure_tables(results_dir: Path, figure: int, runs: list[LoggedRun], settings: dict[str, Any],
-                        reference: list[LoggedRun]) -> None:
+def write_figure_tables(
+    results_dir: Path, figure: int, runs: list[LoggedRun], settings: dict[str, Any], reference: list[LoggedRun]
+) -> None:
     """``fig<N>.csv``/``.md`` (rows at ``table_points`` and the last point, beside the ``reference`` runs),
     ``fig<N>_scorecard.csv``/``.md``, ``fig<N>_runs_used.csv`` and, for Figure 3, ``fig3_order.csv``/``.md``."""
     paper = load_paper()
@@ -62,8 +68,19 @@ def write_figure_tables(results_dir: Path, figure: int, runs: list[LoggedRun], s
     main = main.sort_values(order, kind="stable")
     compared = pd.DataFrame(at_paper, columns=list(every[0])) if figure == 2 else pd.DataFrame(every)
     score = scorecard(pd.DataFrame(every), compared, settings["tolerance"], metric).sort_values(order, kind="stable")
-    used = pd.DataFrame([dict(run=str(r.path), sweep=r.sweep, nz=r.config["nz"], seed=r.config["seed"],
-                              samples=int(r.metrics["samples"].max()), complete=r.complete) for r in runs])
+    used = pd.DataFrame(
+        [
+            dict(
+                run=str(r.path),
+                sweep=r.sweep,
+                nz=r.config["nz"],
+                seed=r.config["seed"],
+                samples=int(r.metrics["samples"].max()),
+                complete=r.complete,
+            )
+            for r in runs
+        ]
+    )
     frames = {f"fig{figure}": main, f"fig{figure}_scorecard": score}
     if figure == 3:
         frames["fig3_order"] = ordering(pd.DataFrame(every))
@@ -90,9 +107,14 @@ def ordering(every: pd.DataFrame) -> pd.DataFrame:
         at = at[(at["samples"] - last).abs() <= 0.01 * last].set_index("algorithm")
         ours = at["marginal"].sort_values(ascending=False)
         paper = at["paper_marginal"].dropna().sort_values(ascending=False)
-        rows.append(dict(n_train=n_train, split=split, samples=int(last),
-                         ours=" > ".join(f"{SERIES[a]} {v:.1f}" for a, v in ours.items()),
-                         paper=" > ".join(f"{SERIES[a]} {v:.1f}" for a, v in paper.items()),
-                         same_order=list(ours.index[ours.index.isin(paper.index)]) == list(paper.index)
-                         if len(paper) else None))
+        rows.append(
+            dict(
+                n_train=n_train,
+                split=split,
+                samples=int(last),
+                ours=" > ".join(f"{SERIES[a]} {v:.1f}" for a, v in ours.items()),
+                paper=" > ".join(f"{SERIES[a]} {v:.1f}" for a, v in paper.items()),
+                same_order=list(ours.index[ours.index.isin(paper.index)]) == list(paper.index) if len(paper) else None,
+            )
+        )
     return pd.DataFrame(rows)

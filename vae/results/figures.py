@@ -91,15 +91,23 @@ def draw_figure2(runs: list[LoggedRun], reference: list[LoggedRun], users: bool 
             for algorithm in ("aevb", "wakesleep"):
                 series = SERIES[algorithm]
                 for split, style in STYLES.items():
-                    ref = paper[(paper["figure"] == 2) & (paper["panel"] == f"{PANEL[dataset]} Nz={nz}")
-                                & (paper["series"] == f"{series} {split}")]
+                    ref = paper[
+                        (paper["figure"] == 2)
+                        & (paper["panel"] == f"{PANEL[dataset]} Nz={nz}")
+                        & (paper["series"] == f"{series} {split}")
+                    ]
                     # as published: from the untrained model at the first iteration, a drawn line to the
                     # first logged evaluation (marked), then one vertex per evaluation
-                    ax.plot(ref["x_samples_evaluated"], ref["value"], style, color=COLOURS[algorithm],
-                            **PAPER_STYLE)
+                    ax.plot(ref["x_samples_evaluated"], ref["value"], style, color=COLOURS[algorithm], **PAPER_STYLE)
                     first = ref[ref["kind"] == "evaluation"].iloc[0]
-                    ax.plot(first["x_samples_evaluated"], first["value"], FIRST_MEASURED, color=COLOURS[algorithm],
-                            alpha=0.5, ms=5)
+                    ax.plot(
+                        first["x_samples_evaluated"],
+                        first["value"],
+                        FIRST_MEASURED,
+                        color=COLOURS[algorithm],
+                        alpha=0.5,
+                        ms=5,
+                    )
     drawn: dict[plt.Axes, list[Drawn]] = defaultdict(list)
     for shown, look, fit in ((reference, REFERENCE_STYLE, False), (runs, RUN_STYLE, users)):
         for (_, dataset, algorithm, nz), members in group_curves(shown).items():
@@ -108,8 +116,11 @@ def draw_figure2(runs: list[LoggedRun], reference: list[LoggedRun], users: bool 
                 continue
             for split in splits(members, 2):
                 mean = curve_mean(members, metric_column(split, "elbo"))
-                drawn[ax].append(draw_curve(ax, mean["samples"], mean, STYLES.get(split, RUNNING_STYLE),
-                                            COLOURS[algorithm], look, fit))
+                drawn[ax].append(
+                    draw_curve(
+                        ax, mean["samples"], mean, STYLES.get(split, RUNNING_STYLE), COLOURS[algorithm], look, fit
+                    )
+                )
     marked = False
     for (dataset, _), ax in panels.items():
         xlim = (1e5, 2.5e8 if dataset == "mnist" else 1e8)
@@ -119,18 +130,24 @@ def draw_figure2(runs: list[LoggedRun], reference: list[LoggedRun], users: bool 
     axes[0, 0].set_xlabel("# Training samples evaluated")
     legend = axes[1, 0]
     legend.axis("off")
-    handles = [Line2D([], [], color=COLOURS[a], ls=STYLES[s], label=f"{n} ({s})")
-               for a, n in (("wakesleep", "Wake-Sleep"), ("aevb", "AEVB")) for s in ("test", "train")]
+    handles = [
+        Line2D([], [], color=COLOURS[a], ls=STYLES[s], label=f"{n} ({s})")
+        for a, n in (("wakesleep", "Wake-Sleep"), ("aevb", "AEVB"))
+        for s in ("test", "train")
+    ]
     handles.append(Line2D([], [], color="grey", ls=RUNNING_STYLE, label="ours: train, running average"))
-    first = Line2D([], [], color="grey", alpha=0.5, ls="", marker=FIRST_MEASURED, ms=5,
-                   label="paper's first measured point")
-    legend.legend(handles=handles + sources(users, bool(reference)) + [first] + beyond(marked), loc="center",
-                  frameon=False)
+    first = Line2D(
+        [], [], color="grey", alpha=0.5, ls="", marker=FIRST_MEASURED, ms=5, label="paper's first measured point"
+    )
+    legend.legend(
+        handles=handles + sources(users, bool(reference)) + [first] + beyond(marked), loc="center", frameon=False
+    )
     return fig
 
 
-def draw_curve(ax: plt.Axes, x: Any, mean: Any, style: str, colour: tuple[float, ...], look: dict[str, Any],
-               fit: bool) -> Drawn:
+def draw_curve(
+    ax: plt.Axes, x: Any, mean: Any, style: str, colour: tuple[float, ...], look: dict[str, Any], fit: bool
+) -> Drawn:
     """The mean of a curve's seeds as a line, its interval shaded (``band``); returns what was drawn."""
     ax.plot(x, mean["value"], style, color=colour, **look)
     band(ax, x, mean, colour, look)
@@ -153,12 +170,15 @@ def widened(limits: tuple[float, float], values: list[np.ndarray], log: bool = F
     scale, unscale = (np.log10, lambda v: 10**v) if log else (float, float)
     low, high, least, most = (scale(v) for v in (*limits, points.min(), points.max()))
     pad = PAD * (max(high, most) - min(low, least))
-    return (limits[0] if least >= low else float(unscale(least - pad)),
-            limits[1] if most <= high else float(unscale(most + pad)))
+    return (
+        limits[0] if least >= low else float(unscale(least - pad)),
+        limits[1] if most <= high else float(unscale(most + pad)),
+    )
 
 
-def fit_panel(ax: plt.Axes, xlim: tuple[float, float], ylim: tuple[float, float], drawn: list[Drawn],
-              log_x: bool = False) -> bool:
+def fit_panel(
+    ax: plt.Axes, xlim: tuple[float, float], ylim: tuple[float, float], drawn: list[Drawn], log_x: bool = False
+) -> bool:
     """Set the panel's axes to the paper's ``xlim`` and ``ylim``, the x-axis widened to every curve drawn and the
     y-axis to those to fit (the user's runs), and mark each curve that still leaves the y-axis (``mark_beyond``);
     returns whether any was marked."""
@@ -175,8 +195,16 @@ def mark_beyond(ax: plt.Axes, curve: Drawn) -> bool:
     marked = False
     for side, beyond, edge in (("below", curve.y < low, low), ("above", curve.y > high, high)):
         if beyond.any():
-            ax.plot(curve.x[beyond][-1], edge, BEYOND[side], color=curve.colour, alpha=curve.look.get("alpha", 1.0),
-                    ms=7, clip_on=False, zorder=3)
+            ax.plot(
+                curve.x[beyond][-1],
+                edge,
+                BEYOND[side],
+                color=curve.colour,
+                alpha=curve.look.get("alpha", 1.0),
+                ms=7,
+                clip_on=False,
+                zorder=3,
+            )
             marked = True
     return marked
 
@@ -192,8 +220,11 @@ def sources(users: bool, reference: bool) -> list[Line2D]:
 
 def beyond(marked: bool) -> list[Line2D]:
     """The legend entry of the marks of curves that leave the axis, where some curve was marked."""
-    return [Line2D([], [], color="grey", ls="", marker=BEYOND["below"], ms=7,
-                   label="curve continues beyond the axis")] if marked else []
+    return (
+        [Line2D([], [], color="grey", ls="", marker=BEYOND["below"], ms=7, label="curve continues beyond the axis")]
+        if marked
+        else []
+    )
 
 
 FIG3_PANELS = {1000: (60, (-160, -100)), 50000: (68, (-160, -125))}  # x limit (millions), y limits
@@ -217,10 +248,12 @@ def draw_figure3(runs: list[LoggedRun], reference: list[LoggedRun], users: bool 
         ax.grid(alpha=0.2)
         for algorithm, series in SERIES.items():
             for split, style in STYLES.items():
-                ref = paper[(paper["figure"] == 3) & (paper["panel"] == f"Ntrain={n_train}")
-                            & (paper["series"] == f"{series} {split}")].sort_values("x_samples_evaluated")
-                ax.plot(ref["x_samples_evaluated"] / 1e6, ref["value"], style, color=COLOURS[algorithm],
-                        **PAPER_STYLE)
+                ref = paper[
+                    (paper["figure"] == 3)
+                    & (paper["panel"] == f"Ntrain={n_train}")
+                    & (paper["series"] == f"{series} {split}")
+                ].sort_values("x_samples_evaluated")
+                ax.plot(ref["x_samples_evaluated"] / 1e6, ref["value"], style, color=COLOURS[algorithm], **PAPER_STYLE)
     axes[0].set_ylabel("Marginal log-likelihood")
     drawn: dict[plt.Axes, list[Drawn]] = defaultdict(list)
     for shown, look, fit in ((reference, REFERENCE_STYLE, False), (runs, RUN_STYLE, users)):
@@ -235,10 +268,12 @@ def draw_figure3(runs: list[LoggedRun], reference: list[LoggedRun], users: bool 
     for n_train, (xmax, ylim) in FIG3_PANELS.items():
         marked |= fit_panel(panels[n_train], (0, xmax), ylim, drawn[panels[n_train]])
     axes[2].axis("off")
-    handles = [Line2D([], [], color=COLOURS[a], ls=STYLES[s], label=f"{NAMES[a]} ({s})")
-               for a in NAMES for s in ("train", "test")]
-    axes[2].legend(handles=handles + sources(users, bool(reference)) + beyond(marked), loc="center",
-                   frameon=False)
+    handles = [
+        Line2D([], [], color=COLOURS[a], ls=STYLES[s], label=f"{NAMES[a]} ({s})")
+        for a in NAMES
+        for s in ("train", "test")
+    ]
+    axes[2].legend(handles=handles + sources(users, bool(reference)) + beyond(marked), loc="center", frameon=False)
     return fig
 
 
@@ -249,8 +284,9 @@ def paper_figures(shown: Shown) -> tuple[list[Path], list[Path]]:
     for figure, draw_figure in ((2, figure2), (3, figure3)):
         runs = figure_runs(shown.runs, figure)
         if runs:
-            written.append(draw_figure(runs, shown.folder / "figures", figure_runs(shown.reference, figure),
-                                       shown.users))
+            written.append(
+                draw_figure(runs, shown.folder / "figures", figure_runs(shown.reference, figure), shown.users)
+            )
             drawn += [r.path for r in runs]
     if not written:
         raise no_runs(shown.folder, shown.include_incomplete)
@@ -300,15 +336,19 @@ def planned_images(results_dir: Path, settings: dict[str, Any]) -> list[tuple[st
         figure4, figure5, seed = dict(settings["figure4"] or {}), list(settings["figure5"] or []), settings["seed"]
         figure4 = {name: (spec["run"], int(spec["grid"])) for name, spec in figure4.items()}
     except (KeyError, TypeError, ValueError) as e:
-        raise ConfigError(f"the figures settings need seed, figure4 ({{name: {{run, grid}}}}) and figure5 "
-                          f"(a list of runs), as in experiments/figures.yaml ({type(e).__name__}: {e})") from None
+        raise ConfigError(
+            f"the figures settings need seed, figure4 ({{name: {{run, grid}}}}) and figure5 "
+            f"(a list of runs), as in experiments/figures.yaml ({type(e).__name__}: {e})"
+        ) from None
     plans = []
     for name, (run, grid) in figure4.items():
         model = trained(Path(results_dir) / run)
         if model is not None:
             if model.cfg.nz != 2:
-                raise ConfigError(f"Figure 4 draws a 2-D latent space, but {run} has Nz={model.cfg.nz}; name a run "
-                                  "with nz=2 under figure4 in the figures settings")
+                raise ConfigError(
+                    f"Figure 4 draws a 2-D latent space, but {run} has Nz={model.cfg.nz}; name a run "
+                    "with nz=2 under figure4 in the figures settings"
+                )
             plans.append((f"fig4_{name}.png", model, manifold_grid(grid), grid))
     for run in figure5:
         model = trained(Path(results_dir) / run)
@@ -370,8 +410,9 @@ def log_to_wandb(run_dirs: list[Path], images: dict[str, Path]) -> int:
         metrics = folder.metrics()
         assert metrics is not None  # the run's curve was drawn from it
         last = int(metrics["samples"].max())
-        run = wandb.init(project=cfg["wandb_project"], id=folder.wandb_id(), dir=str(run_dir), mode=cfg["wandb"],
-                         resume="allow")
+        run = wandb.init(
+            project=cfg["wandb_project"], id=folder.wandb_id(), dir=str(run_dir), mode=cfg["wandb"], resume="allow"
+        )
         run.log({f"figures/{name}": wandb.Image(str(path)) for name, path in images.items()}, step=last)
         run.finish()
         updated += 1

@@ -36,8 +36,10 @@ def evaluate_log_px(run_dir: Path, data_dir: Path | None, k: int, points: int, s
     checkpoint = read_checkpoint(folder)
     model = load_model(folder, checkpoint).eval()
     if model.encoder is None:
-        raise ConfigError(f"{run_dir}: {model.cfg.algorithm} has no encoder to propose z; log p(x) of its runs is "
-                          "Figure 3's marginal-likelihood estimate")
+        raise ConfigError(
+            f"{run_dir}: {model.cfg.algorithm} has no encoder to propose z; log p(x) of its runs is "
+            "Figure 3's marginal-likelihood estimate"
+        )
     samples = int(checkpoint["sample_axis"]["samples"])
     wanted = dict(samples=samples, k=k, points=points, seed=seed)
     known = folder.log_px()
@@ -45,10 +47,14 @@ def evaluate_log_px(run_dir: Path, data_dir: Path | None, k: int, points: int, s
         return known
     check_writable(folder.path, WHERE)  # before the sampling, not after it
     x = load_dataset(model.cfg, data_dir)[1][:points]
-    with Meter(f"log p(x) of {folder.sweep}/{folder.name}", "chunk", math.ceil(k / IS_CHUNK),
-               model.cfg.heartbeat_seconds) as tick:
-        log_px = log_marginal_is(x, model.decoder, model.encoder, torch.Generator().manual_seed(seed), k=k,
-                                 between=tick).mean().item()
+    with Meter(
+        f"log p(x) of {folder.sweep}/{folder.name}", "chunk", math.ceil(k / IS_CHUNK), model.cfg.heartbeat_seconds
+    ) as tick:
+        log_px = (
+            log_marginal_is(x, model.decoder, model.encoder, torch.Generator().manual_seed(seed), k=k, between=tick)
+            .mean()
+            .item()
+        )
     bound = model.elbo(x, "B", 1, torch.Generator().manual_seed(seed + 1)).mean().item()
     result = wanted | dict(points=len(x), log_px=log_px, elbo=bound, gap=log_px - bound)
     with writing(folder.path, WHERE):

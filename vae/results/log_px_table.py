@@ -27,11 +27,26 @@ def log_px_rows(runs: list[LoggedRun], published: dict[str, list[dict[str, Any]]
         n, mean, std = len(m), m["log_px"].mean(), m["log_px"].std(ddof=1)
         half = t_half_width(std, n)
         first = (published.get(dataset) or [{"source": "", "value": math.nan}])[0]
-        rows.append(dict(sweep=sweep, dataset=dataset, algorithm=algorithm, nz=nz, seeds=n,
-                         samples=int(m["samples"].min()), points=int(m["points"].min()), k=int(m["k"].min()),
-                         log_px=mean, log_px_std=std, log_px_ci_low=mean - half, log_px_ci_high=mean + half,
-                         elbo=m["elbo"].mean(), gap=m["gap"].mean(), published_log_px=first["value"],
-                         published_source=first["source"]))
+        rows.append(
+            dict(
+                sweep=sweep,
+                dataset=dataset,
+                algorithm=algorithm,
+                nz=nz,
+                seeds=n,
+                samples=int(m["samples"].min()),
+                points=int(m["points"].min()),
+                k=int(m["k"].min()),
+                log_px=mean,
+                log_px_std=std,
+                log_px_ci_low=mean - half,
+                log_px_ci_high=mean + half,
+                elbo=m["elbo"].mean(),
+                gap=m["gap"].mean(),
+                published_log_px=first["value"],
+                published_source=first["source"],
+            )
+        )
     return rows
 
 
@@ -40,8 +55,18 @@ def write_log_px_table(folder: Path, runs: list[LoggedRun], settings: dict[str, 
     table = pd.DataFrame(log_px_rows(runs, settings["published"]))
     out = Path(folder) / "tables"
     atomic_write_text(out / "fig2_log_px.csv", table.to_csv(index=False, float_format="%.3f"))
-    notes = [f"- {dataset}: {entry['source']}: {entry['value']}" for dataset, entries in settings["published"].items()
-             for entry in entries]
-    atomic_write_text(out / "fig2_log_px.md", markdown(table.drop(columns="published_source"))
-                      + "\n\n" + settings["note"].strip() + "\n\n" + "\n".join(notes) + "\n")
+    notes = [
+        f"- {dataset}: {entry['source']}: {entry['value']}"
+        for dataset, entries in settings["published"].items()
+        for entry in entries
+    ]
+    atomic_write_text(
+        out / "fig2_log_px.md",
+        markdown(table.drop(columns="published_source"))
+        + "\n\n"
+        + settings["note"].strip()
+        + "\n\n"
+        + "\n".join(notes)
+        + "\n",
+    )
     print(f"log p(x) table from {len(runs)} run(s): wrote {out}/fig2_log_px.csv/.md")

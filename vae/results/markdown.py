@@ -12,6 +12,8 @@ def markdown(table: pd.DataFrame) -> str:
     """``table`` as a Markdown table without its index, every missing value written ``MISSING``; a numeric column
     stays aligned as numbers where all its values are missing."""
     shown = table.astype(object).where(table.notna(), None)
-    align = ["decimal" if pd.api.types.is_numeric_dtype(table[c]) and table[c].isna().all() else "global"
-             for c in table.columns]
+    align = [
+        "decimal" if pd.api.types.is_numeric_dtype(table[c]) and table[c].isna().all() else "global"
+        for c in table.columns
+    ]
     return shown.to_markdown(index=False, floatfmt=".2f", missingval=MISSING, colalign=align)

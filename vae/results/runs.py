@@ -76,8 +76,11 @@ def results_folders(results_dir: Path, besides: Path | None = None) -> list[Path
     """``results_dir`` and each folder in it, where it holds runs (``<folder>/runs/<sweep>/<run>/``), sorted;
     never ``besides`` (the reference runs, should they lie there). Folders deeper down (``results/gpu/tf32``, the
     TF32 runs of ``make gpu-check``) are read by naming them as the results folder."""
-    found = {p.parents[3] for pattern in ("runs/*/*/config.yaml", "*/runs/*/*/config.yaml")
-             for p in Path(results_dir).glob(pattern)}
+    found = {
+        p.parents[3]
+        for pattern in ("runs/*/*/config.yaml", "*/runs/*/*/config.yaml")
+        for p in Path(results_dir).glob(pattern)
+    }
     return sorted(f for f in found if besides is None or f.resolve() != besides.resolve())
 
 
@@ -105,8 +108,11 @@ def load_run(folder: RunFolder, label: str, include_incomplete: bool) -> LoggedR
         status = folder.status()
         problem = metrics_problem(folder, status)
         if problem:
-            repair = ("rerunning its train command rewrites it from the run's checkpoint"
-                      if folder.has_checkpoint() else "the run has no checkpoint to rewrite it from")
+            repair = (
+                "rerunning its train command rewrites it from the run's checkpoint"
+                if folder.has_checkpoint()
+                else "the run has no checkpoint to rewrite it from"
+            )
             print(f"warning: run skipped: {folder.metrics_file} {problem}; {repair}", file=sys.stderr)
             return None
         metrics = folder.metrics()
@@ -130,11 +136,14 @@ def metrics_problem(folder: RunFolder, status: dict[str, Any]) -> str | None:
         return f"cannot be read ({e})"
     last = status.get("last")
     if last:
-        evaluated = metrics[(metrics["samples"] <= status["samples"])
-                            & metrics.filter(like="test/").notna().any(axis=1)].to_dict("records")
+        evaluated = metrics[
+            (metrics["samples"] <= status["samples"]) & metrics.filter(like="test/").notna().any(axis=1)
+        ].to_dict("records")
         if not evaluated or not same_row(evaluated[-1], last):
-            return (f"does not hold the last evaluation of {folder.status_file.name} (at {last['samples']:,d} "
-                    "samples) as its last")
+            return (
+                f"does not hold the last evaluation of {folder.status_file.name} (at {last['samples']:,d} "
+                "samples) as its last"
+            )
     if folder.has_checkpoint():
         axis = read_checkpoint(folder)["sample_axis"]
         departure = folder.metrics_departure(axis["history"], axis["samples"])
@@ -164,8 +173,10 @@ def gather(results_dir: Path, reference_dir: Path | None = None, include_incompl
         return Shown(results_dir, load_runs(results_dir, include_incomplete), [], True, include_incomplete)
     runs = load_runs(results_dir, include_incomplete, reference_dir)
     if not runs:
-        print(f"no {'logged' if include_incomplete else 'complete'} runs under {read_from(results_dir, reference_dir)} "
-              f"yet: showing the committed reference runs of {reference_dir} alone")
+        print(
+            f"no {'logged' if include_incomplete else 'complete'} runs under {read_from(results_dir, reference_dir)} "
+            f"yet: showing the committed reference runs of {reference_dir} alone"
+        )
         return Shown(reference_dir, load_runs(reference_dir, True), [], False, True)
     print(f"runs read from {read_from(results_dir, reference_dir)}, beside the reference runs of {reference_dir}")
     return Shown(results_dir, runs, load_runs(reference_dir, True), True, include_incomplete)
@@ -190,14 +201,17 @@ def group_curves(runs: list[LoggedRun]) -> dict[tuple[Any, ...], list[LoggedRun]
                 raise ReportError(
                     f"runs {members[0].path} and {other.path} share the curve "
                     f"{dict(zip(CURVE, curve, strict=True))} but their configs differ in {diff}; "
-                    "put different configs in different sweeps")
+                    "put different configs in different sweeps"
+                )
     return dict(groups)
 
 
 def figure_runs(runs: list[LoggedRun], figure: int) -> list[LoggedRun]:
     """The runs of Figure 2 or 3, in curve order (possibly none)."""
-    return sorted((r for r in runs if r.config["dataset"] in PANEL and r.figure == figure and not r.ablation),
-                  key=lambda r: (r.curve, r.config["seed"]))
+    return sorted(
+        (r for r in runs if r.config["dataset"] in PANEL and r.figure == figure and not r.ablation),
+        key=lambda r: (r.curve, r.config["seed"]),
+    )
 
 
 def ablation_runs(runs: list[LoggedRun]) -> list[LoggedRun]:

@@ -27,5 +27,6 @@ def curve_mean(members: list[LoggedRun], column: str) -> pd.DataFrame:
     n = joined.count(axis=1)
     mean, std = joined.mean(axis=1), joined.std(axis=1, ddof=1)
     half = pd.Series([t_half_width(s, int(k)) for s, k in zip(std, n, strict=True)], index=joined.index)
-    return pd.DataFrame({"value": mean, "std": std, "seeds": n, "ci_low": mean - half,
-                         "ci_high": mean + half}).reset_index()
+    return pd.DataFrame(
+        {"value": mean, "std": std, "seeds": n, "ci_low": mean - half, "ci_high": mean + half}
+    ).reset_index()

@@ -17,8 +17,9 @@ def write_tables(shown: Shown, settings: dict[str, Any]) -> None:
     for figure in (2, 3):
         runs = figure_runs(shown.runs, figure)
         if runs:
-            write_figure_tables(shown.folder, figure, runs, settings[f"fig{figure}"],
-                                figure_runs(shown.reference, figure))
+            write_figure_tables(
+                shown.folder, figure, runs, settings[f"fig{figure}"], figure_runs(shown.reference, figure)
+            )
             written += 1
     measured = [r for r in figure_runs(shown.runs, 2) if r.log_px]
     if measured:

@@ -30,8 +30,11 @@ def paper_points(paper: pd.DataFrame, figure: int, name: str, algorithm: str) ->
     curves = []
     for split in ("train", "test"):
         pts = paper_curve(paper, name, f"{SERIES[algorithm]} {split}", figure)
-        curves.append(pd.Series(pts["value"].to_numpy(), index=pts["x_samples_evaluated"].round().astype(int),
-                                name=f"{split}/{metric}"))
+        curves.append(
+            pd.Series(
+                pts["value"].to_numpy(), index=pts["x_samples_evaluated"].round().astype(int), name=f"{split}/{metric}"
+            )
+        )
     points = pd.concat(curves, axis=1).sort_index()
     if figure == 2:
         points["train/running_elbo"] = points["train/elbo"]
@@ -61,17 +64,29 @@ def log_paper_curves(sweep: Sweep, results_dir: Path) -> list[str]:
         if durable_steps(folder / "wandb", run_id):
             continue
         folder.mkdir(parents=True, exist_ok=True)
-        run = wandb.init(project=config["wandb_project"], group=sweep.name, name=title, id=run_id, dir=str(folder),
-                         mode=config["wandb"], settings=wandb_settings(wandb), job_type="paper", tags=["paper"],
-                         reinit="create_new",
-                         config={"source": "Kingma & Welling (2014), digitized from the PDF", "figure": figure,
-                                 "panel": name, "algorithm": algorithm})
+        run = wandb.init(
+            project=config["wandb_project"],
+            group=sweep.name,
+            name=title,
+            id=run_id,
+            dir=str(folder),
+            mode=config["wandb"],
+            settings=wandb_settings(wandb),
+            job_type="paper",
+            tags=["paper"],
+            reinit="create_new",
+            config={
+                "source": "Kingma & Welling (2014), digitized from the PDF",
+                "figure": figure,
+                "panel": name,
+                "algorithm": algorithm,
+            },
+        )
         run.define_metric("samples")
         for metric in points.columns:
             run.define_metric(metric, step_metric="samples")
         for samples, row in points.iterrows():
-            run.log({"samples": int(samples)} | {k: float(v) for k, v in row.items() if pd.notna(v)},
-                    step=int(samples))
+            run.log({"samples": int(samples)} | {k: float(v) for k, v in row.items() if pd.notna(v)}, step=int(samples))
         run.finish()
         logged.append(title)
     return logged

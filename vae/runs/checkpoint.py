@@ -63,8 +63,9 @@ class RunCheckpointIO(TorchCheckpointIO):
         self.digests: dict[Path, str] = {}  # SHA-256 of each checkpoint as last read or written
         self.verified: dict[str, Any] | None = None  # read by ``verify``, handed to Lightning's first load
 
-    def save_checkpoint(self, checkpoint: dict[str, Any], path: str | os.PathLike[str],
-                        storage_options: Any | None = None) -> None:
+    def save_checkpoint(
+        self, checkpoint: dict[str, Any], path: str | os.PathLike[str], storage_options: Any | None = None
+    ) -> None:
         common = {k: v for k, v in checkpoint.items() if k != "runs"}
         sums: list[tuple[Path, bytes]] = []
         checkpoints: list[tuple[Path, bytes]] = []
@@ -92,7 +93,8 @@ class RunCheckpointIO(TorchCheckpointIO):
                 f"cannot write the checkpoint {target}: {e.strerror}. The disk holding {target.parent} is full "
                 f"(or a file size limit is reached): the next checkpoint needs {need:,d} bytes "
                 f"({need / 2**20:.1f} MiB) there. The last checkpoint is kept and no temporary file is left: free "
-                "the space, then rerun the same command to continue from it.") from None
+                "the space, then rerun the same command to continue from it."
+            ) from None
         for tmp, target in staged:
             os.replace(tmp, target)
         self.digests |= digests
@@ -103,8 +105,9 @@ class RunCheckpointIO(TorchCheckpointIO):
         self.verified = verified = self.load_checkpoint(self.folders[0].checkpoint)
         return verified
 
-    def load_checkpoint(self, path: str | os.PathLike[str], map_location: Any | None = None,
-                        weights_only: bool | None = None) -> dict[str, Any]:
+    def load_checkpoint(
+        self, path: str | os.PathLike[str], map_location: Any | None = None, weights_only: bool | None = None
+    ) -> dict[str, Any]:
         if self.verified is not None:
             checkpoint, self.verified = self.verified, None
             return checkpoint
@@ -119,8 +122,11 @@ class RunCheckpointIO(TorchCheckpointIO):
         data = path.read_bytes()
         digest = hashlib.sha256(data).hexdigest()
         if sums.is_file() and digest not in {line.split()[0] for line in sums.read_text().splitlines() if line}:
-            refuse(folder, f"does not match its checksum in {sums.name}: the file is damaged or truncated, or "
-                           "another file was put in its place")
+            refuse(
+                folder,
+                f"does not match its checksum in {sums.name}: the file is damaged or truncated, or "
+                "another file was put in its place",
+            )
         try:
             run = torch.load(io.BytesIO(data), map_location="cpu", weights_only=False)
         except Exception as e:
@@ -141,8 +147,10 @@ class RunCheckpointIO(TorchCheckpointIO):
 def read_checkpoint(folder: RunFolder) -> dict[str, Any]:
     """A trained run's last checkpoint, verified (``RunCheckpointIO.read``)."""
     if folder.config() is None or not folder.has_checkpoint():
-        raise ResultsError(f"{folder.path} has no config and checkpoint: give the folder of a trained run "
-                           "(results/runs/<sweep>/<run>; the committed reference runs have no checkpoints)")
+        raise ResultsError(
+            f"{folder.path} has no config and checkpoint: give the folder of a trained run "
+            "(results/runs/<sweep>/<run>; the committed reference runs have no checkpoints)"
+        )
     return RunCheckpointIO([folder]).read(folder)
 
 
@@ -160,7 +168,8 @@ def refuse(folder: RunFolder, problem: str) -> NoReturn:
     raise ResultsError(
         f"the checkpoint {folder.checkpoint} {problem}. The run's checkpoint and results are left as they are. "
         f"Put this run's own checkpoint back (with {checksum_file(folder.checkpoint).name}), or delete "
-        f"{folder.checkpoint.parent} to restart run {folder.sweep}/{folder.name} from zero.")
+        f"{folder.checkpoint.parent} to restart run {folder.sweep}/{folder.name} from zero."
+    )
 
 
 class PeriodicCheckpoint(L.Callback):

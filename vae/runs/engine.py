@@ -54,26 +54,38 @@ class Engine:
             raise ConfigError("stack_size must be at least 1")
 
 
-def run_specs(engine: Engine, sweep: str, specs: list[RunSpec], results_dir: Path, data_dir: Path | None,
-              data: L.LightningDataModule | None = None) -> dict[str, dict[str, Any]]:
+def run_specs(
+    engine: Engine,
+    sweep: str,
+    specs: list[RunSpec],
+    results_dir: Path,
+    data_dir: Path | None,
+    data: L.LightningDataModule | None = None,
+) -> dict[str, dict[str, Any]]:
     """Train every run; returns each run's status by name. ``data`` replaces the datasets of ``data_dir`` (local
     and stack engines: a Ray task loads its own)."""
     if engine.kind == "local":
-        return {s.name: run_one(sweep, s, results_dir, data_dir, data, position=f"{i}/{len(specs)}")
-                for i, s in enumerate(specs, 1)}
+        return {
+            s.name: run_one(sweep, s, results_dir, data_dir, data, position=f"{i}/{len(specs)}")
+            for i, s in enumerate(specs, 1)
+        }
     if engine.kind == "stack":
         return run_stacked(sweep, specs, results_dir, data_dir, engine.stack_size, data)
     if data is not None:
         raise ConfigError("the ray engine loads the data in each task; give it a data folder, not a datamodule")
     if any(s.config.devices * s.config.num_nodes > 1 for s in specs):
-        raise ConfigError("the ray engine runs one single-device run per task; use devices=1 with it, or the "
-                          "local engine for a DDP run over several devices")
-    return _run_ray(engine, sweep, specs, Path(results_dir).resolve(),
-                    None if data_dir is None else Path(data_dir).resolve())
+        raise ConfigError(
+            "the ray engine runs one single-device run per task; use devices=1 with it, or the "
+            "local engine for a DDP run over several devices"
+        )
+    return _run_ray(
+        engine, sweep, specs, Path(results_dir).resolve(), None if data_dir is None else Path(data_dir).resolve()
+    )
 
 
-def stack_groups(specs: Sequence[RunSpec], results_dir: Path, sweep: str,
-                 stack_size: int | None) -> tuple[list[list[RunSpec]], list[RunSpec]]:
+def stack_groups(
+    specs: Sequence[RunSpec], results_dir: Path, sweep: str, stack_size: int | None
+) -> tuple[list[list[RunSpec]], list[RunSpec]]:
     """(stacks, the rest): runs that may share a stack, grouped by config (all but ``nz`` and ``seed``) and by
     the sample count of their last checkpoint, at most ``stack_size`` per stack; the rest (algorithms that stack
     no models, DDP runs, finished runs) train alone."""
@@ -87,7 +99,7 @@ def stack_groups(specs: Sequence[RunSpec], results_dir: Path, sweep: str,
         key = tuple((k, repr(v)) for k, v in cfg.to_dict().items() if k not in STACKED_KEYS)
         groups.setdefault(key + (folder.samples_done(),), []).append(spec)
     size = stack_size or max((len(g) for g in groups.values()), default=1)
-    stacks = [g[i:i + size] for g in groups.values() for i in range(0, len(g), size)]
+    stacks = [g[i : i + size] for g in groups.values() for i in range(0, len(g), size)]
     return stacks, rest
 
 
@@ -96,13 +108,21 @@ def on_cpu(cfg: Config) -> bool:
     return cfg.accelerator == "cpu" or (cfg.accelerator == "auto" and not torch.cuda.is_available())
 
 
-def run_stacked(sweep: str, specs: Sequence[RunSpec], results_dir: Path, data_dir: Path | None = None,
-                stack_size: int | None = None, data: L.LightningDataModule | None = None) -> dict[str, dict[str, Any]]:
+def run_stacked(
+    sweep: str,
+    specs: Sequence[RunSpec],
+    results_dir: Path,
+    data_dir: Path | None = None,
+    stack_size: int | None = None,
+    data: L.LightningDataModule | None = None,
+) -> dict[str, dict[str, Any]]:
     """Train a sweep's runs in stacks; the runs that cannot share one train alone."""
     stacks, rest = stack_groups(specs, results_dir, sweep, stack_size)
     if any(on_cpu(group[0].config) for group in stacks):
-        say("note: --engine stack on a CPU runs each stacked layer model by model, so it trains no faster than "
-            "--engine local; stacking pays on a GPU, where k models share each kernel")
+        say(
+            "note: --engine stack on a CPU runs each stacked layer model by model, so it trains no faster than "
+            "--engine local; stacking pays on a GPU, where k models share each kernel"
+        )
     results: dict[str, dict[str, Any]] = {}
     count = len(stacks) + len(rest)
     for i, group in enumerate(stacks, 1):
@@ -113,19 +133,28 @@ def run_stacked(sweep: str, specs: Sequence[RunSpec], results_dir: Path, data_di
     return {s.name: results[s.name] for s in specs}
 
 
-def _run_ray(engine: Engine, sweep: str, specs: list[RunSpec], results_dir: Path,
-             data_dir: Path | None) -> dict[str, dict[str, Any]]:
+def _run_ray(
+    engine: Engine, sweep: str, specs: list[RunSpec], results_dir: Path, data_dir: Path | None
+) -> dict[str, dict[str, Any]]:
     ray = require_ray()
     env = {k: os.environ[k] for k in ("VAE_DATA_DIR", "WANDB_MODE") if k in os.environ}
-    ray.init(address=engine.address, num_gpus=engine.gpus if engine.address is None else None,
-             runtime_env={"env_vars": env}, include_dashboard=False, log_to_driver=True,
-             ignore_reinit_error=True)
+    ray.init(
+        address=engine.address,
+        num_gpus=engine.gpus if engine.address is None else None,
+        runtime_env={"env_vars": env},
+        include_dashboard=False,
+        log_to_driver=True,
+        ignore_reinit_error=True,
+    )
     try:
         has_gpus = ray.cluster_resources().get("GPU", 0) > 0
         task = ray.remote(run_one).options(
-            num_cpus=engine.cpus_per_run, num_gpus=engine.gpus_per_run if has_gpus else 0, max_retries=0)
-        pending = {task.remote(sweep, s, results_dir, data_dir, position=f"{i}/{len(specs)}"): s.name
-                   for i, s in enumerate(specs, 1)}
+            num_cpus=engine.cpus_per_run, num_gpus=engine.gpus_per_run if has_gpus else 0, max_retries=0
+        )
+        pending = {
+            task.remote(sweep, s, results_dir, data_dir, position=f"{i}/{len(specs)}"): s.name
+            for i, s in enumerate(specs, 1)
+        }
         results: dict[str, dict[str, Any]] = {}
         failures: dict[str, str] = {}
         while pending:
@@ -137,8 +166,10 @@ def _run_ray(engine: Engine, sweep: str, specs: list[RunSpec], results_dir: Path
                 failures[name] = str(e.cause if e.cause is not None else e).splitlines()[-1]
         if failures:
             lines = "\n".join(f"  {n}: {msg}" for n, msg in failures.items())
-            raise SweepFailed(f"{len(failures)} of {len(specs)} run(s) failed (the others finished and are "
-                               f"saved; rerun the same command to retry the failed ones):\n{lines}")
+            raise SweepFailed(
+                f"{len(failures)} of {len(specs)} run(s) failed (the others finished and are "
+                f"saved; rerun the same command to retry the failed ones):\n{lines}"
+            )
         return {s.name: results[s.name] for s in specs}
     finally:
         ray.shutdown()
@@ -154,9 +185,17 @@ def check_optional(engine: Engine, specs: Sequence[RunSpec]) -> None:
         require_wandb()
 
 
-def run_sweep(sweep: Sweep, results_dir: Path, data_dir: Path | None = None, only: list[str] | None = None,
-              engine: Engine = Engine(), data: L.LightningDataModule | None = None, restart: bool = False,
-              discard_tracked: bool = False, reference: Sequence[Path] = ()) -> dict[str, dict[str, Any]]:
+def run_sweep(
+    sweep: Sweep,
+    results_dir: Path,
+    data_dir: Path | None = None,
+    only: list[str] | None = None,
+    engine: Engine = Engine(),
+    data: L.LightningDataModule | None = None,
+    restart: bool = False,
+    discard_tracked: bool = False,
+    reference: Sequence[Path] = (),
+) -> dict[str, dict[str, Any]]:
     """Train the sweep's runs (or those named in ``only``) on ``engine`` and print a summary. A run that has
     results but no checkpoint to continue from is refused, or with ``restart`` trained again from zero, unless
     git tracks its files (then ``discard_tracked`` must say so too). Runs in a ``reference`` folder are refused."""
@@ -174,20 +213,28 @@ def run_sweep(sweep: Sweep, results_dir: Path, data_dir: Path | None = None, onl
         folder = RunFolder.of(results_dir, sweep.name, spec.name)
         if folder.standing(spec.config).stranded:
             if folder.tracked() and not discard_tracked:
-                raise ResultsError(f"{folder.path} holds files that git tracks (a committed run), which --restart "
-                                   "does not discard; train in another results folder (--results-dir / make "
-                                   "RESULTS=...)")
+                raise ResultsError(
+                    f"{folder.path} holds files that git tracks (a committed run), which --restart "
+                    "does not discard; train in another results folder (--results-dir / make "
+                    "RESULTS=...)"
+                )
             with folder.lock():
                 folder.discard_results()
             say(f"[{spec.name}] --restart: discarded its results; training again from zero")
     results = run_specs(engine, sweep.name, specs, results_dir, data_dir, data)
     say(f"\nsweep {sweep.name}: {len(results)} run(s) in {Path(results_dir) / 'runs' / sweep.name}")
     nan = float("nan")
-    keys = [k for k in ("train/elbo", "test/elbo", "train/marginal", "test/marginal")
-            if any(k in (st.get("last") or {}) for st in results.values())]
+    keys = [
+        k
+        for k in ("train/elbo", "test/elbo", "train/marginal", "test/marginal")
+        if any(k in (st.get("last") or {}) for st in results.values())
+    ]
     say(f"{'run':<16}{'samples':>13}{'lr':>7}" + "".join(f"{k:>16}" for k in keys) + f"{'samples/s':>11}")
     for name, st in results.items():
         last = st.get("last") or {}
-        say(f"{name:<16}{st['samples']:>13,d}{st['lr'] or nan:>7}" + "".join(f"{last.get(k, nan):>16.2f}" for k in keys)
-            + f"{last.get('time/samples_per_s', nan):>11.0f}")
+        say(
+            f"{name:<16}{st['samples']:>13,d}{st['lr'] or nan:>7}"
+            + "".join(f"{last.get(k, nan):>16.2f}" for k in keys)
+            + f"{last.get('time/samples_per_s', nan):>11.0f}"
+        )
     return results

@@ -168,10 +168,13 @@ class RunFolder:
                 holder = os.pread(fd, 300, 0).decode(errors="replace").split() or ["(not yet written)"]
                 raise ResultsError(
                     f"{self.path} is being trained by process {' on '.join(holder)}. Wait for it to end, or stop "
-                    "it, then run the same command again.") from None
+                    "it, then run the same command again."
+                ) from None
             except OSError as e:  # a file system without flock (some cluster mounts)
-                raise ResultsError(f"cannot lock {self.lock_file} ({e.strerror}): choose a results folder on a file "
-                                   "system with file locks (--results-dir / RESULTS=)") from None
+                raise ResultsError(
+                    f"cannot lock {self.lock_file} ({e.strerror}): choose a results folder on a file "
+                    "system with file locks (--results-dir / RESULTS=)"
+                ) from None
             os.ftruncate(fd, 0)
             os.pwrite(fd, f"{os.getpid()} {socket.gethostname()}\n".encode(), 0)
             self.remove_stale_files()
@@ -190,8 +193,10 @@ class RunFolder:
         """Refuse to train into the reference runs: this folder inside ``reference``, however either path is
         spelled (symlinks, ``..``)."""
         if self.path.resolve().is_relative_to(Path(reference).resolve()):
-            raise ResultsError(f"{self.path} lies in the reference folder {reference}, which no training command "
-                               "writes to; train into another results folder (--results-dir / make RESULTS=...)")
+            raise ResultsError(
+                f"{self.path} lies in the reference folder {reference}, which no training command "
+                "writes to; train into another results folder (--results-dir / make RESULTS=...)"
+            )
 
     def tracked(self) -> bool:
         """Whether git tracks any file of the run (a committed run); false outside a git work tree or without git."""
@@ -202,8 +207,10 @@ class RunFolder:
         return done.returncode == 0 and bool(done.stdout)
 
     def unreadable(self, path: Path, why: str) -> ResultsError:
-        return ResultsError(f"{path} cannot be read ({why}); put back the run's own file, or delete {self.path} "
-                            "to train the run again from zero")
+        return ResultsError(
+            f"{path} cannot be read ({why}); put back the run's own file, or delete {self.path} "
+            "to train the run again from zero"
+        )
 
     def config(self) -> dict[str, Any] | None:
         """The run's ``config.yaml`` in today's keys (``vae.config.migrate``; the rules applied are left in
@@ -312,7 +319,8 @@ class RunFolder:
             raise ResultsError(
                 f"{self.path} has reached {standing.reached:,d} samples but has no checkpoint to continue from; put "
                 "the checkpoint back, train in another results folder (--results-dir / RESULTS=), or pass --restart "
-                "(make RESTART=1) to discard its results and train it again from zero")
+                "(make RESTART=1) to discard its results and train it again from zero"
+            )
 
     def discard_results(self) -> None:
         """Delete what the run has logged (metrics, status, checkpoints, W&B run, log p(x)), keeping its config."""
@@ -331,8 +339,10 @@ class RunFolder:
             checkpoint = torch.load(self.checkpoint, map_location="cpu", weights_only=False, mmap=True)
             return int(checkpoint["sample_axis"]["samples"])
         except Exception as e:  # any unreadable file: torch raises many kinds
-            raise ResultsError(f"{self.checkpoint} cannot be read ({type(e).__name__}); put back this run's "
-                               f"checkpoint or delete {self.checkpoint.parent} to restart the run from zero") from None
+            raise ResultsError(
+                f"{self.checkpoint} cannot be read ({type(e).__name__}); put back this run's "
+                f"checkpoint or delete {self.checkpoint.parent} to restart the run from zero"
+            ) from None
 
     def wandb_id(self) -> str:
         """The run's W&B id, made once and kept, so every session of the run logs into one W&B run."""

@@ -132,9 +132,18 @@ def run_loggers(folder: RunFolder, config: Config) -> list[Logger]:
     import wandb as wandb_module
 
     wandb = ResumeSafeWandbLogger(
-        folder, project=config.wandb_project, name=f"{folder.sweep}/{folder.name}", group=folder.sweep,
-        id=folder.wandb_id(), dir=str(folder.path), resume="allow", tags=list(config.tags), job_type=config.algorithm,
-        config=config.to_dict(), mode=config.wandb, settings=wandb_settings(wandb_module),
+        folder,
+        project=config.wandb_project,
+        name=f"{folder.sweep}/{folder.name}",
+        group=folder.sweep,
+        id=folder.wandb_id(),
+        dir=str(folder.path),
+        resume="allow",
+        tags=list(config.tags),
+        job_type=config.algorithm,
+        config=config.to_dict(),
+        mode=config.wandb,
+        settings=wandb_settings(wandb_module),
     )
     wandb.experiment.define_metric("samples")
     for key in STEP_METRICS:

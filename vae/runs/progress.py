@@ -56,9 +56,16 @@ class Progress(L.Callback):
         self.first: tuple[int, float] | None = None  # the first synchronised point seen
         if self.stream.isatty():
             # tqdm's own rate is host time between updates: the postfix shows the synchronised one instead
-            self.bar = tqdm(total=module.budget, initial=module.samples, unit="sample", unit_scale=True,
-                            desc=self.title, file=self.stream, dynamic_ncols=True,
-                            bar_format="{l_bar}{bar}| {n_fmt}/{total_fmt} [{elapsed}{postfix}]")
+            self.bar = tqdm(
+                total=module.budget,
+                initial=module.samples,
+                unit="sample",
+                unit_scale=True,
+                desc=self.title,
+                file=self.stream,
+                dynamic_ncols=True,
+                bar_format="{l_bar}{bar}| {n_fmt}/{total_fmt} [{elapsed}{postfix}]",
+            )
 
     @rank_zero_only
     def on_train_batch_end(self, trainer: L.Trainer, module: Any, *args: Any) -> None:
@@ -129,8 +136,10 @@ class Progress(L.Callback):
         rate = self.rate(module)
         left = f"{duration((budget - done) / rate)} left" if rate > 0 else "time left unknown"
         last = f", {self.bounds(module)}" if module.last_evaluation(0) else ""
-        return (f"{self.title}: {done:,d} / {budget:,d} samples ({100 * done / budget:.1f}%), "
-                f"{rate:,.0f} samples/s, {left}{last}")
+        return (
+            f"{self.title}: {done:,d} / {budget:,d} samples ({100 * done / budget:.1f}%), "
+            f"{rate:,.0f} samples/s, {left}{last}"
+        )
 
     @staticmethod
     def bounds(module: Any) -> str:
@@ -152,8 +161,11 @@ class Meter:
         self.seconds = seconds
         self.stream = display(stream)
         self.beat = time.monotonic()
-        self.bar = tqdm(total=total, desc=what, unit=unit, file=self.stream, dynamic_ncols=True,
-                        leave=False) if self.stream.isatty() else None
+        self.bar = (
+            tqdm(total=total, desc=what, unit=unit, file=self.stream, dynamic_ncols=True, leave=False)
+            if self.stream.isatty()
+            else None
+        )
 
     def __call__(self) -> None:
         self.phase.done += 1

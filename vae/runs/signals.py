@@ -53,8 +53,9 @@ class StopOnSignal(L.Callback):
             signal.signal(signal.SIGTERM, self._record)
         self.check(trainer)  # a signal during the Trainer's setup
 
-    def __exit__(self, kind: type[BaseException] | None, error: BaseException | None,
-                 traceback: TracebackType | None) -> None:
+    def __exit__(
+        self, kind: type[BaseException] | None, error: BaseException | None, traceback: TracebackType | None
+    ) -> None:
         for signum, handler in self._previous.items():
             signal.signal(signum, handler)
         self._previous = {}

@@ -47,21 +47,26 @@ def check_same_config(folder: RunFolder, cfg: Config) -> None:
     if old is None:
         return
     if folder.migrations:
-        say(f"[{folder.name}] its config.yaml predates some keys; read by the migrations: "
-            f"{'; '.join(folder.migrations)}")
+        say(
+            f"[{folder.name}] its config.yaml predates some keys; read by the migrations: "
+            f"{'; '.join(folder.migrations)}"
+        )
     diff = {k: (old[k], v) for k, v in cfg.identity().items() if old[k] != v}
     if diff:
         shown = ", ".join(f"{k}: {a!r} -> {b!r}" for k, (a, b) in diff.items())
         raise ConfigError(
             f"{folder.path} was started with a different config ({shown}). Resume it with its own config, "
-            "give the new config another results folder (--results-dir / RESULTS=), or delete the run folder.")
+            "give the new config another results folder (--results-dir / RESULTS=), or delete the run folder."
+        )
 
 
 def check_accelerator(cfg: Config) -> None:
     """Refuse an accelerator this machine does not have before anything is written."""
     if cfg.accelerator in ("gpu", "cuda") and not torch.cuda.is_available():
-        raise ConfigError(f"accelerator={cfg.accelerator}, but PyTorch sees no CUDA GPU here; use accelerator=auto "
-                          "(the GPU where there is one) or accelerator=cpu")
+        raise ConfigError(
+            f"accelerator={cfg.accelerator}, but PyTorch sees no CUDA GPU here; use accelerator=auto "
+            "(the GPU where there is one) or accelerator=cpu"
+        )
     if cfg.accelerator == "mps" and not torch.backends.mps.is_available():
         raise ConfigError("accelerator=mps, but this machine has no MPS device; use accelerator=auto or cpu")
 
@@ -73,13 +78,21 @@ def repair_metrics(folder: RunFolder, checkpoint: dict[str, Any]) -> None:
     problem = folder.metrics_departure(axis["history"], axis["samples"])
     if problem:
         folder.write_metrics(axis["history"])
-        print(f"[{folder.name}] metrics.csv did not match its checkpoint ({problem}): rewritten from the "
-              "checkpoint's history")
+        print(
+            f"[{folder.name}] metrics.csv did not match its checkpoint ({problem}): rewritten from the "
+            "checkpoint's history"
+        )
 
 
-def train_stack(sweep: str, specs: Sequence[RunSpec], results_dir: Path, data_dir: Path | None = None,
-                data: L.LightningDataModule | None = None, callbacks: Sequence[L.Callback] = (),
-                position: str = "") -> dict[str, dict[str, Any]]:
+def train_stack(
+    sweep: str,
+    specs: Sequence[RunSpec],
+    results_dir: Path,
+    data_dir: Path | None = None,
+    data: L.LightningDataModule | None = None,
+    callbacks: Sequence[L.Callback] = (),
+    position: str = "",
+) -> dict[str, dict[str, Any]]:
     """Train the runs ``specs`` (configs that differ only in ``nz`` and ``seed``, at the same sample count) as
     one stack to their budget, or continue them; returns each run's status. ``data`` replaces the datasets
     read from ``data_dir``; ``callbacks`` join the Trainer's; ``position`` (``2/5``) places the stack in its
@@ -104,9 +117,14 @@ def train_stack(sweep: str, specs: Sequence[RunSpec], results_dir: Path, data_di
         return _train_stack(specs, folders, standings, data, progress, callbacks)
 
 
-def _train_stack(specs: Sequence[RunSpec], folders: Sequence[RunFolder], standings: Sequence[Standing],
-                 data: L.LightningDataModule | None, progress: Progress,
-                 callbacks: Sequence[L.Callback]) -> dict[str, dict[str, Any]]:
+def _train_stack(
+    specs: Sequence[RunSpec],
+    folders: Sequence[RunFolder],
+    standings: Sequence[Standing],
+    data: L.LightningDataModule | None,
+    progress: Progress,
+    callbacks: Sequence[L.Callback],
+) -> dict[str, dict[str, Any]]:
     configs = [s.config for s in specs]
     cfg = configs[0]
     for folder, config in zip(folders, configs, strict=True):
@@ -116,15 +134,18 @@ def _train_stack(specs: Sequence[RunSpec], folders: Sequence[RunFolder], standin
     for i in set(range(len(specs))) - set(todo):
         if global_rank() == 0 and folders[i].has_checkpoint():
             repair_metrics(folders[i], read_checkpoint(folders[i]))
-        say(f"[{specs[i].name}] already at {statuses[specs[i].name]['samples']:,d} samples (budget "
-            f"{configs[i].budget:,d}): nothing to do")
+        say(
+            f"[{specs[i].name}] already at {statuses[specs[i].name]['samples']:,d} samples (budget "
+            f"{configs[i].budget:,d}): nothing to do"
+        )
     if not todo:
         return statuses
     specs, configs, folders = [specs[i] for i in todo], [configs[i] for i in todo], [folders[i] for i in todo]
     resume = [f.has_checkpoint() for f in folders]
     if any(resume) and not all(resume):
-        raise ConfigError(f"of the runs {[s.name for s in specs]} only some have a checkpoint; train them one "
-                          "by one (--engine local)")
+        raise ConfigError(
+            f"of the runs {[s.name for s in specs]} only some have a checkpoint; train them one by one (--engine local)"
+        )
     # everything in the run folders that can be refused is, before anything is written; a run's metrics.csv that
     # departs from its checkpoint is repaired from it
     checkpoints = RunCheckpointIO(folders)
@@ -152,15 +173,21 @@ def _train_stack(specs: Sequence[RunSpec], folders: Sequence[RunFolder], standin
         # after each eager iteration too, but not under DDP, where each check is a collective
         module.between_steps = module.between_blocks if ranks == 1 else (lambda: None)
         trainer = L.Trainer(
-            accelerator=cfg.accelerator, devices=cfg.devices, num_nodes=cfg.num_nodes,
-            strategy="ddp" if ranks > 1 else "auto", max_epochs=-1, logger=False,
+            accelerator=cfg.accelerator,
+            devices=cfg.devices,
+            num_nodes=cfg.num_nodes,
+            strategy="ddp" if ranks > 1 else "auto",
+            max_epochs=-1,
+            logger=False,
             callbacks=[PeriodicCheckpoint(folders[0].checkpoint, cfg.checkpoint_minutes), stop, progress, *callbacks],
-            plugins=[checkpoints], enable_checkpointing=False, enable_progress_bar=False,
-            enable_model_summary=False, default_root_dir=folders[0].path,
+            plugins=[checkpoints],
+            enable_checkpointing=False,
+            enable_progress_bar=False,
+            enable_model_summary=False,
+            default_root_dir=folders[0].path,
         )
         try:
-            trainer.fit(module, datamodule=data,
-                        ckpt_path=folders[0].checkpoint if all(resume) else None)
+            trainer.fit(module, datamodule=data, ckpt_path=folders[0].checkpoint if all(resume) else None)
         except SIGTERMException:  # raised at a step's end after the checkpoint was saved: the runs stop here
             stop.signum = stop.signum or signal.SIGTERM  # a DDP rank without a signal of its own stops with rank 0
         finally:
@@ -171,13 +198,19 @@ def _train_stack(specs: Sequence[RunSpec], folders: Sequence[RunFolder], standin
     wall = time.time() - began
     for j, (spec, folder) in enumerate(zip(specs, folders, strict=True)):
         status = {
-            "samples": module.samples, "budget": spec.config.budget, "lr": module.lrs[j],
-            "lr_selection": module.lr_selection[j], "last": module.last_evaluation(j),
+            "samples": module.samples,
+            "budget": spec.config.budget,
+            "lr": module.lrs[j],
+            "lr_selection": module.lr_selection[j],
+            "last": module.last_evaluation(j),
             "train_seconds": module.time.train_seconds[j],
             "wall_seconds": statuses[spec.name].get("wall_seconds", 0.0) + wall,
-            **{f"{phase}_seconds": statuses[spec.name].get(f"{phase}_seconds", 0.0) + module.time.clock.totals[phase]
-               for phase in ("select", "eval", "checkpoint")},
-            "device": str(trainer.strategy.root_device), "ranks": ranks,
+            **{
+                f"{phase}_seconds": statuses[spec.name].get(f"{phase}_seconds", 0.0) + module.time.clock.totals[phase]
+                for phase in ("select", "eval", "checkpoint")
+            },
+            "device": str(trainer.strategy.root_device),
+            "ranks": ranks,
             **({"data_dir": str(data.folder)} if isinstance(data, RunData) else {}),
         }
         if len(specs) > 1:
@@ -187,14 +220,23 @@ def _train_stack(specs: Sequence[RunSpec], folders: Sequence[RunFolder], standin
         statuses[spec.name] = status
     if stop.signum:
         selecting = " during the step-size selection (§5), which starts again then" if module.samples == 0 else ""
-        raise Interrupted(stop.signum, f"{signal.Signals(stop.signum).name}: {', '.join(s.name for s in specs)} "
-                                       f"stopped at {module.samples:,d} of {cfg.budget:,d} samples, checkpointed; "
-                                       f"run the same command again to continue{selecting}")
+        raise Interrupted(
+            stop.signum,
+            f"{signal.Signals(stop.signum).name}: {', '.join(s.name for s in specs)} "
+            f"stopped at {module.samples:,d} of {cfg.budget:,d} samples, checkpointed; "
+            f"run the same command again to continue{selecting}",
+        )
     return statuses
 
 
-def run_one(sweep: str, spec: RunSpec, results_dir: Path, data_dir: Path | None = None,
-            data: L.LightningDataModule | None = None, callbacks: Sequence[L.Callback] = (),
-            position: str = "") -> dict[str, Any]:
+def run_one(
+    sweep: str,
+    spec: RunSpec,
+    results_dir: Path,
+    data_dir: Path | None = None,
+    data: L.LightningDataModule | None = None,
+    callbacks: Sequence[L.Callback] = (),
+    position: str = "",
+) -> dict[str, Any]:
     """Train one run to its budget (or continue it), as a stack of one; returns its status."""
     return train_stack(sweep, [spec], results_dir, data_dir, data, callbacks, position)[spec.name]

@@ -54,8 +54,13 @@ class Part:
 
 def load_units(path: Path = UNITS_FILE) -> dict[str, list[Part]]:
     doc = yaml.safe_load(path.read_text())
-    return {name: [Part(path.parent / p["sweep"], int(p["budget"]), tuple(p["only"]) if "only" in p else None,
-                        p.get("seeds")) for p in parts] for name, parts in doc.items()}
+    return {
+        name: [
+            Part(path.parent / p["sweep"], int(p["budget"]), tuple(p["only"]) if "only" in p else None, p.get("seeds"))
+            for p in parts
+        ]
+        for name, parts in doc.items()
+    }
 
 
 def unit(name: str, path: Path = UNITS_FILE) -> list[Part]:
@@ -79,8 +84,9 @@ def stage(parts: list[Part], reference: Path, staging: Path) -> list[str]:
     return copied
 
 
-def train(parts: list[Part], staging: Path, data_dir: Path | None, seconds: float,
-          settings: tuple[str, ...] = ()) -> int:
+def train(
+    parts: list[Part], staging: Path, data_dir: Path | None, seconds: float, settings: tuple[str, ...] = ()
+) -> int:
     """Train each part with the stack engine until ``seconds`` have passed; at the deadline the sweep gets
     SIGTERM (it checkpoints and exits 143). Returns 0, or the first failing sweep's exit status."""
     deadline = time.monotonic() + seconds
@@ -90,10 +96,24 @@ def train(parts: list[Part], staging: Path, data_dir: Path | None, seconds: floa
         if left < 30:
             print(f"unit: no time left for {part.sweep}", flush=True)
             break
-        cmd = [sys.executable, "-m", "vae", "train", str(part.sweep), "--engine", "stack",
-               "--results-dir", str(staging), *(["--data-dir", str(data_dir)] if data_dir else []),
-               *(["--seeds", str(part.seeds)] if part.seeds else []), *(["--only", *part.only] if part.only else []),
-               "--set", f"budget={part.budget}", "wandb=disabled", *settings]
+        cmd = [
+            sys.executable,
+            "-m",
+            "vae",
+            "train",
+            str(part.sweep),
+            "--engine",
+            "stack",
+            "--results-dir",
+            str(staging),
+            *(["--data-dir", str(data_dir)] if data_dir else []),
+            *(["--seeds", str(part.seeds)] if part.seeds else []),
+            *(["--only", *part.only] if part.only else []),
+            "--set",
+            f"budget={part.budget}",
+            "wandb=disabled",
+            *settings,
+        ]
         print("unit:", " ".join(cmd), flush=True)
         proc = subprocess.Popen(cmd)
         try:
@@ -147,8 +167,15 @@ def adopt(tars: list[Path], reference: Path) -> list[str]:
     for tar in tars:
         with tarfile.open(tar) as t:
             members = t.getmembers()
-            bad = [m.name for m in members if not m.isfile() or Path(m.name).is_absolute() or ".." in Path(m.name).parts
-                   or Path(m.name).parts[0] != "runs" or len(Path(m.name).parts) < 4]
+            bad = [
+                m.name
+                for m in members
+                if not m.isfile()
+                or Path(m.name).is_absolute()
+                or ".." in Path(m.name).parts
+                or Path(m.name).parts[0] != "runs"
+                or len(Path(m.name).parts) < 4
+            ]
             if bad:
                 raise ConfigError(f"{tar} is not a packed unit: it holds {bad[0]}")
             runs = sorted({Path(*Path(m.name).parts[:3]) for m in members})

@@ -33,7 +33,7 @@ def records(path: Path) -> Iterator[bytes]:
         if pos + 7 > len(data):
             return
         crc, length, kind = struct.unpack_from("<IHB", data, pos)
-        chunk = data[pos + 7:pos + 7 + length]
+        chunk = data[pos + 7 : pos + 7 + length]
         if len(chunk) < length or zlib.crc32(chunk, zlib.crc32(bytes([kind]))) != crc or kind not in (1, 2, 3, 4):
             return
         pos += 7 + length
