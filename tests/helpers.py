@@ -3,6 +3,7 @@ of the stack tests; a fixed thread count for numbers compared across processes."
 
 import json
 import os
+import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -75,3 +76,18 @@ def threads(n: int) -> Iterator[None]:
             del os.environ["OMP_NUM_THREADS"]
         else:
             os.environ["OMP_NUM_THREADS"] = env
+
+
+def train_command(sweep: Path, results: Path, data_root: Path) -> list[str]:
+    """``python -m vae train`` of ``sweep`` into ``results``, reading the data from ``data_root``."""
+    return [
+        sys.executable,
+        "-m",
+        "vae",
+        "train",
+        str(sweep),
+        "--results-dir",
+        str(results),
+        "--data-dir",
+        str(data_root),
+    ]

@@ -4,7 +4,6 @@ all-reduce in isolation, and a sweep fanned out through Ray. Every process compa
 
 import os
 import subprocess
-import sys
 from pathlib import Path
 
 import pandas as pd
@@ -13,7 +12,7 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 import yaml
-from helpers import threads
+from helpers import threads, train_command
 
 from vae.algorithms import AEVB
 from vae.algorithms.evaluation import evaluate
@@ -48,19 +47,7 @@ def train(results: Path, data_root: Path, *overrides: str) -> None:
     sweep = results / "sweep.yaml"
     sweep.parent.mkdir(parents=True, exist_ok=True)
     sweep.write_text(yaml.safe_dump(SWEEP))
-    cmd = [
-        sys.executable,
-        "-m",
-        "vae",
-        "train",
-        str(sweep),
-        "--results-dir",
-        str(results),
-        "--data-dir",
-        str(data_root),
-        "--set",
-        *overrides,
-    ]
+    cmd = [*train_command(sweep, results, data_root), "--set", *overrides]
     # one thread per process: Lightning would give each DDP rank half the cores, the single process all of them
     env = os.environ | {"WANDB_SILENT": "true", "OMP_NUM_THREADS": "1"}
     done = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=env)

@@ -10,7 +10,6 @@ import os
 import random
 import signal
 import subprocess
-import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -21,7 +20,7 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 import yaml
-from helpers import STACK_MODELS, stack_configs
+from helpers import STACK_MODELS, stack_configs, train_command
 
 from vae.algorithms import AEVB, Stack, WakeSleep
 from vae.algorithms.evaluation import eval_generators, evaluate
@@ -244,17 +243,7 @@ def test_sigkill_then_rerun_on_cuda_equals_an_uninterrupted_run(tmp_path, data_r
     sweep.write_text(yaml.safe_dump({"name": "kill", "base": KILL}))
 
     def command(results: Path) -> list[str]:
-        return [
-            sys.executable,
-            "-m",
-            "vae",
-            "train",
-            str(sweep),
-            "--results-dir",
-            str(results),
-            "--data-dir",
-            str(data_root),
-        ]
+        return train_command(sweep, results, data_root)
 
     run = RunFolder.of(tmp_path / "killed", "kill", "seed0")
     proc = subprocess.Popen(command(tmp_path / "killed"), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)

@@ -4,7 +4,6 @@ and unwritable results."""
 import random
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -14,6 +13,7 @@ import pytest
 import torch
 import wandb
 import yaml
+from helpers import train_command
 from wandb.proto import wandb_internal_pb2
 
 from vae.__main__ import main
@@ -42,26 +42,12 @@ LOGGED = sorted(
 )  # the evaluations and the running averages
 
 
-def command(sweep: Path, results: Path, data_root: Path) -> list[str]:
-    return [
-        sys.executable,
-        "-m",
-        "vae",
-        "train",
-        str(sweep),
-        "--results-dir",
-        str(results),
-        "--data-dir",
-        str(data_root),
-    ]
-
-
 def test_sigkill_at_a_random_moment_then_rerun_equals_an_uninterrupted_run(tmp_path, data_root):
     sweep = tmp_path / "kill.yaml"
     sweep.write_text(yaml.safe_dump({"name": "kill", "base": KILL}))
     run = tmp_path / "killed" / "runs" / "kill" / "seed0"
     proc = subprocess.Popen(
-        command(sweep, tmp_path / "killed", data_root), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+        train_command(sweep, tmp_path / "killed", data_root), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
     )
     deadline = time.monotonic() + 120
     while not (run / "checkpoints" / "last.ckpt").is_file():
@@ -74,8 +60,8 @@ def test_sigkill_at_a_random_moment_then_rerun_equals_an_uninterrupted_run(tmp_p
     killed_at = pd.read_csv(run / "metrics.csv")["samples"].max()
     assert killed_at < KILL["budget"]
 
-    subprocess.run(command(sweep, tmp_path / "killed", data_root), check=True, capture_output=True)
-    subprocess.run(command(sweep, tmp_path / "clean", data_root), check=True, capture_output=True)
+    subprocess.run(train_command(sweep, tmp_path / "killed", data_root), check=True, capture_output=True)
+    subprocess.run(train_command(sweep, tmp_path / "clean", data_root), check=True, capture_output=True)
     killed = pd.read_csv(run / "metrics.csv")
     clean = pd.read_csv(tmp_path / "clean" / "runs" / "kill" / "seed0" / "metrics.csv")
     assert killed["samples"].tolist() == LOGGED
@@ -183,7 +169,7 @@ def test_wandb_run_holds_every_csv_point_exactly_once_after_repeated_sigkills(tm
     kills = 0
     for _ in range(6):
         proc = subprocess.Popen(
-            command(sweep, tmp_path, data_root), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+            train_command(sweep, tmp_path, data_root), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
         )
         before = len(folder.metrics()) if folder.metrics_file.is_file() else 0
         deadline = time.monotonic() + 120
@@ -197,7 +183,7 @@ def test_wandb_run_holds_every_csv_point_exactly_once_after_repeated_sigkills(tm
         if kills == 3:
             break
     assert kills == 3
-    subprocess.run(command(sweep, tmp_path, data_root), check=True, capture_output=True)
+    subprocess.run(train_command(sweep, tmp_path, data_root), check=True, capture_output=True)
     samples = folder.metrics()["samples"].tolist()
     assert samples == LOGGED
     assert len(list((folder.path / "wandb").glob("offline-run-*"))) >= 4

@@ -21,6 +21,7 @@ import pandas as pd
 import pytest
 import torch
 import yaml
+from helpers import train_command
 
 from vae.config import RunSpec, make_config
 from vae.protocol.schedule import eval_points
@@ -43,20 +44,6 @@ STOP = dict(
 )
 
 
-def command(sweep: Path, results: Path, data_root: Path) -> list[str]:
-    return [
-        sys.executable,
-        "-m",
-        "vae",
-        "train",
-        str(sweep),
-        "--results-dir",
-        str(results),
-        "--data-dir",
-        str(data_root),
-    ]
-
-
 def sweep_file(tmp_path: Path, **overrides) -> Path:
     sweep = tmp_path / "stop.yaml"
     sweep.write_text(yaml.safe_dump({"name": "stop", "base": {**STOP, **overrides}}))
@@ -74,7 +61,7 @@ def wait_for(path: Path, proc: subprocess.Popen) -> None:
 def uninterrupted(tmp_path_factory, data_root) -> Path:
     """The run folder of the STOP run trained without interruption."""
     tmp = tmp_path_factory.mktemp("clean")
-    subprocess.run(command(sweep_file(tmp), tmp, data_root), check=True, capture_output=True)
+    subprocess.run(train_command(sweep_file(tmp), tmp, data_root), check=True, capture_output=True)
     return tmp / "runs" / "stop" / "seed0"
 
 
@@ -85,7 +72,7 @@ def test_signal_stops_at_a_step_end_checkpointed_and_a_rerun_continues_exactly(
     sweep = sweep_file(tmp_path)
     run = tmp_path / "runs" / "stop" / "seed0"
     proc = subprocess.Popen(
-        command(sweep, tmp_path, data_root), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True
+        train_command(sweep, tmp_path, data_root), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True
     )
     wait_for(run / "metrics.csv", proc)  # training, past the step-size selection
     proc.send_signal(signum)
@@ -98,7 +85,7 @@ def test_signal_stops_at_a_step_end_checkpointed_and_a_rerun_continues_exactly(
     assert torch.load(run / "checkpoints" / "last.ckpt", weights_only=False)["sample_axis"]["samples"] == reached
     assert json.loads((run / "status.json").read_text())["samples"] == reached < STOP["budget"]
 
-    subprocess.run(command(sweep, tmp_path, data_root), check=True, capture_output=True)
+    subprocess.run(train_command(sweep, tmp_path, data_root), check=True, capture_output=True)
     resumed, clean = pd.read_csv(run / "metrics.csv"), pd.read_csv(uninterrupted / "metrics.csv")
     assert resumed["samples"].tolist() == eval_points(5000, STOP["budget"], 10, 100)
     cols = ["samples", "train/elbo", "test/elbo", "lr"]
@@ -127,7 +114,7 @@ def test_sigterm_to_every_ddp_rank_stops_them_at_one_step_and_rank_0_alone_says_
     )
     run = tmp_path / "runs" / "stop" / "seed0"
     proc = subprocess.Popen(
-        command(sweep, tmp_path, data_root),
+        train_command(sweep, tmp_path, data_root),
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
         text=True,
@@ -145,7 +132,7 @@ def test_sigterm_to_every_ddp_rank_stops_them_at_one_step_and_rank_0_alone_says_
     (line,) = [s for s in err.splitlines() if "stopped" in s]
     reached = int(re.search(r"seed0 stopped at ([\d,]+) of 40,000 samples", line)[1].replace(",", ""))
     assert RunFolder(run).samples_done() == reached
-    subprocess.run(command(sweep, tmp_path, data_root), check=True, capture_output=True)
+    subprocess.run(train_command(sweep, tmp_path, data_root), check=True, capture_output=True)
     assert json.loads((run / "status.json").read_text())["samples"] >= 40000
 
 
@@ -203,7 +190,7 @@ def test_a_second_process_on_the_same_run_is_refused_and_a_killed_holder_frees_t
     # each command its own W&B service, as from a shell (not the one an earlier test started in this process)
     env = {k: v for k, v in os.environ.items() if k != "WANDB_SERVICE"} | {"WANDB_SILENT": "true"}
     first = subprocess.Popen(
-        command(sweep, tmp_path, data_root), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env
+        train_command(sweep, tmp_path, data_root), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env
     )
     try:
         wait_for(run / "checkpoints" / "last.ckpt", first)
@@ -211,7 +198,7 @@ def test_a_second_process_on_the_same_run_is_refused_and_a_killed_holder_frees_t
         before = snapshot(run)
         assert (run / "wandb_id").is_file() and list((run / "wandb").glob("offline-run-*"))
         second = subprocess.run(
-            command(sweep, tmp_path, data_root),
+            train_command(sweep, tmp_path, data_root),
             check=False,
             capture_output=True,
             text=True,
@@ -225,7 +212,9 @@ def test_a_second_process_on_the_same_run_is_refused_and_a_killed_holder_frees_t
     finally:
         first.kill()
         first.wait()
-    third = subprocess.run(command(sweep, tmp_path, data_root), check=False, capture_output=True, text=True, env=env)
+    third = subprocess.run(
+        train_command(sweep, tmp_path, data_root), check=False, capture_output=True, text=True, env=env
+    )
     assert third.returncode == 0, third.stderr
     assert json.loads((run / "status.json").read_text())["samples"] == STOP["budget"]
 
@@ -243,7 +232,7 @@ def test_every_run_of_a_stack_is_locked_before_anything_is_written(tmp_path, dat
 @pytest.mark.parametrize("umask, mode", [(0o022, 0o644), (0o002, 0o664)])
 def test_results_files_get_the_mode_the_umask_gives(tmp_path, data_root, umask, mode):
     sweep = sweep_file(tmp_path, budget=10000, lr=0.02)
-    subprocess.run(command(sweep, tmp_path, data_root), check=True, capture_output=True, umask=umask)
+    subprocess.run(train_command(sweep, tmp_path, data_root), check=True, capture_output=True, umask=umask)
     run = tmp_path / "runs" / "stop" / "seed0"
     for name in ("config.yaml", "metrics.csv", "status.json", "lock"):
         assert (run / name).stat().st_mode & 0o777 == mode, name
@@ -258,12 +247,12 @@ def test_a_run_ahead_of_its_missing_checkpoint_is_never_restarted_silently(tmp_p
         (run / name).write_bytes((uninterrupted / name).read_bytes())
     before = snapshot(run)
     sweep = sweep_file(tmp_path, budget=200000)
-    refused = subprocess.run(command(sweep, tmp_path, data_root), capture_output=True, text=True)
+    refused = subprocess.run(train_command(sweep, tmp_path, data_root), capture_output=True, text=True)
     assert refused.returncode == 2 and "Traceback" not in refused.stderr
     assert "has reached 100,000 samples but has no checkpoint" in refused.stderr and "--restart" in refused.stderr
     assert snapshot(run) == before
     subprocess.run(
-        command(sweep_file(tmp_path, budget=10000), tmp_path, data_root) + ["--restart"],
+        train_command(sweep_file(tmp_path, budget=10000), tmp_path, data_root) + ["--restart"],
         check=True,
         capture_output=True,
     )
@@ -325,7 +314,7 @@ def test_the_reference_named_by_the_command_is_refused_too(tmp_path, data_root):
     (mine / "runs" / "stop" / "seed0" / "status.json").write_text('{"samples": 100000}')
     before = tree(mine)
     done = subprocess.run(
-        command(sweep_file(tmp_path), tmp_path / "x" / ".." / "mine", data_root)
+        train_command(sweep_file(tmp_path), tmp_path / "x" / ".." / "mine", data_root)
         + ["--reference", str(mine), "--restart"],
         capture_output=True,
         text=True,
@@ -336,19 +325,19 @@ def test_the_reference_named_by_the_command_is_refused_too(tmp_path, data_root):
 
 def test_restart_keeps_a_run_that_git_tracks_unless_told_to_discard_it(tmp_path, data_root):
     sweep = sweep_file(tmp_path, budget=10000, lr=0.02)
-    subprocess.run(command(sweep, tmp_path, data_root), check=True, capture_output=True)
+    subprocess.run(train_command(sweep, tmp_path, data_root), check=True, capture_output=True)
     run = tmp_path / "runs" / "stop" / "seed0"
     shutil.rmtree(run / "checkpoints")  # committed results come without their checkpoint
     subprocess.run(["git", "init", "-q", str(tmp_path)], check=True)
     subprocess.run(["git", "-C", str(tmp_path), "add", "runs"], check=True)
     before = snapshot(run)
-    refused = subprocess.run(command(sweep, tmp_path, data_root) + ["--restart"], capture_output=True, text=True)
+    refused = subprocess.run(train_command(sweep, tmp_path, data_root) + ["--restart"], capture_output=True, text=True)
     assert refused.returncode == 2 and "Traceback" not in refused.stderr, refused.stderr
     (line,) = refused.stderr.strip().splitlines()
     assert "holds files that git tracks" in line and "--results-dir" in line and "--discard-tracked" not in line
     assert snapshot(run) == before
     subprocess.run(
-        command(sweep, tmp_path, data_root) + ["--restart", "--discard-tracked"], check=True, capture_output=True
+        train_command(sweep, tmp_path, data_root) + ["--restart", "--discard-tracked"], check=True, capture_output=True
     )
     assert RunFolder(run).samples_done() == 10000
 
@@ -379,7 +368,10 @@ def test_a_signal_during_the_step_size_selection_stops_it_within_seconds_and_a_r
     sweep = sweep_file(tmp_path / "stopped", **settings)
     run = tmp_path / "stopped" / "runs" / "stop" / "seed0"
     proc = subprocess.Popen(
-        command(sweep, tmp_path / "stopped", data_root), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True
+        train_command(sweep, tmp_path / "stopped", data_root),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
     )
     wait_for(run / "config.yaml", proc)
     time.sleep(1.0)
@@ -392,9 +384,9 @@ def test_a_signal_during_the_step_size_selection_stops_it_within_seconds_and_a_r
     assert "stopped at 0 of 400,000 samples" in line and "step-size selection" in line
     assert json.loads((run / "status.json").read_text())["samples"] == 0
 
-    subprocess.run(command(sweep, tmp_path / "stopped", data_root), check=True, capture_output=True)
+    subprocess.run(train_command(sweep, tmp_path / "stopped", data_root), check=True, capture_output=True)
     clean = tmp_path / "clean"
-    subprocess.run(command(sweep_file(clean, **settings), clean, data_root), check=True, capture_output=True)
+    subprocess.run(train_command(sweep_file(clean, **settings), clean, data_root), check=True, capture_output=True)
     cols = ["samples", "train/elbo", "test/elbo", "lr"]
     pd.testing.assert_frame_equal(
         pd.read_csv(run / "metrics.csv")[cols],

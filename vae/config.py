@@ -463,9 +463,9 @@ class Migration:
     values: Callable[[dict[str, Any]], dict[str, Any]]
 
 
-def _defaults(*keys: str) -> Callable[[dict[str, Any]], dict[str, Any]]:
+def _by_default(name: str, *keys: str) -> Migration:
     """The rule of keys whose default is what the code did before they existed."""
-    return lambda old: {k: getattr(Config(), k) for k in keys}
+    return Migration(name, keys, lambda old: {k: getattr(Config(), k) for k in keys})
 
 
 MIGRATIONS: tuple[Migration, ...] = (
@@ -475,34 +475,19 @@ MIGRATIONS: tuple[Migration, ...] = (
         ("evaluation", "eval_spacing"),
         lambda old: {"evaluation": "elbo", "eval_spacing": "log"},
     ),
-    Migration(
+    _by_default(
         "before Figure 3's settings",
-        (
-            "eval_every",
-            "marginal_estimator",
-            "marginal_points",
-            "marginal_samples",
-            "marginal_leapfrog",
-            "marginal_burnin",
-            "marginal_is_k",
-            "mcem_leapfrog",
-            "mcem_msteps",
-            "hmc_target",
-            "hmc_step_size",
-        ),
-        _defaults(
-            "eval_every",
-            "marginal_estimator",
-            "marginal_points",
-            "marginal_samples",
-            "marginal_leapfrog",
-            "marginal_burnin",
-            "marginal_is_k",
-            "mcem_leapfrog",
-            "mcem_msteps",
-            "hmc_target",
-            "hmc_step_size",
-        ),
+        "eval_every",
+        "marginal_estimator",
+        "marginal_points",
+        "marginal_samples",
+        "marginal_leapfrog",
+        "marginal_burnin",
+        "marginal_is_k",
+        "mcem_leapfrog",
+        "mcem_msteps",
+        "hmc_target",
+        "hmc_step_size",
     ),
     # MCEM counted the weight updates alone (5 N per iteration) before mcem_counting
     Migration(
@@ -512,13 +497,9 @@ MIGRATIONS: tuple[Migration, ...] = (
     ),
     # no running average was logged before running_every
     Migration("before the running average", ("running_every",), lambda old: {"running_every": None}),
-    Migration("before count_per_datapoint", ("count_per_datapoint",), _defaults("count_per_datapoint")),
-    Migration(
-        "before the recognition head's settings",
-        ("encoder_logvar_scale", "encoder_logvar_zero_init"),
-        _defaults("encoder_logvar_scale", "encoder_logvar_zero_init"),
-    ),
-    Migration("before matmul_precision", ("matmul_precision",), _defaults("matmul_precision")),
+    _by_default("before count_per_datapoint", "count_per_datapoint"),
+    _by_default("before the recognition head's settings", "encoder_logvar_scale", "encoder_logvar_zero_init"),
+    _by_default("before matmul_precision", "matmul_precision"),
 )
 
 
