@@ -78,16 +78,12 @@ def threads(n: int) -> Iterator[None]:
             os.environ["OMP_NUM_THREADS"] = env
 
 
+def train_args(sweep: Path, results: Path, data_root: Path) -> list[str]:
+    """The arguments of ``python -m vae`` that train ``sweep`` into ``results``, reading the data from
+    ``data_root``."""
+    return ["train", str(sweep), "--results-dir", str(results), "--data-dir", str(data_root)]
+
+
 def train_command(sweep: Path, results: Path, data_root: Path) -> list[str]:
     """``python -m vae train`` of ``sweep`` into ``results``, reading the data from ``data_root``."""
-    return [
-        sys.executable,
-        "-m",
-        "vae",
-        "train",
-        str(sweep),
-        "--results-dir",
-        str(results),
-        "--data-dir",
-        str(data_root),
-    ]
+    return [sys.executable, "-m", "vae", *train_args(sweep, results, data_root)]

@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 import torch
 import yaml
-from helpers import SMOKE, fake_run
+from helpers import SMOKE, fake_run, train_args
 
 from vae.__main__ import main
 from vae.results.figures import COLOURS, STYLES, draw_figure2, draw_figure3
@@ -183,12 +183,7 @@ def test_a_smoke_run_below_the_papers_axes_is_drawn_inside_figure_2s_axes(tmp_pa
     assert (
         main(
             [
-                "train",
-                str(sweep),
-                "--results-dir",
-                str(results / "smoke"),
-                "--data-dir",
-                str(data_root),
+                *train_args(sweep, results / "smoke", data_root),
                 "--set",
                 "wandb=disabled",
             ]

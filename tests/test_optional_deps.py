@@ -12,7 +12,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pytest
 import yaml
-from helpers import SMOKE, fake_run
+from helpers import SMOKE, fake_run, train_args
 
 from vae.__main__ import main
 from vae.config import load_sweep
@@ -118,12 +118,7 @@ def test_the_stack_engine_trains_without_wandb_or_ray(tmp_path, data_root, unimp
     assert (
         main(
             [
-                "train",
-                str(sweep),
-                "--results-dir",
-                str(results),
-                "--data-dir",
-                str(data_root),
+                *train_args(sweep, results, data_root),
                 "--engine",
                 "stack",
                 "--set",

@@ -4,6 +4,7 @@ system-stats sampler."""
 
 import pytest
 import yaml
+from helpers import train_args
 
 from vae.__main__ import main
 from vae.config import make_config
@@ -32,12 +33,7 @@ def train(tmp_path, data_root, *overrides: str) -> RunFolder:
     assert (
         main(
             [
-                "train",
-                str(sweep),
-                "--results-dir",
-                str(results),
-                "--data-dir",
-                str(data_root),
+                *train_args(sweep, results, data_root),
                 *(("--set", *overrides) if overrides else ()),
             ]
         )
