@@ -106,7 +106,8 @@ bench: install  ## throughput: the suite against plain and Lightning loops; a st
 	$(PY) bench/stack_speed.py
 
 # Not through .venv: a GPU machine brings its own torch and Lightning (wandb and Ray are not needed).
-# gpu-check: the GPU tests, the throughput of every execution mode, and Figure 2's MNIST AEVB sweep to 1e7 in TF32
+# gpu-check: the GPU tests, the throughput of every execution mode and of the arrangements of Figure 2's five
+# models (streams, grouped by size, three seeds in one stack), and Figure 2's MNIST AEVB sweep to 1e7 in TF32
 # (to compare with the float32 seeds of the reference). gpu-reference: a unit of experiments/reference_units.yaml
 # trained to the paper's axis for at most GPU_SECONDS, continued from the reference's checkpoints, packed for
 # `python -m vae.runs.units adopt` (GPU_OUT, default $$OUT on the lent machine).
@@ -116,9 +117,10 @@ GPU_SETTINGS ?= accelerator=gpu steps_per_call=500 checkpoint_minutes=2
 UNIT ?= mnist-aevb
 gpu-check:  ## on a GPU machine (its python3, nothing installed): GPU tests, throughput, TF32 at 1e7 -> results/gpu/
 	mkdir -p results/gpu
-	PYTHONPATH=. $(GPU_PY) -m pytest -p no:cacheprovider -q -m gpu tests/test_gpu.py 2>&1 | tee results/gpu/tests.txt
+	VAE_REPORT_AT_ONCE=1 PYTHONPATH=. $(GPU_PY) -m pytest -p no:cacheprovider -q -m gpu tests/test_gpu.py 2>&1 \
+		| tee results/gpu/tests.txt
 	PYTHONPATH=. $(GPU_PY) bench/stack_speed.py --seconds 20 --modes graphed fused fused-tf32 --sizes 54 \
-		--sequential-modes graphed fused \
+		--sequential-modes graphed fused --arrangements \
 		--out results/gpu/throughput.csv 2>&1 | tee results/gpu/throughput.txt
 	PYTHONPATH=. $(GPU_PY) -m vae train experiments/fig2_mnist_aevb.yaml --engine stack --results-dir results/gpu/tf32 \
 		--data-dir "$(DATA)" --set budget=1e7 matmul_precision=tf32 wandb=disabled $(GPU_SETTINGS) \

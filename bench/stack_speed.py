@@ -12,8 +12,13 @@ medians over rounds and the ratio of medians. FLOP counts are the matrix product
 backward for weights and inputs); the share of the device's peak uses ``--peak-tflops`` (default: the H200's
 fp32 peak, 67 TFLOP/s, on CUDA).
 
+Arrangements of Figure 2's five latent sizes on one GPU (``--arrangements``, CUDA only), each against the one
+stack padded to Nz = 200: the five as stacks of one replayed concurrently on five CUDA streams; grouped by size,
+Nz in {3, 5, 10, 20} as one stack padded to 20 and Nz = 200 alone, in turn and on two streams; and the three
+seeds of the panel as one stack of 15. A contender that cannot be set up is reported and left out.
+
     .venv/bin/python bench/stack_speed.py [--device cuda] [--seconds 20] [--sizes 1 5 18 54]
-        [--modes graphed fused fused-tf32] [--sequential-modes graphed fused] [--out FILE.csv]
+        [--modes graphed fused fused-tf32] [--sequential-modes graphed fused] [--arrangements] [--out FILE.csv]
 """
 
 from __future__ import annotations
@@ -66,14 +71,44 @@ def stack_of(cfgs: list[Config], train_x: torch.Tensor) -> Stack:
     return stack
 
 
-def runner(cfgs: list[list[Config]], train_x: torch.Tensor, steps: int, mode: str) -> Callable[[], None]:
-    """One block of ``steps`` iterations of every stack of ``cfgs`` in turn. Unless eager, each stack is captured
-    (compiled first if fused) before the next is built: a graph keeps the matrix precision it was captured in."""
+def build(cfgs: list[list[Config]], train_x: torch.Tensor, steps: int, mode: str) -> list[Stack] | list[GraphedSteps]:
+    """A stack of each group of ``cfgs``; unless eager, each captured as a block of ``steps`` iterations (compiled
+    first if fused) before the next is built: a graph keeps the matrix precision it was captured in."""
     if mode == "eager":
-        stacks = [stack_of(c, train_x) for c in cfgs]
-        return lambda: [s.train_steps(steps) for s in stacks] and None
-    graphs = [GraphedSteps(stack_of(c, train_x), steps) for c in cfgs]
-    return lambda: [g.run() for g in graphs] and None
+        return [stack_of(c, train_x) for c in cfgs]
+    return [GraphedSteps(stack_of(c, train_x), steps) for c in cfgs]
+
+
+def in_turn(parts: list[Stack] | list[GraphedSteps], steps: int) -> Callable[[], None]:
+    """One block: ``steps`` iterations of every stack, one stack after another."""
+
+    def block() -> None:
+        for part in parts:
+            if isinstance(part, GraphedSteps):
+                part.run()
+            else:
+                part.train_steps(steps)
+
+    return block
+
+
+def on_streams(graphs: list[Stack] | list[GraphedSteps], device: torch.device) -> Callable[[], None]:
+    """One block: every graph replayed on its own CUDA stream, concurrently, joined on the current stream."""
+    replays = [g for g in graphs if isinstance(g, GraphedSteps)]
+    if len(replays) < len(graphs):
+        raise ValueError("streams replay graphs: eager stacks run in turn")
+    streams = [torch.cuda.Stream(device) for _ in replays]
+
+    def block() -> None:
+        current = torch.cuda.current_stream(device)
+        for graph, stream in zip(replays, streams, strict=True):
+            stream.wait_stream(current)
+            with torch.cuda.stream(stream):
+                graph.run()
+        for stream in streams:
+            current.wait_stream(stream)
+
+    return block
 
 
 def timed(block: Callable[[], None], blocks: int, device: torch.device) -> float:
@@ -102,6 +137,11 @@ def main() -> None:
         choices=MODES,
         help="modes that also time Figure 2's five models one after another (default: all)",
     )
+    parser.add_argument(
+        "--arrangements",
+        action="store_true",
+        help="also Figure 2's five models on streams, grouped by size, and three seeds in one stack (CUDA)",
+    )
     parser.add_argument("--steps-per-call", type=int, default=50)
     parser.add_argument("--peak-tflops", type=float, help="the device's fp32 peak (default: H200's on CUDA)")
     parser.add_argument("--data-dir", default=None, help="data folder (default: $VAE_DATA_DIR or ./data)")
@@ -111,8 +151,8 @@ def main() -> None:
     cuda = device.type == "cuda"
     steps = args.steps_per_call
     modes = args.modes or (["graphed", "fused"] if cuda else ["eager"])
-    if not cuda and set(modes) != {"eager"}:
-        parser.error("graphed and fused modes need a CUDA device")
+    if not cuda and (set(modes) != {"eager"} or args.arrangements):
+        parser.error("graphed and fused modes and the arrangements need a CUDA device")
     train_x = load_dataset(configs([20], steps)[0], args.data_dir)[0].to(device)
     sizes = args.sizes if args.sizes is not None else ([18, 54] if cuda else [])
     peak = args.peak_tflops or (H200_FP32_TFLOPS if cuda else None)
@@ -121,23 +161,38 @@ def main() -> None:
     compile_seconds: dict[str, float] = {}
     for mode in modes:
         fig2, one = configs(list(FIGURE2_NZ), steps, mode), configs([20], steps, mode)
+        unpadded = steps * sum(flops_per_step(c, c.nz) for c in fig2)
+        # name: (groups of configs, models, FLOPs per block, concurrent on streams); layouts given the same groups
+        # (one list) replay the same stacks and graphs, in turn or concurrently
+        alone, by_size = [[c] for c in fig2], [fig2[:4], fig2[4:]]
         layouts = {
-            f"k=1 {mode}": ([one], 1, steps * flops_per_step(one[0], 20)),
-            f"fig2 stack of 5 {mode}": ([fig2], 5, steps * 5 * flops_per_step(fig2[0], 200)),
+            f"k=1 {mode}": ([one], 1, steps * flops_per_step(one[0], 20), False),
+            f"fig2 stack of 5 {mode}": ([fig2], 5, steps * 5 * flops_per_step(fig2[0], 200), False),
         }
         if args.sequential_modes is None or mode in args.sequential_modes:
-            layouts[f"fig2 5 one after another {mode}"] = (
-                [[c] for c in fig2],
-                5,
-                steps * sum(flops_per_step(c, c.nz) for c in fig2),
-            )
+            layouts[f"fig2 5 one after another {mode}"] = (alone, 5, unpadded, False)
+        if args.arrangements:
+            layouts[f"fig2 5 on streams {mode}"] = (alone, 5, unpadded, True)
+            grouped = steps * (4 * flops_per_step(fig2[0], 20) + flops_per_step(fig2[4], 200))
+            layouts[f"fig2 grouped by size {mode}"] = (by_size, 5, grouped, False)
+            layouts[f"fig2 grouped by size on streams {mode}"] = (by_size, 5, grouped, True)
+            seeds = configs(list(FIGURE2_NZ) * 3, steps, mode)
+            padded = steps * 15 * flops_per_step(seeds[0], 200)
+            layouts[f"fig2 3 seeds stack of 15 {mode}"] = ([seeds], 15, padded, False)
         for k in sizes:
-            cfgs = configs([20] * k, steps, mode)
-            layouts[f"stack of {k} {mode}"] = ([cfgs], k, steps * k * flops_per_step(cfgs[0], 20))
-        for name, (cfgs, models, flops) in layouts.items():
+            same = configs([20] * k, steps, mode)
+            layouts[f"stack of {k} {mode}"] = ([same], k, steps * k * flops_per_step(same[0], 20), False)
+        built: dict[int, list[Stack] | list[GraphedSteps]] = {}  # by id of the groups
+        for name, (groups, models, flops, concurrent) in layouts.items():
             began = time.perf_counter()
-            block = runner(cfgs, train_x, steps, mode)
-            timed(block, 2, device)  # warm-up: allocator, kernels, thread pools
+            try:
+                parts = built.get(id(groups)) or build(groups, train_x, steps, mode)
+                built[id(groups)] = parts
+                block = on_streams(parts, device) if concurrent else in_turn(parts, steps)
+                timed(block, 2, device)  # warm-up: allocator, kernels, thread pools
+            except Exception as e:  # a benchmark reports a contender it cannot run and goes on with the others
+                print(f"could not set up {name}: {type(e).__name__}: {e}", flush=True)
+                continue
             compile_seconds[name] = time.perf_counter() - began
             contenders[name] = (block, models, flops)
             print(f"set up {name} in {compile_seconds[name]:.1f} s", flush=True)
@@ -175,6 +230,11 @@ def main() -> None:
             rates[f"fig2 5 one after another {mode}"]
         )
         print(f"fig2 MNIST models, stacked / one after another ({mode}): {ratio:.2f}")
+    for name in [n for n in rates if n.startswith("fig2 ") and not ("stack of 5" in n or "one after another" in n)]:
+        mode = name.rsplit(" ", 1)[1]
+        if f"fig2 stack of 5 {mode}" in rates:
+            ratio = statistics.median(rates[name]) / statistics.median(rates[f"fig2 stack of 5 {mode}"])
+            print(f"{name} / fig2 stack of 5 {mode}: {ratio:.2f}")
     if args.out:
         with open(args.out, "w", newline="") as f:
             writer = csv.DictWriter(f, fieldnames=list(rows[0]))

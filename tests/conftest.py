@@ -1,3 +1,4 @@
+import os
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -7,6 +8,13 @@ from helpers import STACK_BASE
 
 from vae.config import make_config
 from vae.data import data_dir, load_dataset
+
+
+def pytest_runtest_logreport(report: pytest.TestReport) -> None:
+    """With ``VAE_REPORT_AT_ONCE`` set (the GPU slot's test phase), a failure's report is printed as it happens,
+    so a phase cut short by its time limit still shows why each finished test failed."""
+    if report.failed and os.environ.get("VAE_REPORT_AT_ONCE"):
+        print(f"\n{report.nodeid} ({report.when}) failed:\n{report.longreprtext}", flush=True)
 
 
 @pytest.fixture(scope="session")

@@ -3,6 +3,7 @@ also across a kill between the renames; a full disk or file size limit that leav
 temporary file; file modes from the umask."""
 
 import hashlib
+import json
 import os
 import shlex
 import shutil
@@ -294,3 +295,17 @@ def test_checkpoint_files_take_the_mode_of_the_umask(tmp_path, umask, mode):
     assert sorted(p.name for p in run.checkpoint.parent.iterdir()) == ["last.ckpt", "last.ckpt.sha256"]
     for path in (run.checkpoint, checksum_file(run.checkpoint)):
         assert path.stat().st_mode & 0o777 == mode, path
+
+
+def test_a_run_trained_on_another_kind_of_device_is_refused_and_nothing_changes(results, data_root):
+    """A checkpoint holds its device's random streams (a CUDA generator's state is not a CPU generator's): a run
+    trained on a GPU is refused on the CPU in one line when its budget is extended, before anything is written."""
+    resume(results, data_root)
+    run = folder(results, 0)
+    status = json.loads(run.status_file.read_text())
+    assert status["device"] == "cpu"
+    run.status_file.write_text(json.dumps(status | {"device": "cuda:0"}))
+    before = files(run.path)
+    with pytest.raises(ResultsError, match=r"trained on cuda and its checkpoint holds cuda random streams"):
+        run_one(SWEEP, spec(0, budget=20000), results, data_root)
+    assert files(run.path) == before

@@ -31,7 +31,7 @@ def test_compiled_steps_equal_eager_steps(mnist, float64, kind, overrides):
     eager, fused = trained(kind, data, False, **overrides), trained(kind, data, True, **overrides)
     assert fused.region.on and not eager.region.on and fused.region.compiled  # the compiled regions did run
     for (name, p), q in zip(eager.named_parameters(), fused.parameters(), strict=True):
-        torch.testing.assert_close(q, p, rtol=1e-10, atol=1e-12, msg=name)
+        torch.testing.assert_close(q, p, rtol=1e-10, atol=1e-12, msg=lambda m, name=name: f"{name}: {m}")
         mask = torch.ones_like(p, dtype=torch.bool)
         for part in (block(fused, j, name) for j in range(fused.k)):
             mask[part] = False

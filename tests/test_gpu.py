@@ -83,7 +83,9 @@ def trained(
 
 def assert_same_parameters(a: Stack, b: Stack, rtol: float, atol: float) -> None:
     for (name, p), q in zip(a.named_parameters(), b.parameters(), strict=True):
-        torch.testing.assert_close(p.detach().cpu(), q.detach().cpu(), rtol=rtol, atol=atol, msg=name)
+        torch.testing.assert_close(
+            p.detach().cpu(), q.detach().cpu(), rtol=rtol, atol=atol, msg=lambda m, name=name: f"{name}: {m}"
+        )
 
 
 @pytest.mark.parametrize(
@@ -111,11 +113,17 @@ def test_cuda_equals_cpu_in_float64(mnist, float64, kind, overrides):
     torch.testing.assert_close(a, b.cpu(), rtol=1e-6, atol=1e-6)
 
 
-@pytest.mark.parametrize("kind", [AEVB, WakeSleep])
-def test_graphed_steps_equal_eager_steps(mnist, kind):
-    """The same kernels on the same tensors, the generators registered with the graph: the same numbers."""
-    eager = trained(kind, configs(), mnist, "cuda", steps=10)  # past the warm-up of 5 steps
-    graphed = trained(kind, configs(), mnist, "cuda", steps=10)
+@pytest.mark.parametrize(
+    "kind, overrides",
+    [(AEVB, {}), (WakeSleep, {}), (WakeSleep, dict(decoder="gaussian-sigmoid-mean"))],
+    ids=["aevb", "wakesleep", "wakesleep-gaussian"],
+)
+def test_graphed_steps_equal_eager_steps(mnist, kind, overrides):
+    """The same kernels on the same tensors, the generators registered with the graph: the same numbers. Eager
+    kernels on both sides (compile: false), so a difference lies in the capture, not in the fusion."""
+    cfgs = configs(compile=False, **overrides)
+    eager = trained(kind, cfgs, mnist, "cuda", steps=10)  # past the warm-up of 5 steps
+    graphed = trained(kind, cfgs, mnist, "cuda", steps=10)
     assert graph_unsupported(graphed) is None
     eager.train_steps(30)
     block = GraphedSteps(graphed, 10)
@@ -147,7 +155,7 @@ def fused_or_eager(
     return stack
 
 
-@pytest.mark.parametrize(
+FUSED_KINDS = pytest.mark.parametrize(
     "kind, overrides",
     [
         (AEVB, {}),
@@ -157,6 +165,21 @@ def fused_or_eager(
     ],
     ids=["aevb", "aevb-gaussian", "wakesleep", "wakesleep-gaussian"],
 )
+
+
+@FUSED_KINDS
+def test_compiled_steps_equal_eager_steps_on_cuda_in_float64(mnist, float64, kind, overrides):
+    """Inductor's Triton kernels without a CUDA graph compute what the eager kernels compute: with the test
+    beside it, a difference is placed in the fusion or in its capture."""
+    data = tuple(t.double() for t in mnist)
+    eager = trained(kind, configs(compile=False, **overrides), data, "cuda")
+    fused = trained(kind, configs(compile=True, **overrides), data, "cuda")
+    assert fused.region.compiled and not eager.region.compiled
+    assert_same_parameters(eager, fused, rtol=1e-9, atol=1e-12)
+    torch.testing.assert_close(eager.running.sums, fused.running.sums, rtol=1e-12, atol=1e-8)
+
+
+@FUSED_KINDS
 def test_compiled_graphed_steps_equal_eager_steps_in_float64(mnist, float64, kind, overrides):
     """Inductor's Triton kernels inside the CUDA graph compute what the eager kernels compute: in float64 the
     padded stack's parameters, running sums and streams agree after 20 fused steps."""

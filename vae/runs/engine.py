@@ -19,15 +19,14 @@ from pathlib import Path
 from typing import Any
 
 import lightning as L
-import torch
 
 from vae.algorithms import ALGORITHMS
 from vae.algorithms.stack import STACKED_KEYS
-from vae.config import Config, ConfigError, RunSpec, Sweep
+from vae.config import ConfigError, RunSpec, Sweep
 from vae.optional import require_ray, require_wandb
 from vae.protocol.schedule import check_schedule
 from vae.runs.folder import ResultsError, RunFolder, global_rank
-from vae.runs.train import check_accelerator, run_one, say, train_stack
+from vae.runs.train import check_accelerator, device_type, run_one, say, train_stack
 
 ENGINES = ("local", "ray", "stack")
 
@@ -103,11 +102,6 @@ def stack_groups(
     return stacks, rest
 
 
-def on_cpu(cfg: Config) -> bool:
-    """Whether the run trains on the CPU (``accelerator`` cpu, or auto where PyTorch sees no CUDA GPU)."""
-    return cfg.accelerator == "cpu" or (cfg.accelerator == "auto" and not torch.cuda.is_available())
-
-
 def run_stacked(
     sweep: str,
     specs: Sequence[RunSpec],
@@ -118,7 +112,7 @@ def run_stacked(
 ) -> dict[str, dict[str, Any]]:
     """Train a sweep's runs in stacks; the runs that cannot share one train alone."""
     stacks, rest = stack_groups(specs, results_dir, sweep, stack_size)
-    if any(on_cpu(group[0].config) for group in stacks):
+    if any(device_type(group[0].config) == "cpu" for group in stacks):
         say(
             "note: --engine stack on a CPU runs each stacked layer model by model, so it trains no faster than "
             "--engine local; stacking pays on a GPU, where k models share each kernel"

@@ -322,6 +322,17 @@ class RunFolder:
                 "(make RESTART=1) to discard its results and train it again from zero"
             )
 
+    def check_device(self, standing: Standing, device: str) -> None:
+        """Refuse to continue on ``device`` (cpu, cuda) a run trained on another kind of device: its checkpoint
+        holds that device's random streams, which no other kind of generator can take up."""
+        recorded = str(self.status().get("device", device)).split(":")[0]
+        if standing.checkpointed and not standing.finished and recorded != device:
+            raise ResultsError(
+                f"{self.path} was trained on {recorded} and its checkpoint holds {recorded} random streams: it "
+                f"continues only on {recorded} (accelerator=), not here on {device}; or train it in another results "
+                "folder (--results-dir / RESULTS=)"
+            )
+
     def discard_results(self) -> None:
         """Delete what the run has logged (metrics, status, checkpoints, W&B run, log p(x)), keeping its config."""
         for path in (self.metrics_file, self.status_file, self.wandb_id_file, self.log_px_file):

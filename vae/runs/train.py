@@ -71,6 +71,15 @@ def check_accelerator(cfg: Config) -> None:
         raise ConfigError("accelerator=mps, but this machine has no MPS device; use accelerator=auto or cpu")
 
 
+def device_type(cfg: Config) -> str:
+    """The kind of device the run trains on here (cpu, cuda or mps), as Lightning's ``accelerator`` picks it."""
+    if cfg.accelerator in ("gpu", "cuda") or (cfg.accelerator == "auto" and torch.cuda.is_available()):
+        return "cuda"
+    if cfg.accelerator == "mps" or (cfg.accelerator == "auto" and torch.backends.mps.is_available()):
+        return "mps"
+    return "cpu"
+
+
 def repair_metrics(folder: RunFolder, checkpoint: dict[str, Any]) -> None:
     """Rewrite ``metrics.csv`` from the history of the run's verified ``checkpoint`` where the file departs from it
     (torn, edited, a row lost); its rows beyond the checkpoint go too, to be logged again as the run resumes."""
@@ -106,6 +115,8 @@ def train_stack(
         folder.check_resumable(st)
     if not all(st.finished for st in standings):
         check_accelerator(specs[0].config)
+        for folder, st in zip(folders, standings, strict=True):
+            folder.check_device(st, device_type(specs[0].config))
         data = data or RunData(specs[0].config, data_dir)
         data.setup("fit")
     with ExitStack() as locks:
