@@ -1,11 +1,12 @@
 #!/usr/bin/env bash
 # One lent GPU slot, start to finish, inside SLOT_SECONDS. PHASES (default "tests throughput reference") picks
-# which of these run, always in this order, each with its own time limit; a failed phase does not stop the next:
+# which of these run, each with its own time limit; a failed phase does not stop the next:
 #   tests       the GPU tier, each failure's report printed as it happens (a phase cut short keeps them)
 #   throughput  bench/stack_speed.py: k = 1, Figure 2's stack against one after another, a stack of 54, and the
 #               arrangements of Figure 2's five models (streams, grouped by size, three seeds in one stack)
 #   tf32        Figure 2's MNIST AEVB sweep to 1e7 in TF32 (results/gpu/tf32 holds the one measured)
 #   reference   a unit of the reference (UNIT) for the time that is left, checkpointed at the deadline
+# The tests run beside the unit (neither fills the GPU); the throughput runs alone, last.
 # Everything it measured goes to $OUT: results.tar (logs, throughput CSV, TF32 runs) and the unit's runs*.tar,
 # which `python -m vae.runs.units adopt` puts into reference/runs.
 #
@@ -19,6 +20,7 @@ began=$(date +%s)
 SLOT_SECONDS=${SLOT_SECONDS:-560}
 UNIT=${UNIT:-mnist-aevb}
 PHASES=${PHASES:-tests throughput reference}
+SETTINGS=${SETTINGS:-accelerator=gpu steps_per_call=500 checkpoint_minutes=2}  # the unit's execution keys
 OUT=${OUT:-results/gpu/slot}
 export VAE_DATA_DIR=${DATA:-.gpu-data} PYTHONPATH=. PYTHONUNBUFFERED=1
 mkdir -p results/gpu "$OUT"
@@ -38,23 +40,25 @@ wants() { [[ " $PHASES " == *" $1 "* ]]; }
 
 if wants tests; then
     VAE_REPORT_AT_ONCE=1 phase tests 240 python3 -m pytest -p no:cacheprovider -v -rf --tb=short --timeout 90 \
-        -m gpu tests/test_gpu.py
-fi
-if wants throughput; then
-    phase throughput 150 python3 bench/stack_speed.py --seconds 20 --modes fused --sizes 54 --arrangements \
-        --out results/gpu/throughput.csv
+        -m gpu tests/test_gpu.py &
+    tests=$!
 fi
 if wants tf32; then
     phase tf32 80 python3 -m vae train experiments/fig2_mnist_aevb.yaml --engine stack --results-dir results/gpu/tf32 \
-        --set budget=1e7 matmul_precision=tf32 wandb=disabled accelerator=gpu steps_per_call=500
+        --set budget=1e7 matmul_precision=tf32 wandb=disabled $SETTINGS
 fi
 if wants reference; then
     python3 -m vae.runs.units stage "$UNIT" --staging results/units
-    budget=$(( $(left) - 75 ))  # the SIGTERM grace and the packing
+    budget=$(( $(left) - 75 - $(wants throughput && echo 150 || echo 0) ))  # the grace, packing and throughput
     phase reference $(( budget + 60 )) python3 -m vae.runs.units train "$UNIT" --staging results/units \
-        --seconds "$budget" --set accelerator=gpu steps_per_call=500 checkpoint_minutes=2
+        --seconds "$budget" --set $SETTINGS
     python3 -m vae.runs.units pack "$UNIT" --staging results/units --out "$OUT"
     python3 -m vae tables --results-dir results/units --include-incomplete > results/gpu/reference-tables.log 2>&1
+fi
+[[ -n ${tests:-} ]] && wait "$tests"
+if wants throughput; then
+    phase throughput 150 python3 bench/stack_speed.py --seconds 20 --modes fused --sizes 54 --arrangements \
+        --out results/gpu/throughput.csv
 fi
 tar -cf "$OUT/results.tar" --exclude='*.ckpt' results/gpu results/units/tables 2>/dev/null
 ls -la "$OUT"; echo "slot used $(( $(date +%s) - began )) s"

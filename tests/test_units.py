@@ -11,6 +11,7 @@ from pathlib import Path
 import yaml
 
 from vae.runs.folder import RunFolder
+from vae.runs.units import load_units
 
 TINY = dict(
     dataset="mnist",
@@ -106,3 +107,20 @@ def test_adopt_refuses_a_tar_that_is_not_a_unit(tmp_path, data_root):
         t.add(tmp_path / "x", arcname="../x")
     done = units_cmd(tmp_path, data_root, "adopt", str(bad))
     assert done.returncode == 2 and done.stderr.startswith("error: ") and not (tmp_path / "reference").exists()
+
+
+def test_every_committed_checkpoint_a_unit_stages_continues_on_the_gpu():
+    """The GPU machine continues the reference runs of a unit that have a checkpoint; a run trained on the CPU
+    (whose checkpoint holds CPU random streams, refused on CUDA) is left out of the units, so a slot never meets
+    that refusal."""
+    repo = Path(__file__).resolve().parents[1]
+    staged = 0
+    for name, parts in load_units(repo / "experiments" / "reference_units.yaml").items():
+        for part in parts:
+            for sweep, run in part.runs():
+                folder = RunFolder(repo / "reference" / "runs" / sweep / run)
+                if folder.has_checkpoint():
+                    staged += 1
+                    device = folder.status()["device"]
+                    assert device.startswith("cuda"), f"unit {name} stages {sweep}/{run}, trained on {device}"
+    assert staged  # the committed GPU runs of the MNIST AEVB unit
