@@ -2,6 +2,7 @@
 stack engine up to a deadline (SIGTERM: checkpointed), packed into tars and adopted into the reference, where
 the next unit run continues it. On the CPU, on a tiny sweep; ``make gpu-reference`` runs the same commands."""
 
+import json
 import os
 import subprocess
 import sys
@@ -9,9 +10,10 @@ import tarfile
 from pathlib import Path
 
 import yaml
+from helpers import fake_run
 
 from vae.runs.folder import RunFolder
-from vae.runs.units import load_units
+from vae.runs.units import Part, load_units, stage
 
 TINY = dict(
     dataset="mnist",
@@ -124,3 +126,18 @@ def test_every_committed_checkpoint_a_unit_stages_continues_on_the_gpu():
                     device = folder.status()["device"]
                     assert device.startswith("cuda"), f"unit {name} stages {sweep}/{run}, trained on {device}"
     assert staged  # the committed GPU runs of the MNIST AEVB unit
+
+
+def test_a_run_finished_without_a_checkpoint_is_staged_to_be_left_as_it_is(tmp_path):
+    """A reference run trained to the unit's budget elsewhere (no checkpoint committed) is staged, so the unit
+    finds it finished instead of training it again from zero; one short of the budget is not."""
+    parts = [Part(tmp_path / "tiny.yaml", 4000)]
+    units(tmp_path, 4000)
+    reference = tmp_path / "reference"
+    done = fake_run(reference, "tiny", "nz2-seed0", [(2000, -1.0, -1.0), (4000, -1.0, -1.0)], eval_start=2000, lr=0.02)
+    short = fake_run(reference, "tiny", "nz4-seed0", [(2000, -1.0, -1.0)], eval_start=2000, lr=0.02)
+    for folder, budget in ((done, 4000), (short, 4000)):
+        status = json.loads((folder / "status.json").read_text())
+        (folder / "status.json").write_text(json.dumps(status | {"budget": budget}))
+    assert stage(parts, reference, tmp_path / "staging") == ["tiny/nz2-seed0"]
+    assert (tmp_path / "staging" / "runs" / "tiny" / "nz2-seed0" / "metrics.csv").is_file()

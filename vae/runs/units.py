@@ -2,13 +2,13 @@
 
 A unit (``experiments/reference_units.yaml``) is a list of sweeps, each with the budget its panel reaches in
 the paper. Training never writes into the reference folder: ``stage`` copies the unit's committed runs that
-have a checkpoint into a staging results folder, ``train`` continues or starts them there with the stack
-engine until a deadline (SIGTERM then: every run checkpoints and stops), and ``pack`` puts each run's folder
-(config, metrics, status, checkpoint with its checksum) into tar files small enough to travel back from the
-machine. ``adopt``, run where the repository is, replaces the reference's run folders with them, ready to
-commit; the next slot continues from there. A run folder carries its checkpoint only while the run is below
-its unit's budget or was trained here, which costs its parameters and Adagrad sums in float32 (about 9 MB for
-an MNIST Nz = 200 model).
+have a checkpoint, or have reached the unit's budget without one, into a staging results folder; ``train``
+continues or starts them there with the stack engine (a finished run is left as it is) until a deadline
+(SIGTERM then: every run checkpoints and stops), and ``pack`` puts each run's folder (config, metrics, status,
+checkpoint with its checksum) into tar files small enough to travel back from the machine. ``adopt``, run where
+the repository is, replaces the reference's run folders with them, ready to commit; the next slot continues
+from there. A run folder carries its checkpoint only while the run is below its unit's budget or was trained
+here, which costs its parameters and Adagrad sums in float32 (about 9 MB for an MNIST Nz = 200 model).
 
     python -m vae.runs.units stage|train|pack UNIT --staging DIR [--seconds S] [--out DIR]
     python -m vae.runs.units adopt TAR... [--reference reference]
@@ -30,6 +30,7 @@ from pathlib import Path
 import yaml
 
 from vae.config import ConfigError, load_sweep
+from vae.runs.folder import RunFolder
 
 UNITS_FILE = Path("experiments/reference_units.yaml")
 RUN_FILES = ("config.yaml", "metrics.csv", "status.json", "checkpoints/last.ckpt", "checkpoints/last.ckpt.sha256")
@@ -71,17 +72,24 @@ def unit(name: str, path: Path = UNITS_FILE) -> list[Part]:
 
 
 def stage(parts: list[Part], reference: Path, staging: Path) -> list[str]:
-    """Copy the unit's reference runs that have a checkpoint into ``staging`` (replacing what is there); the
-    runs without one start from zero there. Returns the copied runs."""
+    """Copy into ``staging`` (replacing what is there) the unit's reference runs that have a checkpoint, and
+    those that reached the part's budget without one (trained elsewhere: the unit leaves them as they are);
+    the other runs start from zero there. Returns the copied runs."""
     copied = []
     for part in parts:
         for sweep, run in part.runs():
             source, target = reference / "runs" / sweep / run, staging / "runs" / sweep / run
-            if (source / "checkpoints" / "last.ckpt").is_file():
+            if RunFolder(source).has_checkpoint() or finished(RunFolder(source), part.budget):
                 shutil.rmtree(target, ignore_errors=True)
                 shutil.copytree(source, target)
                 copied.append(f"{sweep}/{run}")
     return copied
+
+
+def finished(folder: RunFolder, budget: int) -> bool:
+    """Whether the run in ``folder`` was trained to ``budget`` samples or beyond, by its status."""
+    status = folder.status()
+    return status.get("budget", 0) >= budget and status.get("samples", 0) >= status["budget"]
 
 
 def train(
@@ -212,7 +220,7 @@ def main(argv: list[str] | None = None) -> int:
         parts = unit(args.names[0], args.units)
         if args.action == "stage":
             copied = stage(parts, args.reference, args.staging)
-            print(f"staged {len(copied)} runs with checkpoints: {', '.join(copied) or 'none, all start from zero'}")
+            print(f"staged {len(copied)} runs (a checkpoint, or finished): {', '.join(copied) or 'none'}")
         elif args.action == "train":
             return train(parts, args.staging, args.data_dir, args.seconds, tuple(args.set))
         else:
