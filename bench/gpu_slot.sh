@@ -39,7 +39,7 @@ cat results/gpu/device.txt
 wants() { [[ " $PHASES " == *" $1 "* ]]; }
 
 if wants tests; then
-    VAE_REPORT_AT_ONCE=1 phase tests 240 python3 -m pytest -p no:cacheprovider -v -rf --tb=short --timeout 90 \
+    VAE_REPORT_AT_ONCE=1 phase tests 300 python3 -m pytest -p no:cacheprovider -v -rf --tb=short --timeout 90 \
         -m gpu tests/test_gpu.py &
     tests=$!
 fi
@@ -49,7 +49,8 @@ if wants tf32; then
 fi
 if wants reference; then
     python3 -m vae.runs.units stage "$UNIT" --staging results/units
-    budget=$(( $(left) - 75 - $(wants throughput && echo 150 || echo 0) ))  # the grace, packing and throughput
+    # what the deadline leaves: the SIGTERM grace, the packing and, after it, the throughput phase
+    budget=$(( $(left) - 90 - $(wants throughput && echo 170 || echo 0) ))
     phase reference $(( budget + 60 )) python3 -m vae.runs.units train "$UNIT" --staging results/units \
         --seconds "$budget" --set $SETTINGS
     python3 -m vae.runs.units pack "$UNIT" --staging results/units --out "$OUT"

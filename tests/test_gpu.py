@@ -23,6 +23,7 @@ import yaml
 from helpers import STACK_MODELS, stack_configs, train_command
 
 from vae.algorithms import AEVB, Stack, WakeSleep
+from vae.algorithms.draws import Draws
 from vae.algorithms.evaluation import eval_generators, evaluate
 from vae.algorithms.graphs import GraphedSteps, graph_unsupported
 from vae.algorithms.run_state import parameters_of
@@ -36,40 +37,55 @@ MODELS = STACK_MODELS
 configs = stack_configs
 
 
-class HostDraws(Stack):
-    """Draws every random number from CPU generators (one per model, seeded as the device streams) and copies
-    it to the device, so a CPU stack and a CUDA stack see the same numbers."""
+class HostDraws(Draws):
+    """Draws every training random number from CPU generators (one per model, seeded as the device streams) and
+    copies it to the device, so a CPU stack and a CUDA stack see the same numbers. Draws from given generators
+    (the evaluation's) stay the device's."""
 
-    def attach(self, train_x: torch.Tensor, test_x: torch.Tensor) -> None:
-        super().attach(train_x, test_x)
+    def attach(self, device: torch.device) -> None:
+        super().attach(device)
+        self.device = device
         self.host = [torch.Generator().manual_seed(cfg.seed + 1) for cfg in self.configs]
+        self.used: set[str] = set()
 
-    def minibatch(self) -> torch.Tensor:
-        idx = torch.stack([torch.randint(len(self.train_x), (self.cfg.M,), generator=g) for g in self.host])
-        x = self.train_x[idx.to(self.device)]
-        return self.draws.bernoulli(x) if self.cfg.binarize == "dynamic" else x
+    def minibatch(self, train_x: torch.Tensor) -> torch.Tensor:
+        self.used.add("minibatch")
+        cfg = self.configs[0]
+        idx = torch.stack([torch.randint(len(train_x), (cfg.M,), generator=g) for g in self.host])
+        x = train_x[idx.to(self.device)]
+        return self.bernoulli(x) if cfg.binarize == "dynamic" else x
 
     def bernoulli(self, p: torch.Tensor, generators: Sequence[torch.Generator] | None = None) -> torch.Tensor:
+        if generators:
+            return super().bernoulli(p, generators)
+        self.used.add("bernoulli")
         u = torch.stack([torch.rand(p.shape[1:], generator=g, dtype=torch.float64) for g in self.host])
         return (u.to(self.device) < p).to(p.dtype)
 
     def normal(
         self, *shape: int, generators: Sequence[torch.Generator] | None = None, sizes: Sequence[int] | None = None
     ) -> torch.Tensor:
+        if generators:
+            return super().normal(*shape, generators=generators, sizes=sizes)
+        self.used.add("normal")
         sizes = sizes or [cfg.nz for cfg in self.configs]
         *lead, n = shape
-        out = torch.zeros((*lead, self.k, n, max(sizes)), dtype=torch.float64)
+        out = torch.zeros((*lead, len(self.configs), n, max(sizes)), dtype=torch.float64)
         for j, (size, g) in enumerate(zip(sizes, self.host, strict=True)):
             out[..., j, :, :size] = torch.randn((*lead, n, size), generator=g, dtype=torch.float64)
         return out.to(self.device, torch.get_default_dtype())
 
 
-class HostAEVB(HostDraws, AEVB):
-    pass
+class HostAEVB(AEVB):
+    def __init__(self, configs: Sequence[Config]) -> None:
+        super().__init__(configs)
+        self.draws = HostDraws(configs)
 
 
-class HostWakeSleep(HostDraws, WakeSleep):
-    pass
+class HostWakeSleep(WakeSleep):
+    def __init__(self, configs: Sequence[Config]) -> None:
+        super().__init__(configs)
+        self.draws = HostDraws(configs)
 
 
 def trained(
@@ -105,7 +121,8 @@ def test_cuda_equals_cpu_in_float64(mnist, float64, kind, overrides):
     cpu = trained(kind, configs(compile=False, **overrides), data, "cpu")
     cuda = trained(kind, configs(compile=False, **overrides), data, "cuda")
     assert_same_parameters(cpu, cuda, rtol=1e-6, atol=1e-9)
-    torch.testing.assert_close(cpu.running.sums, cuda.running.cpu(), rtol=1e-9, atol=1e-6)
+    assert cpu.draws.used == cuda.draws.used >= {"minibatch", "normal"}  # both drew from the host streams
+    torch.testing.assert_close(cpu.running.sums, cuda.running.sums.cpu(), rtol=1e-9, atol=1e-6)
     generators = [torch.Generator().manual_seed(5) for _ in MODELS]
     x = data[1][:500]
     eps = torch.randn((1, len(MODELS), 500, 10), generator=generators[0], dtype=torch.float64)
@@ -218,7 +235,7 @@ def _ddp_rank(rank: int, world: int, out: Path, data: tuple[torch.Tensor, torch.
     stack.train_steps(20)
     x = data[1].to("cuda")
     torch.save(
-        dict(bound=evaluate(stack, x, eval_generators(stack)), running=stack.running.cpu()), out / f"rank{rank}.pt"
+        dict(bound=evaluate(stack, x, eval_generators(stack)), running=stack.running.sums.cpu()), out / f"rank{rank}.pt"
     )
     dist.destroy_process_group()
 
@@ -236,7 +253,9 @@ def test_two_ranks_sharing_the_gpu_equal_one_rank(tmp_path, mnist):
     (bound,) = evaluate(single, x, eval_generators(single))
     ranks = [torch.load(tmp_path / f"rank{r}.pt") for r in (0, 1)]
     assert [r["bound"][0] for r in ranks] == pytest.approx([bound, bound], rel=1e-5)
-    torch.testing.assert_close(ranks[0]["running"] + ranks[1]["running"], single.running.cpu(), rtol=1e-5, atol=1e-2)
+    torch.testing.assert_close(
+        ranks[0]["running"] + ranks[1]["running"], single.running.sums.cpu(), rtol=1e-5, atol=1e-2
+    )
 
 
 def test_a_stack_on_cuda_equals_its_runs_alone(mnist, float64):
