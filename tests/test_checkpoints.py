@@ -309,3 +309,15 @@ def test_a_run_trained_on_another_kind_of_device_is_refused_and_nothing_changes(
     with pytest.raises(ResultsError, match=r"trained on cuda and its checkpoint holds cuda random streams"):
         run_one(SWEEP, spec(0, budget=20000), results, data_root)
     assert files(run.path) == before
+
+
+def test_a_run_stopped_before_its_first_status_is_placed_by_its_checkpoint(results, data_root, monkeypatch):
+    """Killed after its first checkpoint, before its first status: the checkpoint names the device its streams
+    belong to, and a machine of another kind (here one that would train on CUDA) refuses it the same way."""
+    run = folder(results, 0)
+    assert not run.status_file.is_file() and run.checkpoint_axis()["device"] == "cpu"
+    monkeypatch.setattr("vae.runs.train.device_type", lambda cfg: "cuda")
+    before = files(run.path)
+    with pytest.raises(ResultsError, match=r"trained on cpu and its checkpoint holds cpu random streams: it continues"):
+        resume(results, data_root)
+    assert files(run.path) == before

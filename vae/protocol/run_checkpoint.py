@@ -1,8 +1,9 @@
 """One run's part of a stack's checkpoint.
 
 A run's entry is a ``VAE`` checkpoint (``state_dict``, ``hyper_parameters``) with the optimizer states and the
-``sample_axis`` state (samples, step size, selection scores, logged rows, seconds, random stream, algorithm
-state, running average) that resume it exactly, whatever the size of the stack that writes or reads it."""
+``sample_axis`` state (samples, step size, selection scores, logged rows, seconds, random stream and the kind of
+device it belongs to, algorithm state, running average) that resume it exactly, whatever the size of the stack
+that writes or reads it."""
 
 from __future__ import annotations
 
@@ -24,6 +25,7 @@ def pack_run(
         "hyper_parameters": {"config": stack.configs[j].to_dict()},
         "sample_axis": dict(
             samples=stack.samples,
+            device=stack.device.type,
             lr=state["lr"],
             lr_selection=lr_selection,
             history=history,

@@ -324,9 +324,18 @@ class RunFolder:
 
     def check_device(self, standing: Standing, device: str) -> None:
         """Refuse to continue on ``device`` (cpu, cuda) a run trained on another kind of device: its checkpoint
-        holds that device's random streams, which no other kind of generator can take up."""
-        recorded = str(self.status().get("device", device)).split(":")[0]
-        if standing.checkpointed and not standing.finished and recorded != device:
+        holds that device's random streams, which no other kind of generator can take up. The device is the one
+        ``status.json`` records, or, for a run stopped before its first status, its checkpoint's."""
+        if not standing.checkpointed or standing.finished:
+            return
+        recorded = self.status().get("device")
+        if recorded is None:
+            try:
+                recorded = self.checkpoint_axis().get("device", device)
+            except ResultsError:
+                return  # the verified read that follows says what is wrong with the checkpoint
+        recorded = str(recorded).split(":")[0]
+        if recorded != device:
             raise ResultsError(
                 f"{self.path} was trained on {recorded} and its checkpoint holds {recorded} random streams: it "
                 f"continues only on {recorded} (accelerator=), not here on {device}; or train it in another results "
@@ -343,12 +352,14 @@ class RunFolder:
 
     def samples_done(self) -> int:
         """Where the run's last checkpoint stands on the sample axis (0 without one)."""
-        if not self.has_checkpoint():
-            return 0
+        return int(self.checkpoint_axis()["samples"]) if self.has_checkpoint() else 0
+
+    def checkpoint_axis(self) -> dict[str, Any]:
+        """The ``sample_axis`` entry of the run's checkpoint (samples, step size, random stream, ...)."""
         # memory-mapped: only the small "sample_axis" entry is read here
         try:
             checkpoint = torch.load(self.checkpoint, map_location="cpu", weights_only=False, mmap=True)
-            return int(checkpoint["sample_axis"]["samples"])
+            return dict(checkpoint["sample_axis"])
         except Exception as e:  # any unreadable file: torch raises many kinds
             raise ResultsError(
                 f"{self.checkpoint} cannot be read ({type(e).__name__}); put back this run's "
