@@ -112,9 +112,9 @@ def test_adopt_refuses_a_tar_that_is_not_a_unit(tmp_path, data_root):
 
 
 def test_every_committed_checkpoint_a_unit_stages_continues_on_the_gpu():
-    """The GPU machine continues the reference runs of a unit that have a checkpoint; a run trained on the CPU
-    (whose checkpoint holds CPU random streams, refused on CUDA) is left out of the units, so a slot never meets
-    that refusal."""
+    """The GPU machine continues the reference runs of a unit that have a checkpoint; a run with a checkpoint
+    trained on the CPU (its random streams, refused on CUDA) must not be part of a unit, or a slot would meet that
+    refusal."""
     repo = Path(__file__).resolve().parents[1]
     staged = 0
     for name, parts in load_units(repo / "experiments" / "reference_units.yaml").items():
