@@ -162,6 +162,7 @@ def test_wandb_points_count_as_sent_only_once_on_disk_and_the_rest_is_sent_from_
     assert durable_steps(tmp_path / "wandb", folder.wandb_id()) == []
 
 
+@pytest.mark.slow  # repeated kills and reruns: about 40 s
 def test_wandb_run_holds_every_csv_point_exactly_once_after_repeated_sigkills(tmp_path, data_root):
     sweep = tmp_path / "kill.yaml"
     sweep.write_text(yaml.safe_dump({"name": "kill", "base": dict(KILL, wandb="offline")}))

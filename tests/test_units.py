@@ -9,6 +9,7 @@ import sys
 import tarfile
 from pathlib import Path
 
+import pytest
 import yaml
 from helpers import fake_run
 
@@ -94,6 +95,7 @@ def test_a_unit_continues_from_the_adopted_reference(tmp_path, data_root):
     assert again.status()["samples"] == 8000 and len(again.metrics()) > rows
 
 
+@pytest.mark.slow  # a minute: the deadline has to leave the run time to start under load
 def test_the_deadline_stops_a_unit_checkpointed(tmp_path, data_root):
     units(tmp_path, 10**10)  # far beyond what the deadline lets it reach
     tars = slot(tmp_path, data_root, 60)
