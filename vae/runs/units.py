@@ -79,7 +79,8 @@ def stage(parts: list[Part], reference: Path, staging: Path) -> list[str]:
     for part in parts:
         for sweep, run in part.runs():
             source, target = reference / "runs" / sweep / run, staging / "runs" / sweep / run
-            if RunFolder(source).has_checkpoint() or finished(RunFolder(source), part.budget):
+            folder = RunFolder(source)
+            if folder.has_checkpoint() or finished(folder, part.budget):
                 shutil.rmtree(target, ignore_errors=True)
                 shutil.copytree(source, target)
                 copied.append(f"{sweep}/{run}")
