@@ -127,6 +127,8 @@ def test_choices_are_read_from_the_literal_types():
         "eval_spacing",
         "evaluation",
         "marginal_estimator",
+        "marginal_bandwidth",
+        "marginal_step_tuning",
         "mcem_counting",
         "matmul_precision",
         "accelerator",
@@ -316,9 +318,12 @@ def test_the_old_budget_key_is_read_from_sweep_files_and_set_with_a_one_line_not
 
 def stored_before_mcem_counting() -> dict:
     """An MCEM run's config.yaml as written before mcem_counting, running_every, count_per_datapoint,
-    matmul_precision and the recognition head's keys, with the budget under its old name."""
+    matmul_precision, App. D's bandwidth and step tuning, and the recognition head's keys, with the budget under
+    its old name."""
     keys = (
         "mcem_counting",
+        "marginal_bandwidth",
+        "marginal_step_tuning",
         "running_every",
         "count_per_datapoint",
         "matmul_precision",
@@ -335,6 +340,7 @@ def test_an_older_config_is_migrated_by_named_rules_to_what_the_run_did_then():
     config, applied = migrate(stored_before_mcem_counting(), "config.yaml")
     assert config["mcem_counting"] == "msteps"  # MCEM counted the weight updates alone then, not today's default
     assert config["running_every"] is None and config["budget"] == 30_000_000 and "samples" not in config
+    assert (config["marginal_bandwidth"], config["marginal_step_tuning"]) == ("scott", "batch")  # App. D's then
     assert config["compile"] == Config().compile  # an execution key: today's default
     assert applied == [
         "samples is now budget",
@@ -343,6 +349,7 @@ def test_an_older_config_is_migrated_by_named_rules_to_what_the_run_did_then():
         "before count_per_datapoint",
         "before the recognition head's settings",
         "before matmul_precision",
+        "before marginal_bandwidth",
     ]
     aevb = {k: v for k, v in make_config({}).to_dict().items() if k != "mcem_counting"}
     assert migrate(aevb, "x")[0]["mcem_counting"] == Config().mcem_counting  # unused by AEVB

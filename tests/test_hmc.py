@@ -1,8 +1,9 @@
 """HMC (vae.models.hmc) on a 2-D correlated Gaussian, whose moments are known in closed form."""
 
+import pytest
 import torch
 
-from vae.models.hmc import hmc_step, leapfrog, tune_step_size, value_and_grad
+from vae.models.hmc import hmc_step, leapfrog, tune_chain_step_sizes, tune_step_size, value_and_grad
 
 MEAN = torch.tensor([1.0, -2.0], dtype=torch.float64)
 COV = torch.tensor([[1.0, 1.6], [1.6, 4.0]], dtype=torch.float64)  # correlation 0.8, eigenvalues 0.31, 4.69
@@ -73,6 +74,40 @@ def test_tuning_rule_multiplies_or_divides_by_1_02_per_decision_capped():
     torch.testing.assert_close(tune_step_size(eps, torch.ones(3, dtype=torch.bool)), eps * 1.02**3)
     torch.testing.assert_close(tune_step_size(eps, torch.ones(1000, dtype=torch.bool)), eps * 1.25)
     torch.testing.assert_close(tune_step_size(eps, torch.zeros(50_000, dtype=torch.bool)), eps / 1.25)
+
+
+def test_chain_tuning_divides_by_1_25_on_a_rejection_and_balances_at_the_target():
+    eps = torch.tensor([0.1, 0.1], dtype=torch.float64)
+    out = tune_chain_step_sizes(eps, torch.tensor([False, True]))
+    torch.testing.assert_close(out, torch.tensor([0.1 / 1.25, 0.1 * 1.25 ** (1 / 9)], dtype=torch.float64))
+    nine_of_ten = torch.tensor([True] * 9 + [False])
+    for accept in nine_of_ten[torch.randperm(10)]:
+        eps = tune_chain_step_sizes(eps, accept.expand(2))
+    torch.testing.assert_close(eps, torch.tensor([0.1, 0.1], dtype=torch.float64))
+
+
+@pytest.mark.parametrize("tuning", ["batch", "chain"])
+def test_a_narrow_posterior_among_wide_ones_is_stuck_under_one_step_size_and_moves_under_its_own(tuning):
+    """990 chains of sd 1 and 10 of sd 0.01: one step size tuned on the batch's acceptance suits the wide ones and
+    the narrow chains almost never move; a step size per chain brings each to about 90% acceptance."""
+    g = torch.Generator().manual_seed(3)
+    scale = torch.ones(1000, 1, dtype=torch.float64)
+    scale[:10] = 0.01
+
+    def target(z: torch.Tensor) -> torch.Tensor:
+        return -0.5 * (z / scale).pow(2).sum(-1)
+
+    z, eps, accepted = torch.randn(1000, 2, generator=g, dtype=torch.float64) * scale, 0.01, []
+    for t in range(300):
+        step = hmc_step(target, z, eps, g, n_steps=4, target=0.9, tuning=tuning)
+        z, eps = step.z, step.step_size
+        if t >= 100:
+            accepted.append(step.accept)
+    rate = torch.stack(accepted).double().mean(0)
+    if tuning == "batch":
+        assert rate[10:].mean() > 0.85 and rate[:10].max() < 0.05
+    else:
+        assert (rate - 0.9).abs().max() < 0.1 and eps.shape == (1000,)
 
 
 def test_steps_are_reproducible_and_accept_sample_dimensions():

@@ -12,12 +12,14 @@ from vae.models.bounds import elbo
 from vae.models.densities import log_std_normal
 from vae.models.marginal import (
     diag_gaussian_log_density,
+    distinct_points,
     fitted_log_density,
     kde_log_density,
     log_marginal_from_samples,
     log_marginal_hmc,
     log_marginal_is,
     scott_factor,
+    validated_factor,
 )
 from vae.models.nets import BernoulliMLP, GaussianMLP, init_normal_
 
@@ -160,6 +162,47 @@ def test_kde_matches_scipy(d):
     torch.testing.assert_close(fitted_log_density(fit, points), ours)
 
 
+def authors_kde2(fit: np.ndarray, points: np.ndarray) -> np.ndarray:
+    """The author's ``kde_infer_factor`` (anglepy's hmc_est.py) in Python 3, then ``logpdf`` at points:
+    fit (m, d), points (k, d)."""
+    z = fit.T
+    n_data = z.shape[1]
+    scotts_factor = n_data ** (-1.0 / (z.shape[0] + 4))
+    factors = [scotts_factor * np.e ** ((i - 5) / 2.0) for i in range(10)]
+    with np.errstate(divide="ignore"):  # a density that underflows scores -inf, as it did for the author
+        scores = [
+            np.log(scipy.stats.gaussian_kde(z[:, n_data // 2 :], bw_method=f).evaluate(z[:, : n_data // 2])).sum()
+            for f in factors
+        ]
+    kde = scipy.stats.gaussian_kde(z, bw_method=factors[int(np.argmax(np.asarray(scores)))])
+    return kde.logpdf(points.T)
+
+
+@pytest.mark.parametrize("d", [2, 3])
+def test_validated_bandwidth_matches_the_authors_kde2(d):
+    """Chains that drift (a trend along the samples) get wider kernels than Scott's."""
+    g = torch.Generator().manual_seed(10 + d)
+    scale = torch.rand(8, 1, d, generator=g, dtype=torch.float64)
+    fit = torch.randn(8, 25, d, generator=g, dtype=torch.float64) * scale
+    fit[:4] += torch.linspace(0, 3, 25, dtype=torch.float64)[:, None]  # drifting chains
+    points = torch.randn(8, 30, d, generator=g, dtype=torch.float64)
+    ours = fitted_log_density(fit, points, "validated")
+    ref = np.stack([authors_kde2(f.numpy(), p.numpy()) for f, p in zip(fit, points, strict=True)])
+    np.testing.assert_allclose(ours.numpy(), ref, rtol=0, atol=1e-9)
+    factors = validated_factor(fit) / scott_factor(25, d)
+    assert (factors[:4] > 1).all()
+    assert not torch.allclose(ours, fitted_log_density(fit, points, "scott"))
+
+
+def test_validated_bandwidth_falls_back_to_scott_on_a_singular_half():
+    fit = torch.randn(2, 25, 3, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+    fit[0] += torch.linspace(0, 3, 25, dtype=torch.float64)[:, None]
+    fit[1, 12:] = 0.5  # the held-in half never moved: no candidate can be scored
+    factor = validated_factor(fit) / scott_factor(25, 3)
+    assert float(factor[1]) == 1.0
+    assert float(factor[0]) > 1.0
+
+
 def test_few_samples_per_dimension_use_a_diagonal_gaussian():
     """Author's rule: n_fit / Nz < 4 (or Nz = 1) falls back to a moment-fitted diagonal Gaussian."""
     g = torch.Generator().manual_seed(8)
@@ -181,6 +224,20 @@ def test_degenerate_fits_give_nan():
     log_q = fitted_log_density(fit, points)
     assert log_q[0].isfinite().all() and log_q[1].isnan().all()
     assert diag_gaussian_log_density(fit, points)[1].isnan().all()
+
+
+@pytest.mark.parametrize("dtype, seed", [(torch.float64, 7), (torch.float32, 4)])
+def test_a_fit_on_fewer_than_d_plus_1_distinct_points_gives_nan_even_where_cholesky_passes(dtype, seed):
+    """A chain that moved once while fitting: two distinct points, a rank-1 covariance. Rounding lets the
+    kernel covariance's Cholesky factorisation pass with near-zero pivots, which would give log q near -7e12
+    (float64) or -1.5e4 (float32) at nearby points."""
+    ab = torch.randn(2, 3, generator=torch.Generator().manual_seed(seed), dtype=dtype)
+    fit = ab[torch.tensor([0] * 20 + [1] * 5)]
+    centered = fit - fit.mean(0)
+    kernel_cov = centered.T @ centered / 24 * scott_factor(25, 3) ** 2
+    assert int(torch.linalg.cholesky_ex(kernel_cov)[1]) == 0  # the premise: no failure reported
+    assert int(distinct_points(fit)) == 2 and int(distinct_points(torch.randn(25, 3))) == 25
+    assert kde_log_density(fit[None], (fit[:4] + 0.01)[None], scott_factor(25, 3)).isnan().all()
 
 
 def test_a_stuck_chain_falls_back_to_the_smallest_spread_of_the_batch():

@@ -165,3 +165,22 @@ def test_progress_is_a_heartbeat_without_a_terminal_and_a_bar_on_one(stream, tmp
         assert len(lines) >= 10 and all(line.startswith("[1/3] s/r: ") for line in lines)
         assert re.search(r": [\d,]+ / 30,000 samples \([\d.]+%\), [\d,]+ samples/s, \d+ (s|min) left", lines[-1])
         assert "test/elbo at" in lines[-1]
+
+
+def test_app_d_settings_of_the_config_reach_the_estimator(tmp_path, data_root, monkeypatch):
+    """marginal_bandwidth and marginal_step_tuning are passed to App. D's estimator at every evaluation."""
+    import vae.protocol.measurement as measurement
+
+    estimator, seen = measurement.log_marginal_hmc, []
+
+    def recorded(*args, **kwargs):
+        seen.append((kwargs["bandwidth"], kwargs["tuning"]))
+        return estimator(*args, **kwargs)
+
+    monkeypatch.setattr(measurement, "log_marginal_hmc", recorded)
+    marginal = dict(evaluation="marginal", marginal_points=40, marginal_samples=10, marginal_burnin=4)
+    cfg = make_config(TINY | marginal | dict(marginal_bandwidth="validated", marginal_step_tuning="chain"))
+    run_one("t", RunSpec("r", cfg), tmp_path, data_root)
+    rows = pd.read_csv(tmp_path / "runs" / "t" / "r" / "metrics.csv").dropna(subset=["test/marginal"])
+    assert len(seen) == 2 * len(rows) > 0 and set(seen) == {("validated", "chain")}
+    assert (rows[["train/marginal", "test/marginal"]] < 0).all().all()

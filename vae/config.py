@@ -191,6 +191,12 @@ class Config:
     marginal_leapfrog: PositiveInt = _in("evaluation", 4)  # App. E: 4 leapfrog steps per HMC transition
     # HMC transitions before sampling (not stated in the paper)
     marginal_burnin: Annotated[int, Bounds(ge=0)] = _in("evaluation", 100)
+    # the bandwidth of App. D's KDE q(z) (not stated in the paper): scott, Scott's rule | validated, the
+    # author's default (anglepy's kde2): the best of ten multiples of Scott's factor on a split of the fit half
+    marginal_bandwidth: Literal["scott", "validated"] = _in("evaluation", "scott")
+    # the HMC step size of App. D's chains (not stated in the paper): batch, one for all chains, tuned on their
+    # mean acceptance as in the author's 2013 code | chain, one per chain, tuned on its own acceptance (ours)
+    marginal_step_tuning: Literal["batch", "chain"] = _in("evaluation", "batch")
     marginal_is_k: PositiveInt = _in("evaluation", 5000)  # importance samples per datapoint (marginal_estimator: is)
 
     # highest: float32 matrix products | tf32: the tensor cores' TF32 mode for float32 matrix products on CUDA
@@ -500,6 +506,12 @@ MIGRATIONS: tuple[Migration, ...] = (
     _by_default("before count_per_datapoint", "count_per_datapoint"),
     _by_default("before the recognition head's settings", "encoder_logvar_scale", "encoder_logvar_zero_init"),
     _by_default("before matmul_precision", "matmul_precision"),
+    # App. D's KDE used Scott's rule, and its chains one step size, before these keys
+    Migration(
+        "before marginal_bandwidth",
+        ("marginal_bandwidth", "marginal_step_tuning"),
+        lambda old: {"marginal_bandwidth": "scott", "marginal_step_tuning": "batch"},
+    ),
 )
 
 

@@ -69,6 +69,8 @@ def mean_log_marginal(
             n_steps=cfg.marginal_leapfrog,
             step_size=cfg.hmc_step_size,
             target=cfg.hmc_target,
+            bandwidth=cfg.marginal_bandwidth,
+            tuning=cfg.marginal_step_tuning,
             between=between,
         )
     return float(values.double().mean())
