@@ -37,8 +37,8 @@ def kde_log_density(fit: torch.Tensor, points: torch.Tensor, factor: float | tor
     fit (..., m, d), points (..., k, d), factor a float or of shape (...); returns (..., k). The kernel
     covariance is factor^2 times the unbiased covariance of ``fit``; where that is singular (fewer than d + 1
     distinct points, or a failed Cholesky factorisation) the result is NaN. Counting the points makes that
-    exact: rounding can let a rank-deficient covariance factorise, with a near-zero pivot that sends log q to
-    -1e8 and the harmonic-mean estimate of log p(x) to +1e8.
+    exact: rounding can let a rank-deficient covariance factorise with a near-zero pivot, and log q then reads
+    thousands (float32) to 1e12 (float64) nats too low.
     """
     m, d = fit.shape[-2:]
     centered = fit - fit.mean(-2, keepdim=True)
