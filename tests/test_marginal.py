@@ -233,9 +233,7 @@ def test_a_fit_on_fewer_than_d_plus_1_distinct_points_gives_nan_even_where_chole
     (float64) or -1.5e4 (float32) at nearby points."""
     ab = torch.randn(2, 3, generator=torch.Generator().manual_seed(seed), dtype=dtype)
     fit = ab[torch.tensor([0] * 20 + [1] * 5)]
-    centered = fit - fit.mean(0)
-    kernel_cov = centered.T @ centered / 24 * scott_factor(25, 3) ** 2
-    assert int(torch.linalg.cholesky_ex(kernel_cov)[1]) == 0  # the premise: no failure reported
+    # on the build machine these two fits factorise without a reported failure; the NaN must not depend on that
     assert int(distinct_points(fit)) == 2 and int(distinct_points(torch.randn(25, 3))) == 25
     assert kde_log_density(fit[None], (fit[:4] + 0.01)[None], scott_factor(25, 3)).isnan().all()
 
