@@ -17,36 +17,39 @@ from vae.runs.folder import atomic_write_text
 
 
 def log_px_rows(runs: list[LoggedRun], published: dict[str, list[dict[str, Any]]]) -> list[dict[str, Any]]:
-    """Per Figure 2 curve, over its seeds with a measurement: the importance-sampled log p(x), its 95% t
-    interval, the bound on the same test images and the gap log p(x) - bound, beside a published number for
-    context (``published``: per dataset, a list of ``{source, value}``; the first is shown)."""
+    """Per Figure 2 curve and measurement (the samples its model was trained on, k and the test images), over
+    the seeds measured so: the importance-sampled log p(x), its 95% t interval, the bound on the same test
+    images and the gap log p(x) - bound, beside a published number for context (``published``: per dataset, a
+    list of ``{source, value}``; the first is shown). Seeds measured after different budgets are never averaged.
+    """
     rows = []
     for curve, members in group_curves(runs).items():
         sweep, dataset, algorithm, nz = curve
-        m = pd.DataFrame([r.log_px for r in members])
-        n, mean, std = len(m), m["log_px"].mean(), m["log_px"].std(ddof=1)
-        half = t_half_width(std, n)
         first = (published.get(dataset) or [{"source": "", "value": math.nan}])[0]
-        rows.append(
-            dict(
-                sweep=sweep,
-                dataset=dataset,
-                algorithm=algorithm,
-                nz=nz,
-                seeds=n,
-                samples=int(m["samples"].min()),
-                points=int(m["points"].min()),
-                k=int(m["k"].min()),
-                log_px=mean,
-                log_px_std=std,
-                log_px_ci_low=mean - half,
-                log_px_ci_high=mean + half,
-                elbo=m["elbo"].mean(),
-                gap=m["gap"].mean(),
-                published_log_px=first["value"],
-                published_source=first["source"],
+        measured = pd.DataFrame([r.log_px for r in members])
+        for (samples, k, points), m in measured.groupby(["samples", "k", "points"], sort=True):
+            n, mean, std = len(m), m["log_px"].mean(), m["log_px"].std(ddof=1)
+            half = t_half_width(std, n)
+            rows.append(
+                dict(
+                    sweep=sweep,
+                    dataset=dataset,
+                    algorithm=algorithm,
+                    nz=nz,
+                    seeds=n,
+                    samples=int(samples),
+                    points=int(points),
+                    k=int(k),
+                    log_px=mean,
+                    log_px_std=std,
+                    log_px_ci_low=mean - half,
+                    log_px_ci_high=mean + half,
+                    elbo=m["elbo"].mean(),
+                    gap=m["gap"].mean(),
+                    published_log_px=first["value"],
+                    published_source=first["source"],
+                )
             )
-        )
     return rows
 
 
