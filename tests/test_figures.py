@@ -64,9 +64,15 @@ def shaded(ax: plt.Axes, points: np.ndarray) -> bool:
 
 
 def test_figure_2_draws_the_mean_of_the_seeds_and_its_interval_as_tabulated_beside_the_papers_curves(tmp_path):
-    logged = {0: [(100000, -170, -169), (1000000, -136, -135)], 1: [(100000, -166, -163), (1000000, -134, -132)]}
+    logged = {
+        0: [(100000, -170, -169), (1000000, -136, -135)],
+        1: [(100000, -166, -163), (1000000, -134, -132)],
+        2: [(100000, -168, -167), (1000000, -137, -133)],
+    }
     for seed, rows in logged.items():
         fake_run(tmp_path, "m", f"nz5-seed{seed}", rows, nz=5, seed=seed)
+        if seed < 2:  # two seeds of Nz = 10: their mean, no interval
+            fake_run(tmp_path, "m", f"nz10-seed{seed}", rows, nz=10, seed=seed)
     frey = fake_run(
         tmp_path, "w", "nz2-seed0", [(100000, 200, 250), (1000000, 700, 690)], algorithm="wakesleep", nz=2, **FREY
     )
@@ -98,6 +104,10 @@ def test_figure_2_draws_the_mean_of_the_seeds_and_its_interval_as_tabulated_besi
     assert np.array_equal(ours[(green, "-")], metrics[["samples", "train/elbo"]])
     assert np.array_equal(ours[(green, "--")], metrics[["samples", "test/elbo"]])
     assert not face.collections  # one seed: no interval
+    two = panel(fig, "MNIST, $N_z$=10")
+    mean = np.mean([[row[2] for row in rows] for seed, rows in logged.items() if seed < 2], axis=0)
+    assert np.allclose(lines(two, OURS)[(red, "--")], np.column_stack([[100000, 1000000], mean]))
+    assert not two.collections  # two seeds: the mean, no interval
     assert lines(panel(fig, "MNIST, $N_z$=3"), OURS) == {}
     plt.close(fig)
 

@@ -6,8 +6,9 @@ from the untrained model) and, when the user's runs are drawn, the committed ref
 them. Top row: MNIST, Nz = 3, 5, 10, 20, 200; bottom row: the legend, then Frey Face, Nz = 2, 5, 10, 20.
 Red AEVB, green wake-sleep; solid train, dashed test, and ours dotted: the running average of minibatch bounds,
 the kind of train curve the paper drew (its solid line); log x-axis "# Training samples evaluated". Several
-seeds of a curve are drawn as their mean with its 95% t interval shaded. Figure 3: two panels (N_train = 1000
-and 50000), estimated marginal log-likelihood against millions of training samples evaluated, MCEM in blue.
+seeds of a curve are drawn as their mean, with its 95% t interval shaded from three seeds on. Figure 3: two
+panels (N_train = 1000 and 50000), estimated marginal log-likelihood against millions of training samples
+evaluated, MCEM in blue.
 
 Each panel shows the paper's range, widened to hold every point of the user's runs (a short run lies below the
 paper's axis) and every run's samples; a curve of runs that still leaves the axis (the reference, whose first
@@ -55,6 +56,7 @@ PAPER_STYLE: dict[str, Any] = dict(lw=3, alpha=0.25)
 FIRST_MEASURED = "o"  # the marker on the paper's first logged evaluation of a Figure 2 curve
 BEYOND = {"below": "v", "above": "^"}  # the mark on the axis edge of a curve that leaves it
 PAD = 0.03  # the margin beyond a point that widens an axis, as a fraction of the axis range
+BAND_SEEDS = 3  # the fewest seeds whose interval is shaded: two seeds' (t = 12.7) hides the curves
 
 
 @dataclass(frozen=True)
@@ -155,8 +157,9 @@ def draw_curve(
 
 
 def band(ax: plt.Axes, x: Any, mean: Any, colour: tuple[float, ...], look: dict[str, Any]) -> None:
-    """The 95% t interval of a curve's mean over its seeds, shaded (nothing for one seed)."""
-    if (mean["seeds"] > 1).all():
+    """The 95% t interval of a curve's mean over its seeds, shaded where every point has ``BAND_SEEDS`` seeds
+    or more."""
+    if (mean["seeds"] >= BAND_SEEDS).all():
         ax.fill_between(x, mean["ci_low"], mean["ci_high"], color=colour, lw=0, alpha=0.18 * look.get("alpha", 1.0))
 
 
