@@ -157,8 +157,8 @@ def draw_curve(
 
 
 def band(ax: plt.Axes, x: Any, mean: Any, colour: tuple[float, ...], look: dict[str, Any]) -> None:
-    """The 95% t interval of a curve's mean over its seeds, shaded where every point has ``BAND_SEEDS`` seeds
-    or more."""
+    """The 95% t interval of a curve's mean over its seeds, shaded when every point of the curve has
+    ``BAND_SEEDS`` seeds or more."""
     if (mean["seeds"] >= BAND_SEEDS).all():
         ax.fill_between(x, mean["ci_low"], mean["ci_high"], color=colour, lw=0, alpha=0.18 * look.get("alpha", 1.0))
 
