@@ -2,7 +2,8 @@
 ``log-px``, ``diagnose`` and ``data``. EXPERIMENT is a sweep file or the name of one under experiments/
 (``fig2_mnist_aevb``). Exit status 2: a known error, said in one line (a mistyped command, option value, config
 key or sweep name with the nearest one); 130 / 143: stopped by SIGINT / SIGTERM within seconds in any phase, said
-in one line (a training checkpointed). No training command writes into the reference runs. The arguments and
+in one line (a training checkpointed); once the command has returned, a signal is ignored and the process exits
+with its status. No training command writes into the reference runs. The arguments and
 the sweep file are read, and refused, before torch and Lightning load: --help and a bad budget are said within
 a second."""
 
@@ -22,7 +23,7 @@ import yaml
 from vae import __version__
 from vae.config import ConfigError, Sweep, load_sweep, parse_overrides, problem
 from vae.names import DATA_ENV, INPUTS
-from vae.runs.interrupted import Interrupted, raise_on_signals
+from vae.runs.interrupted import Interrupted, ignore_signals, raise_on_signals
 from vae.sweeps import find, sweeps
 
 REFERENCE = Path(__file__).resolve().parent.parent / "reference"  # the repository's committed reference runs
@@ -352,8 +353,11 @@ def read_settings(path: Path) -> dict[str, Any]:
 
 
 def console() -> None:
-    """The ``vae`` console script (``[project.scripts]`` in pyproject.toml)."""
-    sys.exit(main())
+    """The ``vae`` console script (``[project.scripts]`` in pyproject.toml). A signal that comes once the command
+    has returned is ignored: the process exits with the command's status within about a second."""
+    status = main()
+    ignore_signals()
+    sys.exit(status)
 
 
 if __name__ == "__main__":

@@ -42,3 +42,12 @@ def raise_on_signals(message: str) -> Iterator[None]:
     finally:
         for signum, handler in previous.items():
             signal.signal(signum, handler)
+
+
+def ignore_signals() -> None:
+    """From here on SIGINT and SIGTERM are ignored. For a process whose command has returned: what remains is the
+    interpreter's clean-up (about a second once torch and Lightning are loaded), in which no Python handler runs and
+    the default ones would end the process without a word, or with a traceback; it then exits with the command's
+    status."""
+    for signum in SIGNALS:
+        signal.signal(signum, signal.SIG_IGN)
