@@ -112,6 +112,22 @@ def test_figure_2_draws_the_mean_of_the_seeds_and_its_interval_as_tabulated_besi
     plt.close(fig)
 
 
+def test_figure_2_shades_a_curve_where_three_seeds_logged_it(tmp_path):
+    """Seeds that reached different budgets: the interval is shaded up to the last point the three seeds share,
+    and the curve goes on beyond it, unshaded, as the one seed that logged it."""
+    shared = [(100000, -170, -169), (1000000, -136, -135)]
+    for seed, rows in ((0, [*shared, (10000000, -110, -109)]), (1, shared), (2, shared)):
+        fake_run(tmp_path, "m", f"nz5-seed{seed}", [(s, a + seed, b - seed) for s, a, b in rows], nz=5, seed=seed)
+    mnist = panel(draw_figure2(figure_runs(gather(tmp_path).runs, 2), []), "MNIST, $N_z$=5")
+    test = lines(mnist, OURS)[(COLOURS["aevb"], "--")]
+    assert np.array_equal(test[:, 0], [100000, 1000000, 10000000]) and test[-1, 1] == -109
+    assert len(mnist.collections) == 2  # train and test
+    for band in mnist.collections:
+        (path,) = band.get_paths()
+        assert path.vertices[:, 0].min() == 100000 and path.vertices[:, 0].max() == 1000000
+    plt.close("all")
+
+
 def test_figures_command_writes_figure_2_as_png_and_pdf(tmp_path):
     fake_run(tmp_path, "m", "nz5-seed0", [(100000, -170, -169), (1000000, -136, -135)], nz=5)
     assert main(["figures", "--results-dir", str(tmp_path)]) == 0

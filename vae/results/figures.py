@@ -157,10 +157,12 @@ def draw_curve(
 
 
 def band(ax: plt.Axes, x: Any, mean: Any, colour: tuple[float, ...], look: dict[str, Any]) -> None:
-    """The 95% t interval of a curve's mean over its seeds, shaded when every point of the curve has
-    ``BAND_SEEDS`` seeds or more."""
-    if (mean["seeds"] >= BAND_SEEDS).all():
-        ax.fill_between(x, mean["ci_low"], mean["ci_high"], color=colour, lw=0, alpha=0.18 * look.get("alpha", 1.0))
+    """The 95% t interval of a curve's mean over its seeds, shaded at the points that ``BAND_SEEDS`` seeds or
+    more logged: where seeds reached different budgets, up to the last point that enough of them share."""
+    where = (mean["seeds"] >= BAND_SEEDS).to_numpy()
+    if where.any():
+        alpha = 0.18 * look.get("alpha", 1.0)
+        ax.fill_between(x, mean["ci_low"], mean["ci_high"], where=where, color=colour, lw=0, alpha=alpha)
 
 
 def widened(limits: tuple[float, float], values: list[np.ndarray], log: bool = False) -> tuple[float, float]:
