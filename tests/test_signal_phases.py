@@ -121,7 +121,7 @@ def test_train_stops_while_reading_its_sweep_file(tmp_path, signum):
 def test_train_stopped_at_any_moment_of_its_start_up_continues(tmp_path, data_root):
     """Signals at several moments of start-up (imports, data, the Trainer's setup, the first steps): each ends
     the process with one line, and the run then finishes. On a fast machine a later moment may find the run
-    finished and the process exiting: it then exits 0 (``exits_with_its_status``)."""
+    finished and the process exiting: it then exits 0 (``test_a_signal_while_train_exits_leaves_its_status``)."""
     sweep = sweep_file(tmp_path, **TINY)
     for delay in (1.0, 3.0, 5.0):
         proc = popen("train", sweep, "--results-dir", tmp_path, "--data-dir", data_root)
