@@ -61,6 +61,8 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0, help="the estimators' random stream (default: %(default)s)")
     args = parser.parse_args()
     model, cfg = load_run(args.run)
+    if cfg.nz > 3:
+        parser.error(f"{args.run} has Nz = {cfg.nz}; the quadrature grids Nz <= 3")
     train_x, test_x = load_dataset(cfg)
     x = (train_x if args.split == "train" else test_x)[: args.points]
     print(f"{args.run}: {args.split}, estimators on the first {len(x)} points, seed {args.seed}", flush=True)

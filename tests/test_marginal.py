@@ -161,6 +161,13 @@ def test_quadrature_in_three_dimensions_and_its_laplace_fit():
     torch.testing.assert_close(log_marginal_quadrature(x, decoder, laplace).log_px, exact, atol=1e-5, rtol=0)
 
 
+def test_quadrature_refuses_more_than_three_latent_dimensions():
+    decoder = BernoulliMLP(4, 8, 5).double()
+    laplace = laplace_fit(decoder, torch.zeros(2, 5, dtype=torch.float64), torch.zeros(2, 4, dtype=torch.float64))
+    with pytest.raises(ValueError, match="Nz <= 3, got Nz = 4"):
+        log_marginal_quadrature(torch.zeros(2, 5, dtype=torch.float64), decoder, laplace)
+
+
 def test_app_d_estimator_with_the_paper_settings(model):
     """App. D/E settings: 50 HMC samples (25 fit q, 25 enter the estimate), 4 leapfrog steps, chains from
     q(z|x). With 25 correlated samples the error of one datapoint is about 0.1 nats typically and up to about

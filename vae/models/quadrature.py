@@ -55,9 +55,9 @@ def _gradient_and_hessian(decoder: Decoder, x: torch.Tensor, z: torch.Tensor) ->
 
 
 def laplace_fit(decoder: Decoder, x: torch.Tensor, start: torch.Tensor, steps: int = 100) -> Laplace:
-    """The posterior mode that damped Newton ascent reaches from ``start`` (n, Nz), in float64, and the square root of
-    the inverse negative Hessian there. Converged: the Newton decrement gᵀ(-H)⁻¹g, the log-density
-    still to gain by a full step, is below 1e-8 nats."""
+    """The posterior mode that damped Newton ascent reaches from ``start`` (n, Nz), in float64, and the square
+    root of the inverse negative Hessian there. Converged: the Newton decrement gᵀ(-H)⁻¹g (twice the
+    log-density a full Newton step would still gain) is below 1e-8 nats."""
     decoder = copy.deepcopy(decoder).double().requires_grad_(False)
     x, z = x.double(), start.double().clone()
     n, nz = z.shape
@@ -106,8 +106,11 @@ def log_marginal_quadrature(
 ) -> Quadrature:
     """log p(x) for each row of x (n, D) on the grid whitened by ``laplace``, reaching ``radius`` standard
     deviations with nodes ``spacing`` apart at the mode; returns ``Quadrature``. The decoder runs in x's dtype,
-    ``chunk`` nodes at a time; sums are taken in float64."""
+    ``chunk`` nodes at a time; sums are taken in float64. A grid of Nz > 3 is refused (ValueError): it would
+    need tens of millions of nodes per datapoint."""
     nz = laplace.mode.shape[1]
+    if nz > 3:
+        raise ValueError(f"quadrature grids Nz <= 3, got Nz = {nz}")
     u, log_w, face = grid_nodes(nz, radius, spacing)
     log_det = laplace.scale.diagonal(dim1=1, dim2=2).log().sum(1)
     joint = posterior_log_joint(decoder, x)
