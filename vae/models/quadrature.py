@@ -102,11 +102,12 @@ def log_marginal_quadrature(
     laplace: Laplace,
     radius: float = 48.0,
     spacing: float = 0.25,
-    chunk: int = 4096,
+    chunk: int = 65536,
 ) -> Quadrature:
     """log p(x) for each row of x (n, D) on the grid whitened by ``laplace``, reaching ``radius`` standard
-    deviations with nodes ``spacing`` apart at the mode; returns ``Quadrature``. The decoder runs in x's dtype,
-    ``chunk`` nodes at a time; sums are taken in float64. A grid of Nz > 3 is refused (ValueError): it would
+    deviations with nodes ``spacing`` apart at the mode; returns ``Quadrature``. The decoder runs in x's dtype
+    on ``chunk`` (node, datapoint) pairs at a time, so memory is chunk * D values whatever n; sums are taken in
+    float64. A grid of Nz > 3 is refused (ValueError): it would
     need tens of millions of nodes per datapoint."""
     nz = laplace.mode.shape[1]
     if nz > 3:
@@ -117,12 +118,13 @@ def log_marginal_quadrature(
     parts = []
     face_max = torch.full((x.shape[0],), -math.inf, dtype=torch.float64)
     overall = face_max.clone()
-    for start in range(0, u.shape[0], chunk):
-        block = u[start : start + chunk]
+    step = max(1, chunk // x.shape[0])
+    for start in range(0, u.shape[0], step):
+        block = u[start : start + step]
         z = laplace.mode + torch.einsum("nij,kj->kni", laplace.scale, block)
         values = joint(z.to(x.dtype)).double()
-        parts.append(torch.logsumexp(values + log_w[start : start + chunk, None], 0))
-        on_face = face[start : start + chunk]
+        parts.append(torch.logsumexp(values + log_w[start : start + step, None], 0))
+        on_face = face[start : start + step]
         if on_face.any():
             face_max = torch.maximum(face_max, values[on_face].max(0).values)
         overall = torch.maximum(overall, values.max(0).values)
