@@ -141,6 +141,8 @@ def test_quadrature_on_the_laplace_grid_matches_the_plain_grid(model):
     result = log_marginal_quadrature(x, decoder, laplace)
     assert (result.edge < -30).all()
     torch.testing.assert_close(result.log_px, exact, atol=2e-4, rtol=0)
+    chunked = log_marginal_quadrature(x, decoder, laplace, chunk=7 * len(x))  # 7 nodes at a time
+    torch.testing.assert_close(chunked.log_px, result.log_px)
     short = log_marginal_quadrature(x, decoder, laplace, radius=6.0)
     assert (short.edge > -30).all() and (exact - short.log_px).max() > 0.02
 
