@@ -28,24 +28,14 @@ from vae.models.hmc import Tuning
 from vae.models.marginal import best_prior_draw, log_marginal_hmc, log_marginal_is
 from vae.models.quadrature import Laplace, laplace_fit, log_marginal_quadrature
 from vae.models.vae import VAE
+from vae.protocol.measurement import app_d_settings
 
 
 def app_d(model: VAE, cfg: Config, x: torch.Tensor, tuning: Tuning, seed: int) -> torch.Tensor:
     """App. D's estimate for each row of x, its chains started as the runs start them (z ~ q(z|x), or the best
-    of 1000 prior draws without an encoder)."""
-    return log_marginal_hmc(
-        x,
-        model.decoder,
-        model.encoder,
-        torch.Generator().manual_seed(seed),
-        n_samples=cfg.marginal_samples,
-        n_burnin=cfg.marginal_burnin,
-        n_steps=cfg.marginal_leapfrog,
-        step_size=cfg.hmc_step_size,
-        target=cfg.hmc_target,
-        bandwidth=cfg.marginal_bandwidth,
-        tuning=tuning,
-    ).double()
+    of 1000 prior draws without an encoder), with step-size tuning ``tuning``."""
+    settings = app_d_settings(cfg) | {"tuning": tuning}
+    return log_marginal_hmc(x, model.decoder, model.encoder, torch.Generator().manual_seed(seed), **settings).double()
 
 
 def main() -> None:

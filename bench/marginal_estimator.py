@@ -23,21 +23,14 @@ from vae.config import Config
 from vae.data import load_dataset
 from vae.models.marginal import best_prior_draw, log_marginal_hmc, log_marginal_is
 from vae.models.vae import VAE
+from vae.protocol.measurement import app_d_settings
 
 Estimate = Callable[[torch.Tensor, VAE, torch.Generator], torch.Tensor]
 
 
 def variants(cfg: Config) -> dict[str, Estimate]:
     """Name -> estimator(x, model, generator) returning log p(x) (or the bound) per datapoint."""
-    hmc = dict(
-        n_samples=cfg.marginal_samples,
-        n_burnin=cfg.marginal_burnin,
-        n_steps=cfg.marginal_leapfrog,
-        step_size=cfg.hmc_step_size,
-        target=cfg.hmc_target,
-        bandwidth=cfg.marginal_bandwidth,
-        tuning=cfg.marginal_step_tuning,
-    )
+    hmc = dict(app_d_settings(cfg))
 
     def app_d(**change: float | str) -> Estimate:
         def run(x: torch.Tensor, model: VAE, g: torch.Generator) -> torch.Tensor:

@@ -4,15 +4,27 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import TypedDict
 
 import torch
 
 from vae.algorithms.evaluation import eval_generators, evaluate
 from vae.algorithms.stack import Stack
 from vae.config import Config
-from vae.models.marginal import hmc_calls, log_marginal_hmc, log_marginal_is
+from vae.models.hmc import Tuning
+from vae.models.marginal import Bandwidth, hmc_calls, log_marginal_hmc, log_marginal_is
 from vae.models.nets import Decoder, GaussianMLP
 from vae.models.vae import uses_encoder
+
+
+class AppDSettings(TypedDict):
+    n_samples: int
+    n_burnin: int
+    n_steps: int
+    step_size: float
+    target: float
+    bandwidth: Bandwidth
+    tuning: Tuning
 
 
 def measure(stack: Stack, between: Callable[[], None] = lambda: None) -> list[dict[str, float]]:
@@ -59,18 +71,18 @@ def mean_log_marginal(
     if cfg.marginal_estimator == "is":
         values = log_marginal_is(x, decoder, encoder, generator, k=cfg.marginal_is_k)
     else:
-        values = log_marginal_hmc(
-            x,
-            decoder,
-            encoder,
-            generator,
-            n_samples=cfg.marginal_samples,
-            n_burnin=cfg.marginal_burnin,
-            n_steps=cfg.marginal_leapfrog,
-            step_size=cfg.hmc_step_size,
-            target=cfg.hmc_target,
-            bandwidth=cfg.marginal_bandwidth,
-            tuning=cfg.marginal_step_tuning,
-            between=between,
-        )
+        values = log_marginal_hmc(x, decoder, encoder, generator, **app_d_settings(cfg), between=between)
     return float(values.double().mean())
+
+
+def app_d_settings(cfg: Config) -> AppDSettings:
+    """The keyword arguments of ``log_marginal_hmc`` that a run's config sets (App. D, App. E)."""
+    return AppDSettings(
+        n_samples=cfg.marginal_samples,
+        n_burnin=cfg.marginal_burnin,
+        n_steps=cfg.marginal_leapfrog,
+        step_size=cfg.hmc_step_size,
+        target=cfg.hmc_target,
+        bandwidth=cfg.marginal_bandwidth,
+        tuning=cfg.marginal_step_tuning,
+    )
