@@ -34,6 +34,10 @@ class Laplace(NamedTuple):
     scale: torch.Tensor
     converged: torch.Tensor
 
+    def take(self, index: torch.Tensor) -> Laplace:
+        """The fit of the datapoints ``index`` selects."""
+        return Laplace(self.mode[index], self.scale[index], self.converged[index])
+
 
 class Quadrature(NamedTuple):
     """Per datapoint: log p(x) (n,), the largest log-integrand on the box's outer faces minus the largest
