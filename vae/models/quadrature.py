@@ -111,8 +111,7 @@ def log_marginal_quadrature(
     """log p(x) for each row of x (n, D) on the grid whitened by ``laplace``, reaching ``radius`` standard
     deviations with nodes ``spacing`` apart at the mode; returns ``Quadrature``. The decoder runs in x's dtype
     on ``chunk`` (node, datapoint) pairs at a time, so memory is chunk * D values whatever n; sums are taken in
-    float64. A grid of Nz > 3 is refused (ValueError): it would
-    need tens of millions of nodes per datapoint."""
+    float64. A grid of Nz > 3 is refused (ValueError): it would need tens of millions of nodes per datapoint."""
     nz = laplace.mode.shape[1]
     if nz > 3:
         raise ValueError(f"quadrature grids Nz <= 3, got Nz = {nz}")
