@@ -1,6 +1,7 @@
 """The end of a command on SIGINT or SIGTERM: ``Interrupted``, which the command line turns into one line and exit
 status 128 + signal; ``raise_on_signals`` raises it wherever the command stands (outside a training loop, whose
-own handling is ``vae.runs.signals``). Nothing heavy is imported here, so the handlers go in before torch loads."""
+own handling is ``vae.runs.signals``), or, inside an import, once that import is whole. Nothing heavy is imported
+here, so the handlers go in before torch loads."""
 
 from __future__ import annotations
 
@@ -11,6 +12,8 @@ from contextlib import contextmanager
 from types import FrameType
 
 SIGNALS = (signal.SIGINT, signal.SIGTERM)
+# how often a signal that came during an import is tried again, until the import is whole
+RETRY_SECONDS = 0.05
 
 
 class Interrupted(BaseException):
@@ -27,12 +30,35 @@ class Interrupted(BaseException):
         return 128 + self.signum
 
 
+def importing(frame: FrameType | None) -> bool:
+    """Whether ``frame`` stands inside an import: a module's code being run, or a C extension being loaded, with
+    the import system's frames below it."""
+    while frame is not None:
+        if "importlib._bootstrap" in frame.f_code.co_filename.replace("/", "."):  # frozen or from its source file
+            return True
+        frame = frame.f_back
+    return False
+
+
 @contextmanager
 def raise_on_signals(message: str) -> Iterator[None]:
     """Within the block SIGINT and SIGTERM raise ``Interrupted`` with ``message`` after the signal's name (in the
-    main thread, where Python handles signals); leaving it restores the handlers found on entering it."""
+    main thread, where Python handles signals); leaving it restores the handlers found on entering it.
+
+    A signal that comes during an import is put off until the import is whole (tried again every
+    ``RETRY_SECONDS``): raised inside one, it can leave a package half imported, whose next use then fails in
+    its own way (numpy's C extensions with "cannot load module more than once per process", or a
+    ``RecursionError``) instead of ending the command with its one line. Start-up imports take seconds."""
+    retries: list[threading.Timer] = []
+    main_thread = threading.main_thread().ident
 
     def stop(signum: int, frame: FrameType | None) -> None:
+        if importing(frame):  # a real signal again, which also ends a sleep or a wait of the main thread
+            retry = threading.Timer(RETRY_SECONDS, signal.pthread_kill, (main_thread, signum))
+            retry.daemon = True
+            retries.append(retry)
+            retry.start()
+            return
         raise Interrupted(signum, f"{signal.Signals(signum).name}: {message}")
 
     main = threading.current_thread() is threading.main_thread()
@@ -40,6 +66,8 @@ def raise_on_signals(message: str) -> Iterator[None]:
     try:
         yield
     finally:
+        for retry in retries:
+            retry.cancel()
         for signum, handler in previous.items():
             signal.signal(signum, handler)
 

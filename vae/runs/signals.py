@@ -1,11 +1,12 @@
 """Stopping on SIGINT or SIGTERM, within seconds, with one line and exit status 128 + signal.
 
 Outside a training loop (start-up, data loading, the schedule, ``tables``, ``figures``, ``log-px``) the signal
-raises ``Interrupted`` where the command stands (``raise_on_signals``): files are written atomically, so each is
-whole or untouched. Inside a training loop it is recorded, and the training stops at the next point where every
-run's state is whole: after the current iteration (or block of iterations under DDP), or between two transitions
-of an evaluation's HMC chains (the point is evaluated again on resuming). The checkpoint of every run of the stack
-is written there, so that running the same command again continues exactly.
+raises ``Interrupted`` where the command stands (``raise_on_signals``), or, inside an import, once that import is
+whole: files are written atomically, so each is whole or untouched. Inside a training loop it is recorded, and
+the training stops at the next point where every run's state is whole: after the current iteration (or block of
+iterations under DDP), or between two transitions of an evaluation's HMC chains (the point is evaluated again on
+resuming). The checkpoint of every run of the stack is written there, so that running the same command again
+continues exactly.
 
 Lightning 2.6 on its own: SIGINT is Python's ``KeyboardInterrupt``, raised anywhere inside a step, which ``fit``
 answers with exit status 1; SIGTERM sets ``trainer.received_sigterm`` and the loops raise ``SIGTERMException`` (a
