@@ -136,7 +136,6 @@ def test_a_signal_during_an_import_stops_the_command_once_the_import_is_whole(tm
     (package / "__init__.py").write_text("")
     (package / "part.py").write_text("import os, signal\nos.kill(os.getpid(), signal.SIGTERM)\nWHOLE = True\n")
     monkeypatch.syspath_prepend(str(tmp_path))
-    monkeypatch.setattr(sys, "modules", dict(sys.modules))
     began = time.monotonic()
     with pytest.raises(Interrupted, match="SIGTERM: stopped") as stopped, raise_on_signals("stopped"):
         import halfway.part  # noqa: F401
