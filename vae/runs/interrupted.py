@@ -49,24 +49,23 @@ def raise_on_signals(message: str) -> Iterator[None]:
     ``RETRY_SECONDS``): raised inside one, it can leave a package half imported, whose next use then fails in
     its own way (numpy's C extensions with "cannot load module more than once per process", or a
     ``RecursionError``) instead of ending the command with its one line. Start-up imports take seconds."""
-    retries: list[threading.Timer] = []
-    main_thread = threading.main_thread().ident
+    main_thread = threading.main_thread()
+    pending: list[threading.Timer] = []  # the retry not yet made (the earlier ones have been)
 
     def stop(signum: int, frame: FrameType | None) -> None:
         if importing(frame):  # a real signal again, which also ends a sleep or a wait of the main thread
-            retry = threading.Timer(RETRY_SECONDS, signal.pthread_kill, (main_thread, signum))
-            retry.daemon = True
-            retries.append(retry)
-            retry.start()
+            pending[:] = [threading.Timer(RETRY_SECONDS, signal.pthread_kill, (main_thread.ident, signum))]
+            pending[0].daemon = True
+            pending[0].start()
             return
         raise Interrupted(signum, f"{signal.Signals(signum).name}: {message}")
 
-    main = threading.current_thread() is threading.main_thread()
+    main = threading.current_thread() is main_thread
     previous = {signum: signal.signal(signum, stop) for signum in SIGNALS} if main else {}
     try:
         yield
     finally:
-        for retry in retries:
+        for retry in pending:
             retry.cancel()
         for signum, handler in previous.items():
             signal.signal(signum, handler)
