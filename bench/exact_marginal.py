@@ -98,18 +98,24 @@ def main() -> None:
         raised = float((other_box - log_px[apart]).clamp(min=0).max())
         log_px[apart] = torch.maximum(log_px[apart], other_box)
     seconds = time.perf_counter() - began
+    faces = chosen[exact.edge > -30].tolist()
     print(
         f"quadrature on {len(chosen)} points: {seconds:.0f} s; Newton converged on "
         f"{int(laplace.converged.sum())}; integrand at the faces above e^-30 of its peak on "
-        f"{int((exact.edge > -30).sum())} (largest {float(exact.edge.max()):.1f}); a start at the best prior "
+        f"{len(faces)} (largest {float(exact.edge.max()):.1f}; points {faces[:20]}); a start at the best prior "
         f"draw found another mode on {len(apart)}, raising log p(x) by up to {raised:.2f} nats",
         flush=True,
     )
     n_check = min(args.check, len(chosen))
     check = torch.arange(n_check)
     finer = log_marginal_quadrature(xs[check], model.decoder, laplace.take(check), spacing=0.125)
-    change = float((finer.log_px - exact.log_px[:n_check]).abs().max())
-    print(f"half the spacing on the first {n_check}: largest change {change:.2e} nats", flush=True)
+    change = finer.log_px - exact.log_px[:n_check]
+    worst_change = int(change.abs().argmax())
+    print(
+        f"half the spacing on the first {n_check}: largest change {float(change[worst_change]):+.2e} nats "
+        f"(point {int(chosen[worst_change])})",
+        flush=True,
+    )
 
     first = torch.arange(min(args.exact, len(x)))
     truth = log_px[: len(first)]
