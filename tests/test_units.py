@@ -14,7 +14,7 @@ import yaml
 from helpers import fake_run
 
 from vae.runs.folder import RunFolder
-from vae.runs.units import Part, load_units, stage
+from vae.runs.units import Part, load_units, main, stage
 
 TINY = dict(
     dataset="mnist",
@@ -39,31 +39,26 @@ def units(tmp_path: Path, samples: int) -> Path:
     return path
 
 
+def places(tmp_path: Path) -> list[str]:
+    """The units file and the folders of a unit's commands, under ``tmp_path``."""
+    folders = [("--units", "units.yaml"), ("--staging", "staging"), ("--reference", "reference"), ("--out", "out")]
+    return [arg for option, name in folders for arg in (option, str(tmp_path / name))]
+
+
 def units_cmd(tmp_path: Path, data_root: Path, *args: str, timeout: float = 300) -> subprocess.CompletedProcess:
-    cmd = [
-        sys.executable,
-        "-m",
-        "vae.runs.units",
-        *args,
-        "--units",
-        str(tmp_path / "units.yaml"),
-        "--staging",
-        str(tmp_path / "staging"),
-        "--reference",
-        str(tmp_path / "reference"),
-        "--out",
-        str(tmp_path / "out"),
-    ]
+    cmd = [sys.executable, "-m", "vae.runs.units", *args, *places(tmp_path)]
     env = os.environ | {"VAE_DATA_DIR": str(data_root), "OMP_NUM_THREADS": "1"}
     return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env)
 
 
-def slot(tmp_path: Path, data_root: Path, seconds: float) -> list[Path]:
+def slot(tmp_path: Path, data_root: Path, seconds: float, monkeypatch: pytest.MonkeyPatch) -> list[Path]:
     """One GPU slot's commands, here: stage, train until ``seconds``, pack; the staging folder is gone after,
-    as on a fresh machine."""
+    as on a fresh machine. They run through the module's ``main`` in this process (its ``train`` starts the real
+    ``python -m vae train``); ``test_adopt_refuses_a_tar_that_is_not_a_unit`` runs the module as a command."""
+    monkeypatch.setenv("VAE_DATA_DIR", str(data_root))
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
     for args in (["stage", "u"], ["train", "u", "--seconds", str(seconds), "--set", "accelerator=cpu"], ["pack", "u"]):
-        done = units_cmd(tmp_path, data_root, *args)
-        assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+        assert main([*args, *places(tmp_path)]) == 0
     tars = sorted((tmp_path / "out").glob("*.tar"))
     moved = [tmp_path / f"slot-{t.name}" for t in tars]
     for t, m in zip(tars, moved, strict=True):
@@ -72,34 +67,37 @@ def slot(tmp_path: Path, data_root: Path, seconds: float) -> list[Path]:
     return moved
 
 
-def test_a_unit_continues_from_the_adopted_reference(tmp_path, data_root):
+def test_a_unit_continues_from_the_adopted_reference(tmp_path, data_root, monkeypatch, capsys):
     units(tmp_path, 4000)
-    tars = slot(tmp_path, data_root, 300)
+    tars = slot(tmp_path, data_root, 300, monkeypatch)
     names = set()
     for t in tars:
         with tarfile.open(t) as tar:
             names.update(tar.getnames())
     assert "runs/tiny/nz2-seed0/checkpoints/last.ckpt" in names and "runs/tiny/nz4-seed0/metrics.csv" in names
-    done = units_cmd(tmp_path, data_root, "adopt", *map(str, tars))
-    assert done.returncode == 0 and "adopted tiny/nz2-seed0" in done.stdout
+    capsys.readouterr()
+    assert main(["adopt", *map(str, tars), *places(tmp_path)]) == 0
+    assert "adopted tiny/nz2-seed0" in capsys.readouterr().out
     first = RunFolder.of(tmp_path / "reference", "tiny", "nz2-seed0")
     assert first.status()["samples"] == 4000 and first.has_checkpoint()
     rows = len(first.metrics())
     assert list(first.metrics()["samples"]) == [2000, 4000]
 
     units(tmp_path, 8000)  # the next slot extends the adopted runs
-    tars = slot(tmp_path, data_root, 300)
-    assert "staged 2 runs" in units_cmd(tmp_path, data_root, "stage", "u").stdout
-    units_cmd(tmp_path, data_root, "adopt", *map(str, tars))
+    tars = slot(tmp_path, data_root, 300, monkeypatch)
+    capsys.readouterr()
+    assert main(["stage", "u", *places(tmp_path)]) == 0
+    assert "staged 2 runs" in capsys.readouterr().out
+    assert main(["adopt", *map(str, tars), *places(tmp_path)]) == 0
     again = RunFolder.of(tmp_path / "reference", "tiny", "nz2-seed0")
     assert again.status()["samples"] == 8000 and len(again.metrics()) > rows
 
 
 @pytest.mark.slow  # a minute: the deadline has to leave the run time to start under load
-def test_the_deadline_stops_a_unit_checkpointed(tmp_path, data_root):
+def test_the_deadline_stops_a_unit_checkpointed(tmp_path, data_root, monkeypatch):
     units(tmp_path, 10**10)  # far beyond what the deadline lets it reach
-    tars = slot(tmp_path, data_root, 60)
-    units_cmd(tmp_path, data_root, "adopt", *map(str, tars))
+    tars = slot(tmp_path, data_root, 60, monkeypatch)
+    assert main(["adopt", *map(str, tars), *places(tmp_path)]) == 0
     run = RunFolder.of(tmp_path / "reference", "tiny", "nz2-seed0")
     assert run.has_checkpoint() and 0 < run.status()["samples"] < 10**7
 
