@@ -38,7 +38,7 @@ GPU_PY ?= python3
 help:  ## list the targets
 	@grep -E '^[a-z0-9-]+:.*## ' $(firstword $(MAKEFILE_LIST)) | sed -E 's/^([a-z0-9-]+):.*## (.*)/  make \1\t\2/' | expand -t 24
 
-.PHONY: help gpu-check gpu-reference install test test-full lint reproduce-mnist reproduce-frey reproduce-fig2 reproduce-fig45 reproduce-fig3 ablations smoke data log-px tables figures bench
+.PHONY: help gpu-check gpu-reference install test test-full test-gpu-stack lint reproduce-mnist reproduce-frey reproduce-fig2 reproduce-fig45 reproduce-fig3 ablations smoke data log-px tables figures bench
 
 install: $(VENV)/.installed  ## create .venv and install the package with its test dependencies
 $(VENV)/.installed: pyproject.toml
@@ -53,6 +53,19 @@ test: install  ## fast test suite (CPU, a few minutes)
 
 test-full: install  ## the test suite with the slow tests
 	$(PY) -m pytest -q
+
+# test-gpu-stack: the GPU machine's software (Python 3.12, torch 2.11, Lightning 2.6.6; no wandb, no Ray) in
+# .venv-gpu-stack, on the CPU: the tests of what a GPU slot runs that need no GPU (compiled steps against eager
+# ones, stacks against runs alone, training without wandb and Ray, the units' commands), so that a difference of
+# torch versions shows here and not in a slot. The first run installs torch's CUDA wheels (about 5 GB).
+GPU_STACK := .venv-gpu-stack
+GPU_STACK_PYTHON ?= python3.12
+GPU_STACK_TORCH ?= torch==2.11.0
+test-gpu-stack:  ## the tests a GPU slot relies on, on the CPU, under the GPU machine's Python, torch and Lightning
+	[ -x $(GPU_STACK)/bin/python ] || { $(GPU_STACK_PYTHON) -m venv $(GPU_STACK) && $(GPU_STACK)/bin/python -m pip \
+		install --quiet "$(GPU_STACK_TORCH)" lightning==2.6.6 pandas matplotlib scipy pyyaml tabulate pytest; }
+	PYTHONPATH="$(CURDIR)" $(GPU_STACK)/bin/python -m pytest -q -p no:cacheprovider -m "not slow" \
+		tests/test_fused_steps.py tests/test_stack_equals_alone.py tests/test_optional_deps.py tests/test_units.py
 
 lint: install  ## ruff check, mypy and ruff format --check over the code (settings in pyproject.toml; CI runs it)
 	$(PY) -m ruff check

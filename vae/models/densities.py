@@ -22,7 +22,11 @@ LOG_2PI = math.log(2.0 * math.pi)
 
 
 def _softplus_values(v: torch.Tensor) -> torch.Tensor:
-    """softplus(v) = max(v, 0) + log(1 + exp(-|v|)), stable for any v, without autograd."""
+    """softplus(v) = max(v, 0) + log(1 + exp(-|v|)), stable for any v, without autograd. In a compiled step the
+    same operations run out of place: inductor fuses them anyway, and torch 2.11 compiles the in-place chain
+    inside ``_Softplus`` into a wrong gradient (``tests/test_fused_steps.py`` catches it)."""
+    if torch.compiler.is_compiling():
+        return torch.log(torch.exp(-v.abs()) + 1.0) + v.clamp(min=0.0)
     out = v.abs().neg_().exp_().add_(1.0).log_()
     return out.add_(v.clamp(min=0.0))
 
