@@ -11,7 +11,6 @@ import shutil
 import signal
 import socket
 import subprocess
-import sys
 import threading
 import time
 from pathlib import Path
@@ -21,8 +20,9 @@ import pandas as pd
 import pytest
 import torch
 import yaml
-from helpers import train_command
+from helpers import train_args, train_command
 
+from vae.__main__ import main
 from vae.config import RunSpec, make_config
 from vae.protocol.schedule import eval_points
 from vae.runs.folder import ResultsError, RunFolder
@@ -273,7 +273,7 @@ def tree(root: Path) -> dict[str, str | None]:
 
 
 @pytest.mark.parametrize("spelling", ["reference", "experiments/../reference", "a link to it", "runs linked into it"])
-def test_restart_into_the_reference_folder_is_refused_and_changes_nothing(spelling, tmp_path):
+def test_restart_into_the_reference_folder_is_refused_and_changes_nothing(spelling, tmp_path, monkeypatch, capsys):
     """However the results folder reaches the repository's reference runs (from another working folder, where the
     default --reference names nothing), --restart is refused before anything is written, and no destructive command
     is suggested."""
@@ -281,45 +281,24 @@ def test_restart_into_the_reference_folder_is_refused_and_changes_nothing(spelli
     (tmp_path / "link").symlink_to(ROOT / "reference")
     (tmp_path / "results").mkdir()
     (tmp_path / "results" / "runs").symlink_to(ROOT / "reference" / "runs")
-    cwd = ROOT if spelling in ("reference", "experiments/../reference") else tmp_path
+    monkeypatch.chdir(ROOT if spelling in ("reference", "experiments/../reference") else tmp_path)
     before = tree(ROOT / "reference")
-    done = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "vae",
-            "train",
-            str(ROOT / "experiments" / "fig2_mnist_aevb.yaml"),
-            "--only",
-            "nz3-seed0",
-            "--results-dir",
-            str(results),
-            "--restart",
-        ],
-        cwd=cwd,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    assert done.returncode == 2 and "Traceback" not in done.stderr, done.stderr
-    (line,) = done.stderr.strip().splitlines()
+    command = ["train", str(ROOT / "experiments" / "fig2_mnist_aevb.yaml"), "--only", "nz3-seed0"]
+    assert main([*command, "--results-dir", str(results), "--restart"]) == 2
+    (line,) = capsys.readouterr().err.strip().splitlines()
     assert "lies in the reference folder" in line and "no training command writes to" in line, line
     assert "--restart" not in line and "RESTART" not in line and "discard" not in line
     assert tree(ROOT / "reference") == before
 
 
-def test_the_reference_named_by_the_command_is_refused_too(tmp_path, data_root):
+def test_the_reference_named_by_the_command_is_refused_too(tmp_path, data_root, capsys):
     mine = tmp_path / "mine"
     (mine / "runs" / "stop" / "seed0").mkdir(parents=True)
     (mine / "runs" / "stop" / "seed0" / "status.json").write_text('{"samples": 100000}')
     before = tree(mine)
-    done = subprocess.run(
-        train_command(sweep_file(tmp_path), tmp_path / "x" / ".." / "mine", data_root)
-        + ["--reference", str(mine), "--restart"],
-        capture_output=True,
-        text=True,
-    )
-    assert done.returncode == 2 and "lies in the reference folder" in done.stderr, done.stderr
+    args = train_args(sweep_file(tmp_path), tmp_path / "x" / ".." / "mine", data_root)
+    assert main([*args, "--reference", str(mine), "--restart"]) == 2
+    assert "lies in the reference folder" in capsys.readouterr().err
     assert tree(mine) == before
 
 
