@@ -238,7 +238,7 @@ def test_results_files_get_the_mode_the_umask_gives(tmp_path, data_root, umask, 
         assert (run / name).stat().st_mode & 0o777 == mode, name
 
 
-def test_a_run_ahead_of_its_missing_checkpoint_is_never_restarted_silently(tmp_path, data_root, uninterrupted):
+def test_a_run_ahead_of_its_missing_checkpoint_is_never_restarted_silently(tmp_path, data_root, uninterrupted, capsys):
     """Results copied without their checkpoint (the committed reference runs, say) at a larger budget: refused,
     unchanged; with --restart trained again from zero, exactly as a fresh run."""
     run = tmp_path / "runs" / "stop" / "seed0"
@@ -247,15 +247,11 @@ def test_a_run_ahead_of_its_missing_checkpoint_is_never_restarted_silently(tmp_p
         (run / name).write_bytes((uninterrupted / name).read_bytes())
     before = snapshot(run)
     sweep = sweep_file(tmp_path, budget=200000)
-    refused = subprocess.run(train_command(sweep, tmp_path, data_root), capture_output=True, text=True)
-    assert refused.returncode == 2 and "Traceback" not in refused.stderr
-    assert "has reached 100,000 samples but has no checkpoint" in refused.stderr and "--restart" in refused.stderr
+    assert main(train_args(sweep, tmp_path, data_root)) == 2
+    refused = capsys.readouterr().err
+    assert "has reached 100,000 samples but has no checkpoint" in refused and "--restart" in refused
     assert snapshot(run) == before
-    subprocess.run(
-        train_command(sweep_file(tmp_path, budget=10000), tmp_path, data_root) + ["--restart"],
-        check=True,
-        capture_output=True,
-    )
+    assert main([*train_args(sweep_file(tmp_path, budget=10000), tmp_path, data_root), "--restart"]) == 0
     cols = ["samples", "train/elbo", "test/elbo"]
     clean = pd.read_csv(uninterrupted / "metrics.csv")[cols]
     pd.testing.assert_frame_equal(pd.read_csv(run / "metrics.csv")[cols], clean[clean["samples"] <= 10000])
@@ -302,22 +298,20 @@ def test_the_reference_named_by_the_command_is_refused_too(tmp_path, data_root, 
     assert tree(mine) == before
 
 
-def test_restart_keeps_a_run_that_git_tracks_unless_told_to_discard_it(tmp_path, data_root):
+def test_restart_keeps_a_run_that_git_tracks_unless_told_to_discard_it(tmp_path, data_root, capsys):
     sweep = sweep_file(tmp_path, budget=10000, lr=0.02)
-    subprocess.run(train_command(sweep, tmp_path, data_root), check=True, capture_output=True)
+    assert main(train_args(sweep, tmp_path, data_root)) == 0
     run = tmp_path / "runs" / "stop" / "seed0"
     shutil.rmtree(run / "checkpoints")  # committed results come without their checkpoint
     subprocess.run(["git", "init", "-q", str(tmp_path)], check=True)
     subprocess.run(["git", "-C", str(tmp_path), "add", "runs"], check=True)
     before = snapshot(run)
-    refused = subprocess.run(train_command(sweep, tmp_path, data_root) + ["--restart"], capture_output=True, text=True)
-    assert refused.returncode == 2 and "Traceback" not in refused.stderr, refused.stderr
-    (line,) = refused.stderr.strip().splitlines()
+    capsys.readouterr()
+    assert main([*train_args(sweep, tmp_path, data_root), "--restart"]) == 2
+    (line,) = capsys.readouterr().err.strip().splitlines()
     assert "holds files that git tracks" in line and "--results-dir" in line and "--discard-tracked" not in line
     assert snapshot(run) == before
-    subprocess.run(
-        train_command(sweep, tmp_path, data_root) + ["--restart", "--discard-tracked"], check=True, capture_output=True
-    )
+    assert main([*train_args(sweep, tmp_path, data_root), "--restart", "--discard-tracked"]) == 0
     assert RunFolder(run).samples_done() == 10000
 
 
