@@ -221,6 +221,7 @@ def _train_stack(
                 for phase in ("select", "eval", "checkpoint")
             },
             "device": str(trainer.strategy.root_device),
+            "kernels": kernels(trainer.strategy.root_device),
             "ranks": ranks,
             **({"data_dir": str(data.folder)} if isinstance(data, RunData) else {}),
         }
@@ -238,6 +239,14 @@ def _train_stack(
             f"run the same command again to continue{selecting}",
         )
     return statuses
+
+
+def kernels(device: torch.device) -> str:
+    """What rounded this session's arithmetic: the CPU's kernel set and thread count, or the GPU's name. A run
+    repeats bit for bit only under the same kernels; elsewhere, trained again from zero, it takes another path."""
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    return f"{torch.backends.cpu.get_cpu_capability()}, {torch.get_num_threads()} threads"
 
 
 def run_one(
