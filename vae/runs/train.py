@@ -246,7 +246,7 @@ def kernels(device: torch.device) -> str:
     repeats bit for bit only under the same kernels; elsewhere, trained again from zero, it takes another path."""
     if device.type == "cuda":
         return torch.cuda.get_device_name(device)
-    return f"{torch.backends.cpu.get_cpu_capability()}, {torch.get_num_threads()} threads"
+    return f"{torch.backends.cpu.get_cpu_capability()}, threads={torch.get_num_threads()}"
 
 
 def run_one(
