@@ -207,6 +207,8 @@ def _train_stack(
                     if isinstance(logger, ResumeSafeWandbLogger):  # each W&B run
                         logger.experiment.finish()
     wall = time.time() - began
+    device = trainer.strategy.root_device
+    ran_on = kernels(device)
     for j, (spec, folder) in enumerate(zip(specs, folders, strict=True)):
         status = {
             "samples": module.samples,
@@ -220,8 +222,8 @@ def _train_stack(
                 f"{phase}_seconds": statuses[spec.name].get(f"{phase}_seconds", 0.0) + module.time.clock.totals[phase]
                 for phase in ("select", "eval", "checkpoint")
             },
-            "device": str(trainer.strategy.root_device),
-            "kernels": kernels(trainer.strategy.root_device),
+            "device": str(device),
+            "kernels": ran_on,
             "ranks": ranks,
             **({"data_dir": str(data.folder)} if isinstance(data, RunData) else {}),
         }
